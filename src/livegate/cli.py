@@ -1,0 +1,65 @@
+"""The ``livegate`` command: ``serve``, ``token``, ``contract generate|check``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _cmd_contract(args: argparse.Namespace) -> int:
+    from livegate.contract import check, generate
+    from livegate.contract.generate import find_root
+
+    root = find_root(Path(args.root) if args.root else None)
+    if args.action == "generate":
+        generate(root)
+        return 0
+    return 1 if check(root) else 0
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    from livegate.config import Config
+    from livegate.protocol.auth import mint_token
+
+    config = Config.from_env()
+    config.warn_if_insecure()
+    print(mint_token(config.jwt_secret, args.sub, ttl_seconds=args.ttl, issuer=config.jwt_issuer,
+                     audience=config.jwt_audience))
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from livegate.config import Config
+    from livegate.server import serve
+
+    config = Config.from_env(host=args.host, port=args.port)
+    serve(config)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="livegate", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve_p = sub.add_parser("serve", help="run the gateway in this process")
+    serve_p.add_argument("--host", default=None, help="bind address (default LIVEGATE_HOST or 127.0.0.1)")
+    serve_p.add_argument("--port", type=int, default=None, help="port (default LIVEGATE_PORT or 8000)")
+    serve_p.set_defaults(func=_cmd_serve)
+
+    token_p = sub.add_parser("token", help="print a user JWT signed with the configured HS256 secret")
+    token_p.add_argument("sub", help="the user id (JWT sub)")
+    token_p.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    token_p.set_defaults(func=_cmd_token)
+
+    contract_p = sub.add_parser("contract", help="generate or check code derived from the specs")
+    contract_p.add_argument("action", choices=["generate", "check"])
+    contract_p.add_argument("--root", default=None, help="repository root (default: found from cwd)")
+    contract_p.set_defaults(func=_cmd_contract)
+
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""One exception root for livegate; every error carries the contract code to answer with.
+
+::
+
+    LivegateError
+    ├── ContractError            bad input, answered with an ``error`` frame / problem body
+    ├── AuthError                token refused (``code`` is an ErrorCode from asyncapi.yaml)
+    ├── BusError                 the bus cannot publish or read (Redis down, ...)
+    │   └── BusUnavailable
+    ├── IllegalTransition        generation state machine refused a move
+    ├── NotFound
+    └── ToolError                a tool run failed (``code`` is a GenerationErrorCode)
+
+Third-party exceptions (PyJWT, redis-py, httpx, websockets) are mapped onto this tree at
+the adapter that calls the library; nothing above the adapters catches library errors.
+"""
+
+from __future__ import annotations
+
+
+class LivegateError(Exception):
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class ContractError(LivegateError):
+    code = "invalid_message"
+
+    def __init__(self, message: str, *, code: str | None = None, path: str | None = None):
+        super().__init__(message, code=code)
+        self.path = path
+
+
+class AuthError(LivegateError):
+    code = "token_invalid"
+
+
+class BusError(LivegateError):
+    code = "bus_unavailable"
+
+
+class BusUnavailable(BusError):
+    pass
+
+
+class IllegalTransition(LivegateError):
+    code = "illegal_transition"
+
+
+class NotFound(LivegateError):
+    code = "not_found"
+
+
+class ToolError(LivegateError):
+    """A tool run failed. ``code`` is one of the contract's GenerationErrorCode values:
+
+    ``tool_error``, ``invalid_inputs``, ``upstream_unauthorized``, ``upstream_bad_request``,
+    ``upstream_rate_limited``, ``upstream_unavailable``, ``upstream_timeout``,
+    ``upstream_protocol_error``, ``execution_error``, ``timeout``, ``interrupted_by_restart``.
+    """
+
+    code = "tool_error"
+
+    def __init__(self, message: str, *, code: str | None = None, node_id: str | None = None):
+        super().__init__(message, code=code)
+        self.node_id = node_id
