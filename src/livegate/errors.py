@@ -45,7 +45,12 @@ class BusError(LivegateError):
 
 
 class BusUnavailable(BusError):
-    pass
+    """The bus is down. ``published`` holds the positions of the items of the failed call
+    that were appended before the failure (a prefix), so nothing is reported wrongly."""
+
+    def __init__(self, message: str, *, published: list | None = None) -> None:  # type: ignore[type-arg]
+        super().__init__(message)
+        self.published = list(published or [])
 
 
 class IllegalTransition(LivegateError):

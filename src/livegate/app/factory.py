@@ -1,0 +1,55 @@
+"""Build the Litestar application for one :class:`Gateway`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from litestar import Litestar, WebSocket, websocket
+from litestar.static_files import create_static_files_router
+
+from livegate.app.gateway import Gateway
+from livegate.app.problems import EXCEPTION_HANDLERS
+from livegate.app.routes_core import core_routes
+from livegate.app.routes_generations import generation_routes
+from livegate.app.ws import serve_websocket
+from livegate.config import Config
+from livegate.logs import configure_logging
+
+
+def web_dir() -> Path:
+    """The sandbox (``web/``): ``LIVEGATE_WEB_DIR``, else the repository's ``web/``."""
+    override = os.environ.get("LIVEGATE_WEB_DIR")
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parents[3] / "web"
+
+
+def create_app(config: Config | None = None, *, gateway: Gateway | None = None) -> Litestar:
+    gw = gateway or Gateway(config or Config.from_env())
+    configure_logging(gw.config.log_level)
+
+    @websocket("/v1/ws")
+    async def ws_endpoint(socket: WebSocket[Any, Any, Any]) -> None:
+        """asyncapi.yaml channel ``userStream``."""
+        await serve_websocket(socket, gw)
+
+    handlers: list[Any] = [ws_endpoint, *core_routes(gw), *generation_routes(gw)]
+    web = web_dir()
+    if (web / "docs").is_dir():
+        handlers.append(create_static_files_router(path="/docs", directories=[web / "docs"], html_mode=True,
+                                                   name="docs", include_in_schema=False))
+    if web.is_dir():
+        handlers.append(create_static_files_router(path="/", directories=[web], html_mode=True, name="web",
+                                                   include_in_schema=False))
+    app = Litestar(
+        route_handlers=handlers,
+        on_startup=[gw.start],
+        on_shutdown=[gw.stop],
+        exception_handlers=EXCEPTION_HANDLERS,
+        openapi_config=None,  # openapi.yaml is hand-written and served as is
+        request_max_body_size=16 * 1024 * 1024,
+    )
+    app.state.gateway = gw
+    return app

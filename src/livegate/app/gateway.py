@@ -1,0 +1,87 @@
+"""Everything one gateway process holds, wired once: config, bus, hub, verifier, metrics,
+publisher and the generation service. Routes and the WebSocket pump receive it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from livegate.bus import Bus, create_bus
+from livegate.bus.hub import Hub
+from livegate.config import Config
+from livegate.metrics import Metrics
+from livegate.protocol.auth import TokenVerifier
+from livegate.protocol.session import SessionLimits
+from livegate.service.publisher import Publisher
+
+if TYPE_CHECKING:
+    from livegate.app.ws import Connection
+    from livegate.service.generations import GenerationService
+
+log = logging.getLogger("livegate.gateway")
+
+
+class Gateway:
+    def __init__(self, config: Config, *, bus: Bus | None = None) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.bus = bus or create_bus(config)
+        self.hub = Hub(config.max_connections_per_user)
+        self.verifier = TokenVerifier.from_config(config)
+        self.limits = SessionLimits(
+            auth_timeout=config.auth_timeout_seconds,
+            token_expiring_lead=config.token_expiring_lead_seconds,
+            token_grace=config.token_grace_seconds,
+            max_frame_bytes=config.max_frame_bytes,
+            rate_per_second=config.rate_limit_per_second,
+            rate_burst=config.rate_limit_burst,
+            heartbeat_interval_ms=int(config.heartbeat_interval_seconds * 1000),
+        )
+        self.publisher = Publisher(self.bus, self.metrics)
+        self.connections: set[Connection] = set()
+        self.generations: GenerationService | None = None
+        self.started_at = time.time()
+        self._draining = False
+
+    async def start(self) -> None:
+        self.config.warn_if_insecure()
+        await self.bus.start()
+        from livegate.service.generations import GenerationService
+
+        self.generations = GenerationService.from_config(self.config, self.publisher)
+        await self.generations.start()
+
+    async def stop(self) -> None:
+        await self.drain(self.config.shutdown_grace_seconds)
+        if self.generations is not None:
+            await self.generations.stop()
+        await self.bus.stop()
+
+    async def drain(self, timeout: float) -> None:
+        """Graceful shutdown: refuse new sessions, flush queues, close every connection
+        with 4000 (server restart, reconnect elsewhere) within ``timeout``."""
+        if self._draining:
+            return
+        self._draining = True
+        self.hub.accepting = False
+        connections = list(self.connections)
+        if connections:
+            log.info("draining %d connections", len(connections))
+        for connection in connections:
+            connection.request_close("server_restart", "The server is restarting; reconnect and resume", flush=True)
+        deadline = time.monotonic() + timeout
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+
+    async def readiness(self) -> dict[str, Any]:
+        checks: dict[str, bool] = {}
+        try:
+            checks.update(await asyncio.wait_for(self.bus.health(), 2.0))
+        except Exception:
+            checks["bus"] = False
+        if self.generations is not None:
+            checks.update(await self.generations.health())
+        checks["accepting"] = not self._draining
+        return checks

@@ -1,0 +1,121 @@
+"""Operations, publishing and dev-token routes of openapi.yaml."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.handlers import HTTPRouteHandler
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from livegate.app.auth import require_service
+from livegate.app.gateway import Gateway
+from livegate.app.problems import ProblemError, item_from_validation
+from livegate.errors import BusUnavailable
+from livegate.protocol import http
+from livegate.protocol.auth import mint_token
+
+_publish_decoder = msgspec.json.Decoder(dict[str, Any])
+_dev_token_decoder = msgspec.json.Decoder(http.DevTokenRequest)
+
+
+def _spec(name: str) -> bytes:
+    return resources.files("livegate.specs").joinpath(name).read_bytes()
+
+
+def _json(body: Any, status: int = 200) -> Response[bytes]:
+    return Response(msgspec.json.encode(body), status_code=status, media_type="application/json")
+
+
+def decode_body(data: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
+    try:
+        return decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise ProblemError(422, "validation_failed", "The body does not match the schema",
+                           errors=[item_from_validation(exc)]) from None
+    except msgspec.DecodeError:
+        raise ProblemError(400, "bad_request", "The body is not valid JSON") from None
+
+
+def parse_publish_request(data: bytes) -> list[http.PublishItem]:
+    """Validate the whole batch first; report *every* bad item (nothing half-applied)."""
+    raw = decode_body(data, _publish_decoder)
+    events = raw.get("events")
+    if not isinstance(events, list) or not 1 <= len(events) <= 1000:
+        raise ProblemError(422, "validation_failed", "`events` must be an array of 1 to 1000 items",
+                           errors=[http.ProblemItem(message="Expected an array of 1..1000 items", path="$.events")])
+    items: list[http.PublishItem] = []
+    errors: list[http.ProblemItem] = []
+    for index, item in enumerate(events):
+        try:
+            items.append(msgspec.convert(item, http.PublishItem))
+        except msgspec.ValidationError as exc:
+            errors.append(item_from_validation(exc, prefix=f"$.events[{index}]", index=index))
+    if errors:
+        raise ProblemError(422, "invalid_event", f"{len(errors)} of {len(events)} events are invalid; "
+                           "nothing was published", errors=errors)
+    return items
+
+
+def core_routes(gw: Gateway) -> list[HTTPRouteHandler]:
+    @get("/healthz", sync_to_thread=False)
+    def healthz() -> Response[bytes]:
+        """openapi.yaml ``getHealth``."""
+        return _json(http.Health(status="ok"))
+
+    @get("/readyz")
+    async def readyz() -> Response[bytes]:
+        """openapi.yaml ``getReadiness``."""
+        checks = await gw.readiness()
+        ok = all(checks.values())
+        return _json(http.Health(status="ok" if ok else "unavailable", checks=checks), 200 if ok else 503)
+
+    @get("/metrics", sync_to_thread=False)
+    def metrics() -> Response[bytes]:
+        """openapi.yaml ``getMetrics``."""
+        return Response(generate_latest(gw.metrics.registry), media_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @get("/asyncapi.yaml", sync_to_thread=False)
+    def asyncapi_spec() -> Response[bytes]:
+        """openapi.yaml ``getAsyncApiSpec``."""
+        return Response(_spec("asyncapi.yaml"), media_type="application/yaml")
+
+    @get("/openapi.yaml", sync_to_thread=False)
+    def openapi_spec() -> Response[bytes]:
+        """openapi.yaml ``getOpenApiSpec``."""
+        return Response(_spec("openapi.yaml"), media_type="application/yaml")
+
+    @post("/v1/events")
+    async def publish_events(request: Request[Any, Any, Any]) -> Response[bytes]:
+        """openapi.yaml ``publishEvents``."""
+        require_service(request, gw.config.service_token)
+        items = parse_publish_request(await request.body())
+        try:
+            positions = await gw.publisher.publish([(item.user_id, item.event) for item in items])
+        except BusUnavailable as exc:
+            done = [http.PublishResult(user_id=items[i].user_id, epoch=p.epoch, offset=p.offset)
+                    for i, p in enumerate(exc.published)]
+            raise ProblemError(503, "bus_unavailable", f"The event bus is unavailable: {exc.message}. "
+                               f"{len(done)} of {len(items)} events were published (see results).",
+                               results=done, headers={"Retry-After": "1"}) from None
+        results = [http.PublishResult(user_id=item.user_id, epoch=p.epoch, offset=p.offset)
+                   for item, p in zip(items, positions, strict=True)]
+        return _json(http.PublishResponse(results=results))
+
+    @post("/v1/dev/token")
+    async def dev_token(request: Request[Any, Any, Any]) -> Response[bytes]:
+        """openapi.yaml ``mintDevToken`` (dev mode only)."""
+        if not gw.config.dev:
+            raise ProblemError(404, "dev_mode_disabled", "Dev tokens exist only with LIVEGATE_DEV=1")
+        body = decode_body(await request.body(), _dev_token_decoder)
+        ttl = body.ttl_seconds if isinstance(body.ttl_seconds, int) else 600
+        now = time.time()
+        token = mint_token(gw.config.jwt_secret, body.user_id, ttl_seconds=ttl, issuer=gw.config.jwt_issuer,
+                           audience=gw.config.jwt_audience, now=now)
+        return _json(http.DevTokenResponse(token=token, expires_at=datetime.fromtimestamp(now + ttl, UTC)))
+
+    return [healthz, readyz, metrics, asyncapi_spec, openapi_spec, publish_events, dev_token]

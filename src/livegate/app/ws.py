@@ -1,0 +1,273 @@
+"""The WebSocket pump for asyncapi.yaml's ``/v1/ws`` channel.
+
+Three tasks per connection, all thin: the *reader* feeds frames into the sans-I/O
+:class:`~livegate.protocol.session.Session`, the *timer* wakes it at its deadlines, and
+the *writer* is the only task that sends, draining the bounded
+:class:`~livegate.protocol.outbox.Outbox`. Decisions live in the protocol core; this
+module only carries effects out.
+
+Resume without a seam: subscribe first (live events are held back), read history after
+the asked offset, send ``welcome``, replay, then release the held-back live events with
+offset above the read's top. Every offset reaches the writer at most once and in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from litestar import WebSocket
+from litestar.exceptions import WebSocketDisconnect
+
+from livegate.bus import StreamEvent, Subscription
+from livegate.errors import BusError
+from livegate.protocol import codec, messages
+from livegate.protocol.codes import CLOSE_CODES, FATAL_CLOSE
+from livegate.protocol.outbox import Outbox, Outgoing
+from livegate.protocol.resume import Fresh, Replay, plan_resume
+from livegate.protocol.session import Authenticate, Close, Effect, Send, Session
+
+if TYPE_CHECKING:
+    from livegate.app.gateway import Gateway
+
+log = logging.getLogger("livegate.ws")
+
+
+class Connection:
+    def __init__(self, socket: WebSocket, gateway: Gateway) -> None:
+        self.socket = socket
+        self.gw = gateway
+        self.id = "c-" + secrets.token_hex(6)
+        self.session = Session(gateway.verifier, gateway.limits, self.id, now=time.time())
+        self.outbox = Outbox(gateway.config.queue_max_bytes)
+        self._wakeup = asyncio.Event()
+        self._timer_changed = asyncio.Event()
+        self._close: Close | None = None
+        self._subscription: Subscription | None = None
+        self._held_back: list[StreamEvent] | None = None
+        self._last_queued = 0  # highest stream offset handed to the outbox
+        self._last_sent = 0  # highest stream offset written to the socket
+        self._registered_user: str | None = None
+        self._send = socket.send
+        self._metrics = gateway.metrics
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self.socket.accept()
+        self.gw.connections.add(self)
+        writer = asyncio.create_task(self._writer(), name=f"ws-writer-{self.id}")
+        timer = asyncio.create_task(self._timer(), name=f"ws-timer-{self.id}")
+        try:
+            origin_error = self._origin_error()
+            if origin_error:
+                self._apply_sync(self.session.fail("origin_not_allowed", origin_error))
+            else:
+                await self._reader()
+        except WebSocketDisconnect:
+            pass
+        finally:
+            timer.cancel()
+            await self._leave_stream()
+            if self._close is not None:
+                # Let the writer flush what is queued and send the close, within bounds.
+                with contextlib.suppress(asyncio.TimeoutError, Exception):
+                    await asyncio.wait_for(asyncio.shield(writer), self.gw.config.shutdown_grace_seconds)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+            self.gw.connections.discard(self)
+
+    def _origin_error(self) -> str | None:
+        allowed = self.gw.config.allowed_origins
+        if not allowed:
+            return None
+        origin = self.socket.headers.get("origin")
+        if origin in allowed:
+            return None
+        return f"Origin {origin!r} is not allowed"
+
+    def request_close(self, code: str, message: str, *, flush: bool) -> None:
+        """Server-side close (shutdown, slow consumer): ``error`` + close with ``code``."""
+        if self._close is not None:
+            return
+        if not flush:
+            while self.outbox.pop() is not None:
+                pass
+        self._apply_sync(self.session.fail(code, message))
+
+    # -- reader ---------------------------------------------------------------------------
+
+    async def _reader(self) -> None:
+        receive = self.socket.receive
+        while self._close is None:
+            event = await receive()
+            if event["type"] != "websocket.receive":
+                return
+            text = event.get("text")
+            now = time.time()
+            if text is not None:
+                effects = self.session.receive_text(text, now)
+            else:
+                effects = self.session.receive_binary(len(event.get("bytes") or b""), now)
+            if effects:
+                await self._apply(effects)
+
+    async def _apply(self, effects: Iterable[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, Authenticate):
+                await self._join_stream(effect)
+            else:
+                self._apply_sync([effect])
+
+    def _apply_sync(self, effects: Iterable[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, Send):
+                message = effect.message
+                if isinstance(message, messages.Error):
+                    self._metrics.frames_refused.labels(message.code).inc()
+                    if message.code in FATAL_CLOSE and message.code.startswith("token_"):
+                        self._metrics.auth_failures.labels(message.code).inc()
+                self.outbox.push(Outgoing(codec.encode_text(message)))
+            elif isinstance(effect, Close):
+                self._close = effect
+                self._metrics.closes.labels(str(effect.code)).inc()
+            self._timer_changed.set()
+        self._wakeup.set()
+
+    # -- the stream -----------------------------------------------------------------------
+
+    async def _join_stream(self, auth: Authenticate) -> None:
+        user = auth.claims.sub
+        if not self.gw.hub.register(user, self):
+            if self.gw.hub.accepting:
+                self._apply_sync(self.session.fail("too_many_connections",
+                                                   f"At most {self.gw.hub.max_per_user} connections per user"))
+            else:
+                self._apply_sync(self.session.fail("server_restart", "The server is shutting down"))
+            return
+        self._registered_user = user
+        self._held_back = []
+        try:
+            self._subscription = await self.gw.bus.subscribe(user, self._on_event)
+            resume = auth.resume
+            read = await self.gw.bus.read(user, resume.offset if resume else None)
+        except BusError as exc:
+            log.warning("bus unavailable while joining", extra={"connection_id": self.id, "user_id": user})
+            self._apply_sync(self.session.fail("unavailable", f"Cannot read the stream now: {exc.message}"))
+            return
+        plan = plan_resume(resume.epoch if resume else None, resume.offset if resume else None,
+                           epoch=read.epoch, first_available=read.first_available, top=read.top)
+        recovered = None if isinstance(plan, Fresh) else isinstance(plan, Replay)
+        if recovered is not None:
+            self._metrics.resumes.labels("recovered" if recovered else "not_recovered").inc()
+        self._apply_sync(self.session.accept(epoch=read.epoch, offset=read.top, recovered=recovered,
+                                             request_id=auth.request_id))
+        if isinstance(plan, Replay) and read.events:
+            self.outbox.push(Outgoing("", replay=read.events))
+        self._last_queued = read.top
+        self._last_sent = plan.after if isinstance(plan, Replay) else read.top
+        held, self._held_back = self._held_back, None
+        for event in held:
+            self._on_event(event)
+        self._metrics.connections.inc()
+        self._metrics.connections_total.inc()
+        log.info("connection authenticated", extra={"connection_id": self.id, "user_id": user,
+                                                    "resume": type(plan).__name__})
+
+    def _on_event(self, event: StreamEvent) -> None:
+        """Bus listener: must not block. Filters the resume seam, then queues."""
+        if self._held_back is not None:
+            self._held_back.append(event)
+            return
+        if event.offset <= self._last_queued or self._close is not None:
+            return
+        self._last_queued = event.offset
+        if not self.outbox.push(Outgoing(event.data, offset=event.offset, conflation_key=event.conflation_key,
+                                         published_at=event.published_at)):
+            self._metrics.slow_consumer_closes.inc()
+            log.warning("slow consumer", extra={"connection_id": self.id, "user_id": self._registered_user,
+                                                "queued_bytes": self.outbox.bytes})
+            self.request_close("slow_consumer", "Outbound queue overflow; reconnect and resume", flush=False)
+            return
+        self._wakeup.set()
+
+    async def _leave_stream(self) -> None:
+        if self._subscription is not None:
+            with contextlib.suppress(Exception):
+                await self._subscription.close()
+            self._subscription = None
+        if self._registered_user is not None:
+            self.gw.hub.unregister(self._registered_user, self)
+            self._metrics.connections.dec()
+            self._registered_user = None
+
+    # -- writer and timer -----------------------------------------------------------------
+
+    async def _writer(self) -> None:
+        send = self._send
+        outbox = self.outbox
+        delivered = self._metrics.events_delivered
+        latency = self._metrics.delivery_latency
+        conflated_seen = 0
+        while True:
+            item = outbox.pop()
+            if item is None:
+                if self._close is not None:
+                    await self._send_close(self._close)
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            if item.replay is not None:
+                for event in item.replay:
+                    if event.offset > self._last_sent:
+                        await send({"type": "websocket.send", "text": event.data})
+                        self._last_sent = event.offset
+                        delivered.inc()
+                continue
+            if item.offset is not None:
+                if item.offset <= self._last_sent:
+                    continue
+                self._last_sent = item.offset
+                await send({"type": "websocket.send", "text": item.frame()})
+                delivered.inc()
+                if item.published_at:
+                    latency.observe(max(0.0, time.time() - item.published_at))
+            else:
+                await send({"type": "websocket.send", "text": item.data})
+            if outbox.conflated != conflated_seen:
+                self._metrics.events_conflated.inc(outbox.conflated - conflated_seen)
+                conflated_seen = outbox.conflated
+
+    async def _send_close(self, close: Close) -> None:
+        with contextlib.suppress(Exception):
+            await self.socket.close(code=close.code, reason=close.reason)
+
+    async def _timer(self) -> None:
+        while True:
+            deadline = self.session.next_deadline()
+            self._timer_changed.clear()
+            timeout = None if deadline is None else max(0.0, deadline - time.time())
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._timer_changed.wait(), timeout)
+                continue
+            effects = self.session.on_timer(time.time())
+            if effects:
+                self._apply_sync(effects)
+                if self._close is not None:
+                    # Unblock the reader so the connection winds down.
+                    return
+
+
+async def serve_websocket(socket: WebSocket[Any, Any, Any], gateway: Gateway) -> None:
+    """``/v1/ws`` (asyncapi.yaml channel ``userStream``)."""
+    await Connection(socket, gateway).run()
+
+
+__all__ = ["CLOSE_CODES", "Connection", "serve_websocket"]

@@ -1,0 +1,19 @@
+"""Fan-out and history of per-user streams. Moves bytes on stream names; knows no schema."""
+
+from livegate.bus.base import Bus, Listener, Position, PublishItem, ReadResult, StreamEvent, Subscription
+
+__all__ = ["Bus", "Listener", "Position", "PublishItem", "ReadResult", "StreamEvent", "Subscription"]
+
+
+def create_bus(config: object) -> Bus:
+    """The memory bus (embedded default), or Redis when ``LIVEGATE_REDIS_URL`` is set."""
+    redis_url = getattr(config, "redis_url", None)
+    max_events = getattr(config, "history_max_events", 1000)
+    max_age = getattr(config, "history_max_age_seconds", 600.0)
+    if redis_url:
+        from livegate.bus.redis import RedisBus
+
+        return RedisBus(redis_url, max_events=max_events, max_age_seconds=max_age)
+    from livegate.bus.memory import MemoryBus
+
+    return MemoryBus(max_events=max_events, max_age_seconds=max_age)

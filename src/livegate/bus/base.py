@@ -1,0 +1,132 @@
+"""The small interface every bus implements (memory and Redis share one conformance suite).
+
+A *stream* (one per user) is a sequence of events with an ``epoch`` and offsets 1, 2, 3, ...
+A publisher hands the bus a JSON object body; the bus assigns the next offset atomically,
+splices ``"epoch"`` and ``"offset"`` into the body once, keeps it in bounded history and
+hands the same text to every local listener of the stream, in offset order, without gaps
+or duplicates.
+
+Errors: a bus that cannot publish or read raises :class:`livegate.errors.BusUnavailable`;
+an event it reports as published is in history and will reach every listener.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    offset: int
+    data: str  # the whole frame, with epoch and offset in it
+    conflation_key: str | None = None
+    published_at: float = 0.0  # wall clock (time.time()) when the bus accepted it
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    epoch: str
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class PublishItem:
+    stream: str
+    body: bytes  # a JSON object without epoch/offset
+    conflation_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    """One atomic look at a stream: its epoch, newest offset, oldest offset still kept
+    (``top + 1`` when history is empty) and the events after the asked offset."""
+
+    epoch: str
+    top: int
+    first_available: int
+    events: list[StreamEvent]
+
+
+Listener = Callable[[StreamEvent], None]
+
+
+class Subscription(ABC):
+    @abstractmethod
+    async def close(self) -> None: ...
+
+
+def splice_position(body: bytes, epoch: str, offset: int) -> str:
+    """Put ``epoch`` and ``offset`` first in a JSON object body (once per event)."""
+    text = body.decode()
+    if not text.startswith("{") or len(text) < 3:
+        raise ValueError("event body must be a non-empty JSON object")
+    return '{"epoch":"' + epoch + '","offset":' + str(offset) + "," + text[1:]
+
+
+class LocalFanout:
+    """Listeners of this process, per stream. Listeners must not block."""
+
+    def __init__(self) -> None:
+        self._listeners: dict[str, list[Listener]] = {}
+
+    def add(self, stream: str, listener: Listener) -> bool:
+        """Add; return ``True`` when it is the stream's first local listener."""
+        listeners = self._listeners.setdefault(stream, [])
+        listeners.append(listener)
+        return len(listeners) == 1
+
+    def remove(self, stream: str, listener: Listener) -> bool:
+        """Remove; return ``True`` when the stream has no local listener left."""
+        listeners = self._listeners.get(stream)
+        if not listeners:
+            return False
+        try:
+            listeners.remove(listener)
+        except ValueError:
+            return False
+        if not listeners:
+            del self._listeners[stream]
+            return True
+        return False
+
+    def streams(self) -> list[str]:
+        return list(self._listeners)
+
+    def has(self, stream: str) -> bool:
+        return stream in self._listeners
+
+    def dispatch(self, stream: str, event: StreamEvent) -> None:
+        for listener in tuple(self._listeners.get(stream, ())):
+            listener(event)
+
+
+class Bus(ABC):
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def stop(self) -> None: ...
+
+    @abstractmethod
+    async def publish(self, items: Sequence[PublishItem]) -> list[Position]:
+        """Append each item to its stream, in order; return their positions.
+
+        Items of one stream are appended in the given order. On failure raises
+        ``BusUnavailable`` whose ``published`` attribute lists the positions of the
+        items appended before the failure (a prefix of ``items``).
+        """
+
+    @abstractmethod
+    async def read(self, stream: str, after: int | None) -> ReadResult:
+        """Events with offset > ``after`` (none when ``after`` is None), atomically with the
+        stream's epoch, top and first available offset."""
+
+    @abstractmethod
+    async def subscribe(self, stream: str, listener: Listener) -> Subscription:
+        """Deliver every event published from now on (once this returns) to ``listener``."""
+
+    @abstractmethod
+    async def health(self) -> dict[str, bool]:
+        """Named readiness checks; all ``True`` when the bus can deliver."""

@@ -1,0 +1,128 @@
+"""The embedded bus: per-user ring buffers in this process's memory.
+
+A stream's epoch is random and made when the stream is first touched, so a process
+restart (which loses history) gives every stream a new epoch and resuming clients get
+``recovered: false`` instead of a silent gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from livegate.bus.base import (
+    Bus,
+    Listener,
+    LocalFanout,
+    Position,
+    PublishItem,
+    ReadResult,
+    StreamEvent,
+    Subscription,
+    splice_position,
+)
+
+
+@dataclass
+class _Stream:
+    epoch: str
+    top: int = 0
+    history: deque[tuple[float, StreamEvent]] = field(default_factory=deque)
+
+
+class _MemorySubscription(Subscription):
+    def __init__(self, fanout: LocalFanout, stream: str, listener: Listener) -> None:
+        self._fanout, self._stream, self._listener = fanout, stream, listener
+
+    async def close(self) -> None:
+        self._fanout.remove(self._stream, self._listener)
+
+
+class MemoryBus(Bus):
+    def __init__(
+        self,
+        *,
+        max_events: int = 1000,
+        max_age_seconds: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_events = max_events
+        self.max_age = max_age_seconds
+        self._clock = clock
+        self._streams: dict[str, _Stream] = {}
+        self._fanout = LocalFanout()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="memory-bus-sweeper")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+
+    def _stream(self, name: str) -> _Stream:
+        stream = self._streams.get(name)
+        if stream is None:
+            stream = self._streams[name] = _Stream(epoch=secrets.token_hex(8))
+        return stream
+
+    def _trim(self, stream: _Stream, now: float) -> None:
+        history = stream.history
+        while len(history) > self.max_events:
+            history.popleft()
+        horizon = now - self.max_age
+        while history and history[0][0] < horizon:
+            history.popleft()
+
+    async def publish(self, items: Sequence[PublishItem]) -> list[Position]:
+        # No await inside: appending and fanning out is atomic in the event loop, which
+        # is what keeps live delivery and history reads seamless.
+        now = self._clock()
+        wall = time.time()
+        positions = []
+        for item in items:
+            stream = self._stream(item.stream)
+            stream.top += 1
+            event = StreamEvent(
+                stream.top, splice_position(item.body, stream.epoch, stream.top), item.conflation_key, wall
+            )
+            stream.history.append((now, event))
+            self._trim(stream, now)
+            positions.append(Position(stream.epoch, stream.top))
+            self._fanout.dispatch(item.stream, event)
+        return positions
+
+    async def read(self, stream: str, after: int | None) -> ReadResult:
+        s = self._stream(stream)
+        self._trim(s, self._clock())
+        first = s.history[0][1].offset if s.history else s.top + 1
+        events = [] if after is None else [e for _, e in s.history if e.offset > after]
+        return ReadResult(epoch=s.epoch, top=s.top, first_available=first, events=events)
+
+    async def subscribe(self, stream: str, listener: Listener) -> Subscription:
+        self._fanout.add(stream, listener)
+        return _MemorySubscription(self._fanout, stream, listener)
+
+    async def health(self) -> dict[str, bool]:
+        return {"bus": True}
+
+    def sweep(self) -> None:
+        """Drop aged history, and streams that hold nothing and have no listener."""
+        now = self._clock()
+        for name in list(self._streams):
+            stream = self._streams[name]
+            self._trim(stream, now)
+            # An empty stream without listeners keeps its epoch and top (cheap) so that
+            # a client resuming at `top` still recovers; nothing else to free.
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(min(30.0, max(1.0, self.max_age / 10)))
+            self.sweep()

@@ -1,0 +1,143 @@
+"""Configuration from the environment (``LIVEGATE_*``); every knob is listed in README.md."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+log = logging.getLogger("livegate.config")
+
+DEV_JWT_SECRET = "livegate-dev-secret-DO-NOT-USE-IN-PRODUCTION"
+DEV_SERVICE_TOKEN = "livegate-dev-service-token-DO-NOT-USE-IN-PRODUCTION"
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def _float(name: str, default: float) -> float:
+    return float(_env(name, str(default)))  # type: ignore[arg-type]
+
+
+def _int(name: str, default: int) -> int:
+    return int(_env(name, str(default)))  # type: ignore[arg-type]
+
+
+def _bool(name: str, default: bool = False) -> bool:
+    return (_env(name, "1" if default else "0") or "0").lower() in {"1", "true", "yes", "on"}
+
+
+def _list(name: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in (_env(name, "") or "").split(",") if x.strip())
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    dev: bool = False
+    # Auth
+    jwt_secret: str | None = None
+    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    jwt_public_key_file: str | None = None
+    jwt_jwks_file: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway_seconds: float = 0.0
+    service_token: str | None = None
+    auth_timeout_seconds: float = 5.0
+    token_expiring_lead_seconds: float = 60.0
+    token_grace_seconds: float = 5.0
+    # Streams
+    history_max_events: int = 1000
+    history_max_age_seconds: float = 600.0
+    redis_url: str | None = None
+    # Connections
+    heartbeat_interval_seconds: float = 25.0
+    heartbeat_timeout_seconds: float = 20.0
+    max_frame_bytes: int = 64 * 1024
+    rate_limit_per_second: float = 20.0
+    rate_limit_burst: int = 40
+    max_connections_per_user: int = 32
+    allowed_origins: tuple[str, ...] = ()
+    queue_max_bytes: int = 4 * 1024 * 1024
+    shutdown_grace_seconds: float = 5.0
+    permessage_deflate: bool = False
+    # Generations
+    data_dir: Path = Path(".livegate-data")
+    tools_file: str | None = None
+    output_url_ttl_seconds: int = 3600
+    max_concurrency_per_user: int = 4
+    log_level: str = "INFO"
+    insecure_defaults_used: tuple[str, ...] = field(default=())
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Config:
+        dev = _bool("LIVEGATE_DEV")
+        insecure: list[str] = []
+        jwt_secret = _env("LIVEGATE_JWT_SECRET")
+        if jwt_secret is None and dev:
+            jwt_secret, _ = DEV_JWT_SECRET, insecure.append("LIVEGATE_JWT_SECRET")
+        service_token = _env("LIVEGATE_SERVICE_TOKEN")
+        if service_token is None and dev:
+            service_token, _ = DEV_SERVICE_TOKEN, insecure.append("LIVEGATE_SERVICE_TOKEN")
+        config = cls(
+            host=_env("LIVEGATE_HOST", "127.0.0.1") or "127.0.0.1",
+            port=_int("LIVEGATE_PORT", 8000),
+            dev=dev,
+            jwt_secret=jwt_secret,
+            jwt_algorithms=_list("LIVEGATE_JWT_ALGORITHMS") or ("HS256",),
+            jwt_public_key_file=_env("LIVEGATE_JWT_PUBLIC_KEY_FILE"),
+            jwt_jwks_file=_env("LIVEGATE_JWT_JWKS_FILE"),
+            jwt_issuer=_env("LIVEGATE_JWT_ISSUER"),
+            jwt_audience=_env("LIVEGATE_JWT_AUDIENCE"),
+            jwt_leeway_seconds=_float("LIVEGATE_JWT_LEEWAY", 0.0),
+            service_token=service_token,
+            auth_timeout_seconds=_float("LIVEGATE_AUTH_TIMEOUT", 5.0),
+            token_expiring_lead_seconds=_float("LIVEGATE_TOKEN_EXPIRING_LEAD", 60.0),
+            token_grace_seconds=_float("LIVEGATE_TOKEN_GRACE", 5.0),
+            history_max_events=_int("LIVEGATE_HISTORY_MAX_EVENTS", 1000),
+            history_max_age_seconds=_float("LIVEGATE_HISTORY_MAX_AGE", 600.0),
+            redis_url=_env("LIVEGATE_REDIS_URL"),
+            heartbeat_interval_seconds=_float("LIVEGATE_HEARTBEAT_INTERVAL", 25.0),
+            heartbeat_timeout_seconds=_float("LIVEGATE_HEARTBEAT_TIMEOUT", 20.0),
+            max_frame_bytes=_int("LIVEGATE_MAX_FRAME_BYTES", 64 * 1024),
+            rate_limit_per_second=_float("LIVEGATE_RATE_LIMIT", 20.0),
+            rate_limit_burst=_int("LIVEGATE_RATE_BURST", 40),
+            max_connections_per_user=_int("LIVEGATE_MAX_CONNECTIONS_PER_USER", 32),
+            allowed_origins=_list("LIVEGATE_ALLOWED_ORIGINS"),
+            queue_max_bytes=_int("LIVEGATE_QUEUE_MAX_BYTES", 4 * 1024 * 1024),
+            shutdown_grace_seconds=_float("LIVEGATE_SHUTDOWN_GRACE", 5.0),
+            permessage_deflate=_bool("LIVEGATE_PERMESSAGE_DEFLATE"),
+            data_dir=Path(_env("LIVEGATE_DATA_DIR", ".livegate-data") or ".livegate-data"),
+            tools_file=_env("LIVEGATE_TOOLS_FILE"),
+            output_url_ttl_seconds=_int("LIVEGATE_OUTPUT_URL_TTL", 3600),
+            max_concurrency_per_user=_int("LIVEGATE_MAX_CONCURRENCY_PER_USER", 4),
+            log_level=_env("LIVEGATE_LOG_LEVEL", "INFO") or "INFO",
+            insecure_defaults_used=tuple(insecure),
+        )
+        return replace(config, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+
+    @property
+    def url_signing_key(self) -> bytes:
+        """Key for signed output URLs: derived from the JWT secret, or random per process."""
+        base = self.jwt_secret or self.service_token
+        if base is None:
+            return _PROCESS_KEY
+        return ("livegate-output-url:" + base).encode()
+
+    def warn_if_insecure(self) -> None:
+        if self.insecure_defaults_used:
+            banner = "!" * 78
+            log.warning(
+                "\n%s\n!! LIVEGATE_DEV=1: using DEV-ONLY defaults for %s.\n"
+                "!! Anyone can mint tokens (POST /v1/dev/token). NEVER expose this process.\n%s",
+                banner, ", ".join(self.insecure_defaults_used), banner,
+            )
+
+
+_PROCESS_KEY = secrets.token_bytes(32)

@@ -1,0 +1,81 @@
+"""The bounded per-connection outbound queue and its conflation policy (sans-I/O).
+
+Rules (asyncapi.yaml, "Conflation"):
+
+* The queue is bounded in bytes. A push that leaves it over the bound reports overflow;
+  the I/O layer then closes with 4001 (slow consumer) and the client resumes.
+* A ``generationProgress`` carries a conflation key (its generation id). When a newer one
+  with the same key is pushed while an older one is still queued, the older one is
+  removed and its offset (and whatever it superseded) is listed in the newer one's
+  ``supersedes``. The newer one goes to the back, so offsets stay ascending on the wire.
+* Everything else (``generationUpdate``, ``notification``, control frames) is never dropped.
+
+A fast reader drains the queue at once, so nothing is ever conflated for it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class Outgoing:
+    data: str
+    offset: int | None = None
+    conflation_key: str | None = None
+    supersedes: list[int] = field(default_factory=list)
+    published_at: float = 0.0
+    # A resume replay: events the writer sends one by one, with backpressure. Not counted
+    # against the byte bound (it is history, already bounded) and never conflated.
+    replay: Sequence[Any] | None = None
+
+    def frame(self) -> str:
+        """The text to send; ``supersedes`` is spliced in only for conflated events."""
+        if not self.supersedes:
+            return self.data
+        offsets = ",".join(str(o) for o in sorted(self.supersedes))
+        return '{"supersedes":[' + offsets + "]," + self.data[1:]
+
+
+class Outbox:
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[int, Outgoing] = OrderedDict()
+        self._by_key: dict[str, int] = {}
+        self._seq = 0
+        self.bytes = 0
+        self.conflated = 0  # events dropped in favour of a newer one (for metrics)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def push(self, item: Outgoing) -> bool:
+        """Queue ``item``; return ``False`` when the queue is over its byte bound."""
+        key = item.conflation_key
+        if key is not None:
+            older_seq = self._by_key.pop(key, None)
+            if older_seq is not None:
+                older = self._items.pop(older_seq)
+                self.bytes -= len(older.data)
+                item.supersedes.extend(older.supersedes)
+                if older.offset is not None:
+                    item.supersedes.append(older.offset)
+                self.conflated += 1
+        self._seq += 1
+        self._items[self._seq] = item
+        if key is not None:
+            self._by_key[key] = self._seq
+        self.bytes += len(item.data)
+        return self.bytes <= self.max_bytes
+
+    def pop(self) -> Outgoing | None:
+        if not self._items:
+            return None
+        seq, item = self._items.popitem(last=False)
+        if item.conflation_key is not None and self._by_key.get(item.conflation_key) == seq:
+            del self._by_key[item.conflation_key]
+        self.bytes -= len(item.data)
+        return item

@@ -1,0 +1,1 @@
+"""Producers: the publish path and the generation lifecycle. Knows the bus, not WebSockets."""

@@ -1,0 +1,62 @@
+"""The one publish path: in-process callers and ``POST /v1/events`` both end here.
+
+Turns the contract's publish inputs (``GenerationUpdateInput``, ``GenerationProgressInput``,
+``NotificationInput`` of openapi.yaml) into bus items: encoded once, stamped with the
+server ``timestamp``; the bus adds ``epoch`` and ``offset``. ``generationProgress`` events
+carry their generation id as conflation key (asyncapi.yaml, "Conflation").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import msgspec
+
+from livegate.bus import Bus, Position, PublishItem
+from livegate.errors import BusUnavailable
+from livegate.metrics import Metrics
+from livegate.protocol import http
+
+StreamEventInput = http.GenerationUpdateInput | http.GenerationProgressInput | http.NotificationInput
+
+_encoder = msgspec.json.Encoder()
+
+
+def utc_timestamp(now: datetime | None = None) -> str:
+    moment = now or datetime.now(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def to_bus_item(user_id: str, event: StreamEventInput, timestamp: str) -> PublishItem:
+    body = _encoder.encode(event)
+    stamped = b'{"timestamp":"' + timestamp.encode() + b'",' + body[1:]
+    key = event.generation_id if isinstance(event, http.GenerationProgressInput) else None
+    return PublishItem(stream=user_id, body=stamped, conflation_key=key)
+
+
+class Publisher:
+    def __init__(self, bus: Bus, metrics: Metrics) -> None:
+        self.bus = bus
+        self.metrics = metrics
+
+    async def publish(self, events: Sequence[tuple[str, StreamEventInput]]) -> list[Position]:
+        """Append events (``(user_id, event)`` pairs) in order; raise ``BusUnavailable``
+        (with the positions of those appended before the failure) when the bus is down."""
+        timestamp = utc_timestamp()
+        items = [to_bus_item(user_id, event, timestamp) for user_id, event in events]
+        try:
+            positions = await self.bus.publish(items)
+        except BusUnavailable as exc:
+            self.metrics.publish_failures.inc()
+            self._count(events[: len(exc.published)])
+            raise
+        self._count(events)
+        return positions
+
+    async def publish_one(self, user_id: str, event: StreamEventInput) -> Position:
+        return (await self.publish([(user_id, event)]))[0]
+
+    def _count(self, events: Sequence[tuple[str, StreamEventInput]]) -> None:
+        for _, event in events:
+            self.metrics.events_published.labels(event.__struct_config__.tag).inc()

@@ -1,0 +1,119 @@
+"""What a running tool sees (:class:`livegate.tools.base.RunContext`), implemented on the
+generation service: progress becomes ``generationProgress`` events, outputs go to the
+output store.
+
+Progress is coalesced per run to at most one event per ``min_interval`` (50 ms): a tool
+streaming hundreds of text deltas a second would otherwise flood the user's bounded
+history. Nothing is lost — ``partialText`` is the whole text so far and the latest
+progress is always published (``flush`` runs before every transition).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from typing import TYPE_CHECKING, Any
+
+from livegate.protocol import http, messages
+from livegate.service.store import GenerationRow, OutputRow
+from livegate.tools.base import OutputKind, StoredOutput
+
+if TYPE_CHECKING:
+    from livegate.service.generations import GenerationService
+
+_UNSET = messages.UNSET
+INLINE_TEXT_LIMIT = 16 * 1024
+
+
+def _opt(value: Any) -> Any:
+    return _UNSET if value is None else value
+
+
+class ServiceRunContext:
+    min_interval = 0.05
+
+    def __init__(self, service: GenerationService, row: GenerationRow) -> None:
+        self._service = service
+        self._row = row
+        self.snapshot: http.ProgressSnapshot | None = None
+        self.detaching = False  # True when the process stops: leave upstream work running
+        self._pending: http.GenerationProgressInput | None = None
+        self._last_sent = 0.0
+        self._flush_task: asyncio.Task[None] | None = None
+
+    @property
+    def generation_id(self) -> str:
+        return self._row.id
+
+    @property
+    def user_id(self) -> str:
+        return self._row.user_id
+
+    @property
+    def inputs(self) -> dict[str, Any]:
+        return self._row.inputs
+
+    @property
+    def upstream_ref(self) -> str | None:
+        return self._row.upstream_ref
+
+    async def progress(self, fraction: float, *, step: int | None = None, total_steps: int | None = None,
+                       message: str | None = None, preview: bytes | None = None,
+                       preview_media_type: str | None = None, partial_text: str | None = None) -> None:
+        fraction = min(1.0, max(0.0, float(fraction)))
+        preview_obj: Any = _UNSET
+        if preview is not None:
+            media_type = preview_media_type or "image/jpeg"
+            url = f"data:{media_type};base64,{base64.b64encode(preview).decode()}"
+            preview_obj = http.Preview(media_type=media_type, url=url)
+        elif self._pending is not None and self._pending.preview is not _UNSET:
+            preview_obj = self._pending.preview  # keep a coalesced preview
+        if partial_text is None and self._pending is not None and self._pending.partial_text is not _UNSET:
+            partial_text = self._pending.partial_text
+        event = http.GenerationProgressInput(
+            generation_id=self._row.id, fraction=fraction, step=_opt(step), total_steps=_opt(total_steps),
+            message=_opt(message), preview=preview_obj, partial_text=_opt(partial_text),
+        )
+        self.snapshot = http.ProgressSnapshot(fraction=fraction, step=_opt(step), total_steps=_opt(total_steps),
+                                              message=_opt(message))
+        self._pending = event
+        wait = self._last_sent + self.min_interval - time.monotonic()
+        if wait <= 0:
+            await self.flush()
+        elif self._flush_task is None:
+            self._flush_task = asyncio.create_task(self._flush_later(wait))
+
+    async def _flush_later(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._flush_task = None
+        await self.flush()
+
+    async def flush(self) -> None:
+        event, self._pending = self._pending, None
+        if self._flush_task is not None and self._flush_task is not asyncio.current_task():
+            self._flush_task.cancel()
+            self._flush_task = None
+        if event is not None:
+            self._last_sent = time.monotonic()
+            await self._service.publish(self._row.user_id, event)
+
+    async def store_output(self, data: bytes, *, kind: OutputKind, media_type: str, filename: str | None = None,
+                           width: int | None = None, height: int | None = None,
+                           duration_seconds: float | None = None) -> StoredOutput:
+        outputs = self._service.outputs
+        output_id = outputs.new_id()
+        await asyncio.to_thread(outputs.write, output_id, data)
+        text = None
+        if kind == "text" and len(data) <= INLINE_TEXT_LIMIT:
+            text = data.decode("utf-8", errors="replace")
+        row = OutputRow(id=output_id, user_id=self._row.user_id, generation_id=self._row.id, kind=kind,
+                        media_type=media_type, size_bytes=len(data), filename=filename, width=width, height=height,
+                        duration_seconds=duration_seconds, text=text, created_at=time.time())
+        await self._service.store.insert_output(row)
+        return StoredOutput(id=output_id, kind=kind, media_type=media_type, size_bytes=len(data), filename=filename,
+                            width=width, height=height, duration_seconds=duration_seconds, text=text)
+
+    async def save_upstream_ref(self, ref: str) -> None:
+        self._row.upstream_ref = ref
+        await self._service.store.save(self._row)
