@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import email.utils
 import io
@@ -40,6 +41,7 @@ import math
 import os
 import random
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -48,7 +50,7 @@ from PIL import Image, UnidentifiedImageError
 from livegate.errors import ToolError
 from livegate.tools.base import RunContext, StoredOutput, ToolSpec
 from livegate.tools.settings import SettingsReader, ToolConfigError, validate_inputs
-from livegate.tools.sse import SSEDecoder
+from livegate.tools.sse import SSEDecoder, SSEEvent
 
 __all__ = ["OpenAITool", "retry_delay", "status_error"]
 
@@ -297,7 +299,7 @@ class OpenAITool:
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
-    async def _events(self, response: httpx.Response, what: str):  # type: ignore[no-untyped-def]
+    async def _events(self, response: httpx.Response, what: str) -> AsyncIterator[SSEEvent]:
         """SSE events of ``response``; transport failures mapped, the response closed."""
         decoder = SSEDecoder()
         rid = response.headers.get("x-request-id")
@@ -366,18 +368,20 @@ class OpenAITool:
                 raise ToolError("OpenAI answer has no choices[0].message", code="upstream_protocol_error") from None
             return await self._store_text(ctx, text)
         text, done = "", False
-        async for event in self._events(response, "chat"):
-            if event.data.startswith("[DONE]"):
-                done = True
-                break
-            payload = self._payload(event.data, rid)
-            for choice in payload.get("choices") or []:
-                delta = (choice.get("delta") or {}) if choice.get("index", 0) == 0 else {}
-                piece = (delta.get("content") or "") + (delta.get("refusal") or "")
-                if piece:
-                    text += piece
-                    fraction = 0.95 * (1 - math.exp(-len(text) / self._expected_chars))
-                    await ctx.progress(fraction, partial_text=text)
+        # aclosing: a cancel or an error while we publish progress still closes the stream
+        async with contextlib.aclosing(self._events(response, "chat")) as events:
+            async for event in events:
+                if event.data.startswith("[DONE]"):
+                    done = True
+                    break
+                payload = self._payload(event.data, rid)
+                for choice in payload.get("choices") or []:
+                    delta = (choice.get("delta") or {}) if choice.get("index", 0) == 0 else {}
+                    piece = (delta.get("content") or "") + (delta.get("refusal") or "")
+                    if piece:
+                        text += piece
+                        fraction = 0.95 * (1 - math.exp(-len(text) / self._expected_chars))
+                        await ctx.progress(fraction, partial_text=text)
         if not done:
             raise ToolError(
                 f"OpenAI chat stream ended without [DONE] after {len(text)} characters",
@@ -433,23 +437,24 @@ class OpenAITool:
 
     async def _image_stream(self, ctx: RunContext, response: httpx.Response, rid: str | None) -> bytes:
         final: bytes | None = None
-        async for event in self._events(response, "image"):
-            if event.data.startswith("[DONE]"):
-                break
-            payload = self._payload(event.data, rid)
-            kind = payload.get("type") or event.event or ""
-            if kind.endswith("partial_image") and payload.get("b64_json"):
-                index = int(payload.get("partial_image_index", 0))
-                await ctx.progress(
-                    (index + 1) / (self._partial_images + 1),
-                    step=index + 1,
-                    total_steps=self._partial_images,
-                    message="Partial image",
-                    preview=base64.b64decode(payload["b64_json"]),
-                    preview_media_type=f"image/{payload.get('output_format') or 'png'}",
-                )
-            elif kind.endswith("completed") and payload.get("b64_json"):
-                final = base64.b64decode(payload["b64_json"])
+        async with contextlib.aclosing(self._events(response, "image")) as events:
+            async for event in events:
+                if event.data.startswith("[DONE]"):
+                    break
+                payload = self._payload(event.data, rid)
+                kind = payload.get("type") or event.event or ""
+                if kind.endswith("partial_image") and payload.get("b64_json"):
+                    index = int(payload.get("partial_image_index", 0))
+                    await ctx.progress(
+                        (index + 1) / (self._partial_images + 1),
+                        step=index + 1,
+                        total_steps=self._partial_images,
+                        message="Partial image",
+                        preview=base64.b64decode(payload["b64_json"]),
+                        preview_media_type=f"image/{payload.get('output_format') or 'png'}",
+                    )
+                elif kind.endswith("completed") and payload.get("b64_json"):
+                    final = base64.b64decode(payload["b64_json"])
         if final is None:
             raise ToolError("OpenAI image stream ended without a completed image", code="upstream_protocol_error")
         return final

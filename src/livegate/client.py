@@ -1,0 +1,215 @@
+"""An asyncio Python client of the livegate WebSocket protocol (asyncapi.yaml).
+
+For backends, CLIs and tests::
+
+    async with LivegateClient("ws://127.0.0.1:8000/v1/ws", token=get_token) as client:
+        async for message in client.messages():
+            match message:
+                case GenerationUpdate(): ...
+                case Welcome(recovered=False): ...  # history lost: resync over HTTP
+
+It authenticates, resumes from its last position after every reconnect (exponential
+backoff with full jitter), refreshes the token when the server sends ``tokenExpiring``
+through the ``token`` callback, follows the close-code table (reconnect on 4000-4399;
+on 4401/4402 asks the callback for a *new* token; stops on other terminal codes) and
+yields each stream event once, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import itertools
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import websockets
+from websockets.exceptions import ConnectionClosed
+
+from livegate.errors import ContractError
+from livegate.protocol import codec, messages
+from livegate.protocol.codes import CLOSE_CODES, RECONNECT_CLOSE_CODES
+from livegate.protocol.cursor import StreamCursor
+
+log = logging.getLogger("livegate.client")
+TokenSource = str | Callable[[], str] | Callable[[], Awaitable[str]]
+StreamMessage = messages.GenerationUpdate | messages.GenerationProgress | messages.Notification
+NEW_TOKEN_CLOSE_CODES = frozenset({CLOSE_CODES["auth_failed"], CLOSE_CODES["token_expired"]})
+
+
+class ClientStopped(Exception):
+    """The client stopped for good (terminal close code, or no new token available)."""
+
+    def __init__(self, message: str, close_code: int | None = None) -> None:
+        super().__init__(message)
+        self.close_code = close_code
+
+
+class LivegateClient:
+    def __init__(
+        self,
+        url: str,
+        token: TokenSource,
+        *,
+        resume: messages.StreamPosition | None = None,
+        backoff_initial: float = 0.25,
+        backoff_max: float = 15.0,
+        max_reconnects: int | None = None,
+        on_frame: Callable[[str], None] | None = None,
+    ) -> None:
+        self.url = url
+        self._token_source = token
+        self.cursor = StreamCursor(resume.epoch, resume.offset) if resume else StreamCursor()
+        self._resume_requested = resume is not None
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.max_reconnects = max_reconnects
+        self.on_frame = on_frame  # every raw frame received (conformance checks)
+        self.welcomes: list[messages.Welcome] = []
+        self.close_codes: list[int] = []
+        self.connected = asyncio.Event()
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._ws: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._ids = itertools.count(1)
+        self._latest_progress: dict[str, int] = {}
+        self._pongs: dict[str, asyncio.Future[messages.Pong]] = {}
+
+    async def __aenter__(self) -> LivegateClient:
+        self._task = asyncio.create_task(self._run(), name="livegate-client")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+
+    @property
+    def position(self) -> messages.StreamPosition | None:
+        if self.cursor.epoch is None:
+            return None
+        return messages.StreamPosition(epoch=self.cursor.epoch, offset=self.cursor.offset)
+
+    async def messages(self) -> AsyncIterator[Any]:
+        """Yield ``Welcome`` (one per connection), stream events (once each, in order) and
+        non-fatal ``Error``s; raise :class:`ClientStopped` when the client stops."""
+        while True:
+            item = await self._queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    async def next_message(self, timeout: float = 10.0) -> Any:
+        item = await asyncio.wait_for(self._queue.get(), timeout)
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def ping(self, timeout: float = 5.0) -> messages.Pong:
+        request_id = f"p{next(self._ids)}"
+        future: asyncio.Future[messages.Pong] = asyncio.get_running_loop().create_future()
+        self._pongs[request_id] = future
+        await self._send(messages.Ping(id=request_id))
+        try:
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._pongs.pop(request_id, None)
+
+    async def _token(self) -> str:
+        source = self._token_source
+        if isinstance(source, str):
+            return source
+        value = source()
+        return await value if inspect.isawaitable(value) else value  # type: ignore[return-value]
+
+    async def _send(self, message: Any) -> None:
+        if self._ws is None:
+            raise ConnectionError("not connected")
+        await self._ws.send(codec.encode_text(message))
+
+    async def _run(self) -> None:
+        attempt = 0
+        try:
+            while True:
+                code = await self._connect_once()
+                self.connected.clear()
+                if code is not None:
+                    self.close_codes.append(code)
+                if code in NEW_TOKEN_CLOSE_CODES and isinstance(self._token_source, str):
+                    raise ClientStopped(f"closed with {code}: a new token is needed", code)
+                if code is not None and code not in RECONNECT_CLOSE_CODES and code not in NEW_TOKEN_CLOSE_CODES \
+                        and code >= 4400:
+                    raise ClientStopped(f"closed with terminal code {code}", code)
+                attempt += 1
+                if self.max_reconnects is not None and attempt > self.max_reconnects:
+                    raise ClientStopped(f"gave up after {self.max_reconnects} reconnects", code)
+                # Full jitter (AWS architecture blog): sleep U(0, min(cap, base * 2^n)).
+                await asyncio.sleep(random.uniform(0, min(self.backoff_max, self.backoff_initial * 2 ** min(attempt, 10))))
+        except ClientStopped as exc:
+            await self._queue.put(exc)
+        except Exception as exc:  # never die silently
+            await self._queue.put(ClientStopped(f"client failed: {exc!r}"))
+
+    async def _connect_once(self) -> int | None:
+        try:
+            async with websockets.connect(self.url, open_timeout=10, max_size=2**24, compression=None) as ws:
+                self._ws = ws
+                auth = messages.Auth(id=f"a{next(self._ids)}", token=await self._token(),
+                                     resume=self.position if (self._resume_requested or self.welcomes)
+                                     and self.position else messages.UNSET)
+                await ws.send(codec.encode_text(auth))
+                async for frame in ws:
+                    await self._handle(frame)
+        except ConnectionClosed as exc:
+            return exc.rcvd.code if exc.rcvd else None
+        except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
+            log.info("connect failed: %r", exc)
+            return None
+        finally:
+            self._ws = None
+        return None
+
+    async def _handle(self, frame: str | bytes) -> None:
+        if self.on_frame is not None:
+            self.on_frame(frame if isinstance(frame, str) else frame.decode())
+        try:
+            message = codec.decode_server(frame)
+        except ContractError as exc:
+            log.warning("unknown or invalid server frame: %s", exc.message)
+            return
+        match message:
+            case messages.Welcome():
+                self.welcomes.append(message)
+                if message.recovered is not True:
+                    self.cursor.reset(message.epoch, message.offset)
+                    self._latest_progress.clear()
+                self.connected.set()
+                await self._queue.put(message)
+            case messages.GenerationUpdate() | messages.GenerationProgress() | messages.Notification():
+                supersedes = getattr(message, "supersedes", None) or ()
+                if self.cursor.accept(message.epoch, message.offset, supersedes if isinstance(supersedes, list) else ()):
+                    if isinstance(message, messages.GenerationProgress):
+                        # A replay after a conflation hole may bring an older progress: skip it.
+                        if self._latest_progress.get(message.generation_id, 0) > message.offset:
+                            return
+                        self._latest_progress[message.generation_id] = message.offset
+                    await self._queue.put(message)
+            case messages.TokenExpiring():
+                with contextlib.suppress(Exception):
+                    await self._send(messages.Refresh(id=f"r{next(self._ids)}", token=await self._token()))
+            case messages.Pong():
+                future = self._pongs.get(message.id) if isinstance(message.id, str) else None
+                if future is not None and not future.done():
+                    future.set_result(message)
+            case messages.Refreshed():
+                pass
+            case messages.Error():
+                await self._queue.put(message)
