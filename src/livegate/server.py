@@ -33,7 +33,7 @@ def uvicorn_config(config: Config, app: object) -> uvicorn.Config:
         app,  # type: ignore[arg-type]
         host=config.host,
         port=config.port,
-        ws="websockets",
+        ws="websockets-sansio",
         ws_ping_interval=config.heartbeat_interval_seconds,
         ws_ping_timeout=config.heartbeat_timeout_seconds,
         # Our limit answers with `frame_too_large` + 4400; the transport's (4x) is a backstop (1009).

@@ -82,7 +82,9 @@ def connect(gateway: RunningGateway):  # type: ignore[no-untyped-def]
     opened: list[Any] = []
 
     async def _connect(gw: RunningGateway | None = None, **kwargs: Any) -> Probe:
-        ws = await websockets.connect((gw or gateway).ws_url, compression=None, **kwargs)
+        # max_queue=None: a probe that closes with frames unread must not stall the close handshake
+        # (websockets stops reading the socket, close frame included, once its queue is full)
+        ws = await websockets.connect((gw or gateway).ws_url, compression=None, **{"max_queue": None, **kwargs})
         opened.append(ws)
         return Probe(ws)
 

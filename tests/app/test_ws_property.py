@@ -29,7 +29,7 @@ op = st.one_of(
 
 async def _drain(ws, expected_top: int, sink: list[dict], timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
     async with asyncio.timeout(timeout):
-        while not sink or sink[-1]["offset"] < expected_top:
+        while (sink[-1]["offset"] if sink else 0) < expected_top:
             message = assert_valid_message(await ws.recv())
             if message["type"] != "welcome" and "offset" in message:
                 sink.append(message)
@@ -52,7 +52,7 @@ async def scenario(ops: list[tuple]) -> None:  # type: ignore[type-arg]
                     top[user] += count
                 elif action == "connect" and args[0] not in sockets:
                     tab = args[0]
-                    ws = await websockets.connect(gw.ws_url, compression=None)
+                    ws = await websockets.connect(gw.ws_url, compression=None, max_queue=None)
                     auth = {"type": "auth", "token": gw.token(tab_user[tab])}
                     if position[tab]:
                         auth["resume"] = position[tab]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
+from litestar.params import Parameter
 
 from livegate.app.auth import bearer, require_user
 from livegate.app.gateway import Gateway
@@ -19,6 +20,7 @@ from livegate.service.generations import GenerationService, InputsInvalid
 
 _create_decoder = msgspec.json.Decoder(http.CreateGenerationRequest)
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+PathStr = Annotated[str, Parameter()]
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 
 
@@ -93,7 +95,7 @@ def generation_routes(gw: Gateway) -> list[HTTPRouteHandler]:
         return _json(page)
 
     @get("/v1/generations/{generation_id:str}")
-    async def get_generation(request: Request[Any, Any, Any], generation_id: str) -> Response[bytes]:
+    async def get_generation(request: Request[Any, Any, Any], generation_id: PathStr) -> Response[bytes]:
         """openapi.yaml ``getGeneration``."""
         user_id = user(request)
         try:
@@ -102,7 +104,7 @@ def generation_routes(gw: Gateway) -> list[HTTPRouteHandler]:
             raise not_found(exc) from None
 
     @post("/v1/generations/{generation_id:str}/cancel")
-    async def cancel_generation(request: Request[Any, Any, Any], generation_id: str) -> Response[bytes]:
+    async def cancel_generation(request: Request[Any, Any, Any], generation_id: PathStr) -> Response[bytes]:
         """openapi.yaml ``cancelGeneration``."""
         user_id = user(request)
         try:
@@ -111,7 +113,7 @@ def generation_routes(gw: Gateway) -> list[HTTPRouteHandler]:
             raise not_found(exc) from None
 
     @get("/v1/outputs/{output_id:str}")
-    async def get_output(request: Request[Any, Any, Any], output_id: str) -> Response[bytes]:
+    async def get_output(request: Request[Any, Any, Any], output_id: PathStr) -> Response[bytes]:
         """openapi.yaml ``getOutput``: the owner's Bearer token or a valid signature."""
         svc = service()
         row = await svc.store.output(output_id) if len(output_id) <= 64 else None

@@ -41,7 +41,10 @@ def _shape_error(exc: msgspec.ValidationError, data: str | bytes, known: frozens
     path = match.group(1) if match else "$"
     message = _PATH.sub("", text)
     # Tell an unknown ``type`` apart from a wrong field (only on this error path).
-    raw = _any_decoder.decode(data)
+    try:
+        raw = _any_decoder.decode(data)
+    except msgspec.DecodeError:  # msgspec validates the first value before seeing trailing bytes
+        return ContractError("The frame is not valid JSON", code="bad_json")
     if not isinstance(raw, dict):
         return ContractError("A message must be a JSON object", code="invalid_message", path="$")
     kind = raw.get("type")

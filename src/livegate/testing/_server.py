@@ -50,11 +50,25 @@ def strip_marked_content_type(app: Any) -> Any:
 
 
 class _InLoopServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.wake = asyncio.Event()
+
     # uvicorn installs SIGINT/SIGTERM handlers while serving; several fakes in one test
     # process would restore each other's handlers in the wrong order. Leave signals alone.
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def main_loop(self) -> None:
+        # uvicorn's own loop notices should_exit only every 0.1 s; tests stop many servers
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 1) % 864000
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), 0.1)
+            should_exit = await self.on_tick(counter)
 
 
 class BackgroundServer:
@@ -78,8 +92,11 @@ class BackgroundServer:
         return f"http://{self._host}:{self.port}"
 
     async def start(self) -> str:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets whose
+        # proto says TCP, and without it every response waits ~40 ms for a delayed ACK
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((self._host, self._port))
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
@@ -104,6 +121,7 @@ class BackgroundServer:
         if self._server is None or self._task is None:
             return
         self._server.should_exit = True
+        self._server.wake.set()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._server = None

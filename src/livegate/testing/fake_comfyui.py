@@ -346,6 +346,7 @@ class FakeComfyUI:
             elif type_ == "progress_state":
                 finished[:] = [n for n, s in data["nodes"].items() if s.get("state") == "finished"]
             elif type_ == "executed":
+                _rename_outputs(data, script.workflow, item.prompt)
                 outputs[data["node"]] = data["output"]
                 meta[data["node"]] = {
                     "node_id": data["node"],
@@ -428,15 +429,18 @@ class FakeComfyUI:
                 fake._interrupt = True
             return _empty()
 
+        # parameters are read from the request: Litestar deprecates inferred parameters
         @get(["/history", "/api/history"])
-        async def get_history(max_items: int | None = None) -> Response[bytes]:
+        async def get_history(request: Request[Any, Any, Any]) -> Response[bytes]:
             items = list(fake._history.items())
-            if max_items is not None:
-                items = items[-max_items:] if max_items > 0 else []
+            max_items = request.query_params.get("max_items")
+            if max_items is not None and max_items.isdigit():
+                items = items[-int(max_items) :] if int(max_items) > 0 else []
             return _json(dict(items))
 
         @get(["/history/{prompt_id:str}", "/api/history/{prompt_id:str}"])
-        async def get_history_one(prompt_id: str) -> Response[bytes]:
+        async def get_history_one(request: Request[Any, Any, Any]) -> Response[bytes]:
+            prompt_id = request.path_params["prompt_id"]
             entry = fake._history.get(prompt_id)
             return _json({prompt_id: entry} if entry is not None else {})
 
@@ -466,7 +470,8 @@ class FakeComfyUI:
             return _json(fake.static.object_info)
 
         @get(["/object_info/{node_class:str}", "/api/object_info/{node_class:str}"])
-        async def object_info(node_class: str) -> Response[bytes]:
+        async def object_info(request: Request[Any, Any, Any]) -> Response[bytes]:
+            node_class = request.path_params["node_class"]
             info = fake.static.object_info.get(node_class)
             return _json({node_class: info} if info is not None else {})
 
@@ -598,6 +603,19 @@ def _binary(data: bytes, old_pid: str, new_pid: str) -> bytes:
         return data
     encoded = json.dumps({**metadata, "prompt_id": new_pid}).encode()
     return data[:4] + len(encoded).to_bytes(4, "big") + encoded + data[8 + size :]
+
+
+def _rename_outputs(data: dict[str, Any], scripted: Mapping[str, Any], submitted: Mapping[str, Any]) -> None:
+    """Saved files are named after the submitted ``filename_prefix`` (queue prompts A and B
+    share a script but not a prefix)."""
+    node = data["node"]
+    old = ((scripted.get(node) or {}).get("inputs") or {}).get("filename_prefix")
+    new = ((submitted.get(node) or {}).get("inputs") or {}).get("filename_prefix")
+    if not isinstance(old, str) or not isinstance(new, str) or old == new:
+        return
+    for image in iter_output_files(data.get("output") or {}):
+        if image.get("type") == "output" and image["filename"].startswith(old + "_"):
+            image["filename"] = new + image["filename"][len(old) :]
 
 
 def _is_progress_tick(frames: tuple[ScriptFrame, ...], index: int) -> bool:

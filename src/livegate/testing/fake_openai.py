@@ -27,7 +27,7 @@ import contextlib
 import itertools
 import json
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,9 +127,15 @@ class FakeOpenAI:
         self._failures.extend([(error, dict(headers or {}))] * times)
 
     async def wait_for_requests(self, count: int, timeout: float = 5.0) -> None:
+        await self.wait_for(lambda: len(self.requests) >= count, timeout)
+
+    async def wait_for(self, condition: Callable[[], bool], timeout: float = 5.0) -> None:
+        """Until ``condition()`` holds (re-checked on every request and stream end)."""
         async with asyncio.timeout(timeout):
-            while len(self.requests) < count:
+            while True:
                 changed = self._changed
+                if condition():
+                    return
                 await changed.wait()
 
     def _notify(self) -> None:
@@ -256,8 +262,10 @@ class FakeOpenAI:
             return refused or fake._images(body)
 
         @get("/files/{name:str}")
-        async def files(name: str) -> Response[bytes]:
+        async def files(request: Request[Any, Any, Any]) -> Response[bytes]:
             # the signed link of the legacy `url` shape: no Authorization needed
+            fake.requests.append(RecordedRequest("GET", request.url.path, dict(request.headers), None))
+            fake._notify()
             return Response(fake.png, media_type="image/png")
 
         return Litestar([chat, images, files], openapi_config=None, logging_config=None)

@@ -1,0 +1,675 @@
+"""The shared bus: per-user streams in Redis, fanned out to every gateway process.
+
+Key layout (``{user}`` is a Redis Cluster hash tag: one user's keys and channel share a slot)::
+
+    lg:{user}:m   hash    epoch, top                       TTL idle_ttl (refreshed on use)
+    lg:{user}:s   stream  id <ms>-<seq> (Redis time) -> o offset, d body, k key, t published_at
+                          trimmed to max_events (MAXLEN =) and max_age (MINID); TTL max_age+60s
+    lg:{user}:c   channel one message per event: "<epoch> <offset> <published_at> <klen>\\n<k><body>"
+    lg:probe:<process>    this process's liveness probe channel
+
+Offsets are assigned by ``_PUBLISH`` (Lua, EVALSHA): it makes the epoch when the meta hash
+is gone (a new random epoch, so history lost in Redis means ``recovered: false``), INCRs
+``top``, XADDs, trims, sets TTLs and PUBLISHes, all atomically, so the order of messages on
+the channel is the offset order. ``_READ`` is the one atomic look behind :meth:`read`.
+
+Fan-out: one pub/sub connection per process, owned by the *reader* task, which is also the
+only place that calls listeners, so each stream's listeners see offsets in order. It keeps
+the last offset dispatched per stream: an older offset is a duplicate and dropped; a newer
+one than ``last + 1`` means pub/sub lost messages, and the gap is read from the stream
+(XREVRANGE) and dispatched first. After a reconnect every stream is back-filled from its
+last offset. A stream whose position is void (new epoch, or the missing events were
+trimmed) is *reset*: :attr:`RedisBus.on_stream_reset` is called with its name so the app
+can close those connections (they reconnect and get ``recovered: false``).
+
+A subscription that dies silently is caught by a probe: every ``probe_interval`` the bus
+PUBLISHes on its probe channel and must see it come back within ``probe_timeout``
+(a PUBLISH that reaches 0 receivers fails at once); otherwise the connection is replaced.
+
+Errors: every redis-py error is mapped to :class:`~livegate.errors.BusUnavailable` here.
+Socket timeouts are short and no command is retried, so an outage fails fast and a
+publish is never applied twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError
+
+from livegate.bus.base import (
+    Bus,
+    Listener,
+    Position,
+    PublishItem,
+    ReadResult,
+    StreamEvent,
+    Subscription,
+    splice_position,
+)
+from livegate.errors import BusUnavailable
+
+__all__ = ["RedisBus"]
+
+log = logging.getLogger("livegate.bus.redis")
+
+# KEYS: meta, stream. ARGV: epoch candidate, max_events, max_age_ms, meta_ttl_ms,
+# stream_ttl_ms, channel, then (body, key) per item ("-" = no key, "+k" = key k).
+# Returns {epoch, offset1, offset2, ...}.
+_PUBLISH = """
+local meta, log = KEYS[1], KEYS[2]
+local epoch = redis.call('HGET', meta, 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', log)
+  redis.call('HSET', meta, 'epoch', epoch, 'top', 0)
+end
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local published = now[1] .. '.' .. string.format('%06d', tonumber(now[2]))
+local result = {epoch}
+for i = 7, #ARGV, 2 do
+  local body, key = ARGV[i], ARGV[i + 1]
+  local offset = redis.call('HINCRBY', meta, 'top', 1)
+  redis.call('XADD', log, 'MAXLEN', '=', ARGV[2], '*', 'o', offset, 'd', body, 'k', key, 't', published)
+  redis.call('PUBLISH', ARGV[6], epoch .. ' ' .. offset .. ' ' .. published .. ' ' .. #key .. '\\n' .. key .. body)
+  result[#result + 1] = offset
+end
+redis.call('XTRIM', log, 'MINID', tostring(now_ms - tonumber(ARGV[3])))
+redis.call('PEXPIRE', meta, ARGV[4])
+redis.call('PEXPIRE', log, ARGV[5])
+return result
+"""
+
+# KEYS: meta, stream. ARGV: epoch candidate, after ("" = none), max_age_ms, meta_ttl_ms.
+# Returns {epoch, top, first_available, entries newest first}.
+_READ = """
+local meta, log = KEYS[1], KEYS[2]
+local epoch = redis.call('HGET', meta, 'epoch')
+local top = 0
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', log)
+  redis.call('HSET', meta, 'epoch', epoch, 'top', 0)
+else
+  top = tonumber(redis.call('HGET', meta, 'top'))
+end
+redis.call('PEXPIRE', meta, ARGV[4])
+local now = redis.call('TIME')
+local horizon = tostring(tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - tonumber(ARGV[3]))
+local first_available = top + 1
+local oldest = redis.call('XRANGE', log, horizon, '+', 'COUNT', 1)
+if #oldest > 0 then
+  first_available = tonumber(oldest[1][2][2])
+end
+local entries = {}
+if ARGV[2] ~= '' then
+  local wanted = top - tonumber(ARGV[2])
+  if wanted > 0 then
+    entries = redis.call('XREVRANGE', log, '+', horizon, 'COUNT', wanted)
+  end
+end
+return {epoch, top, first_available, entries}
+"""
+
+
+class _Script:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+
+_PUBLISH_SCRIPT = _Script(_PUBLISH)
+_READ_SCRIPT = _Script(_READ)
+
+
+class _Stale(Exception):
+    """The pub/sub connection is open but no longer delivers (probe lost, or 0 receivers)."""
+
+
+class _StreamState:
+    """One stream this process listens to: its listeners and the last position dispatched."""
+
+    __slots__ = (
+        "buffer",
+        "channel",
+        "confirmed",
+        "confirmed_gen",
+        "epoch",
+        "establish",
+        "last",
+        "listeners",
+        "stream",
+    )
+
+    def __init__(self, stream: str, channel: bytes) -> None:
+        self.stream = stream
+        self.channel = channel
+        self.listeners: list[Listener] = []
+        self.epoch = ""
+        self.last = 0
+        # Messages that arrive before the baseline is known wait here (None once known).
+        self.buffer: list[tuple[str, int, float, str | None, bytes]] | None = []
+        self.confirmed = asyncio.Event()
+        self.confirmed_gen = 0
+        self.establish: asyncio.Task[None] | None = None
+
+
+class _RedisSubscription(Subscription):
+    def __init__(self, bus: RedisBus, state: _StreamState, listener: Listener) -> None:
+        self._bus, self._state, self._listener = bus, state, listener
+        self._closed = False
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._bus._remove_listener(self._state, self._listener)
+
+
+class RedisBus(Bus):
+    """:class:`~livegate.bus.base.Bus` on Redis (redis-py asyncio); see the module doc.
+
+    :param on_stream_reset: called (synchronously, must not block) with a stream's name when
+        live listeners' position became void; they keep receiving events after the reset.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_events: int = 1000,
+        max_age_seconds: float = 600.0,
+        idle_ttl_seconds: float = 86400.0,
+        key_prefix: str = "lg",
+        socket_timeout: float = 1.5,
+        connect_timeout: float = 1.0,
+        max_connections: int = 64,
+        probe_interval: float = 2.0,
+        probe_timeout: float = 3.0,
+        reconnect_min_delay: float = 0.05,
+        reconnect_max_delay: float = 2.0,
+        poll_interval: float = 0.25,
+        on_stream_reset: Callable[[str], None] | None = None,
+    ) -> None:
+        self.url = url
+        self.max_events = max_events
+        self.max_age = max_age_seconds
+        self.on_stream_reset = on_stream_reset
+        self._prefix = key_prefix
+        self._stream_ttl_ms = int((max_age_seconds + 60.0) * 1000)
+        self._meta_ttl_ms = max(int(idle_ttl_seconds * 1000), self._stream_ttl_ms)
+        self._timeout = socket_timeout
+        self._connect_timeout = connect_timeout
+        self._max_connections = max_connections
+        self._probe_interval = probe_interval
+        self._probe_timeout = probe_timeout
+        self._reconnect_delays = (reconnect_min_delay, reconnect_max_delay)
+        self._poll = poll_interval
+        self._probe_channel = f"{key_prefix}:probe:{secrets.token_hex(8)}".encode()
+        self._pool: BlockingConnectionPool | None = None
+        self._sub_pool: ConnectionPool | None = None
+        self._client: Redis | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        # Fan-out state; only the reader task calls listeners.
+        self._streams: dict[str, _StreamState] = {}
+        self._by_channel: dict[bytes, _StreamState] = {}
+        self._conn: AbstractConnection | None = None
+        self._generation = 0
+        self._send_lock = asyncio.Lock()
+        self._confirms: deque[_StreamState | None] = deque()  # SUBSCRIBE replies expected, in order
+        self._initial_pending = 0
+        self._subscribed = False  # connected, every channel confirmed, back-filled
+        self._resync: set[str] = set()
+        self._force_reconnect = False
+        self._probe_sent: tuple[bytes, float] | None = None
+        self._probe_seq = 0
+        self.stats = {"reconnects": 0, "backfilled": 0, "duplicates": 0, "resets": 0, "stale": 0}
+
+    # -- names ----------------------------------------------------------------------------
+
+    def _keys(self, stream: str) -> tuple[str, str]:
+        return f"{self._prefix}:{{{stream}}}:m", f"{self._prefix}:{{{stream}}}:s"
+
+    def _channel(self, stream: str) -> bytes:
+        return f"{self._prefix}:{{{stream}}}:c".encode()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self, *, wait: float | None = None) -> None:
+        """Connect; wait (bounded, default ``connect_timeout * 2``) for the subscriber, but
+        start even when Redis is down: health reports it and the reader keeps retrying."""
+        common: dict[str, Any] = {
+            "socket_timeout": self._timeout,
+            "socket_connect_timeout": self._connect_timeout,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        self._pool = BlockingConnectionPool.from_url(
+            self.url, max_connections=self._max_connections, timeout=self._timeout, **common
+        )
+        self._sub_pool = ConnectionPool.from_url(self.url, protocol=2, **common)
+        self._client = Redis(connection_pool=self._pool)
+        self._tasks = [
+            asyncio.create_task(self._reader(), name="redis-bus-reader"),
+            asyncio.create_task(self._prober(), name="redis-bus-prober"),
+        ]
+        deadline = time.monotonic() + (self._connect_timeout * 2 if wait is None else wait)
+        while not self._subscribed and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        tasks = self._tasks + [s.establish for s in self._streams.values() if s.establish]
+        self._tasks = []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._streams.clear()
+        self._by_channel.clear()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        for pool in (self._pool, self._sub_pool):
+            if pool is not None:
+                await pool.disconnect()
+        self._pool = self._sub_pool = None
+
+    async def health(self) -> dict[str, bool]:
+        ok = False
+        if self._client is not None:
+            try:
+                ok = bool(await asyncio.wait_for(self._client.ping(), self._timeout))
+            except (TimeoutError, RedisError, OSError):
+                ok = False
+        return {"bus": ok, "subscriber": self._subscribed}
+
+    # -- publish and read -----------------------------------------------------------------
+
+    async def publish(self, items: Sequence[PublishItem]) -> list[Position]:
+        if not items:
+            return []
+        by_stream: dict[str, list[PublishItem]] = {}
+        for item in items:
+            if not item.body.startswith(b"{") or len(item.body) < 3:
+                raise ValueError("event body must be a non-empty JSON object")
+            by_stream.setdefault(item.stream, []).append(item)
+        # One atomic script call per stream keeps each stream's items in order (and all or
+        # nothing); the calls for several streams go in one pipeline.
+        calls = {stream: self._publish_args(stream, batch) for stream, batch in by_stream.items()}
+        try:
+            results = await self._eval_many(_PUBLISH_SCRIPT, list(calls.values()))
+        except (TimeoutError, RedisError, OSError) as exc:
+            # The replies are lost: some calls may have been applied, none is reported.
+            raise BusUnavailable(f"Redis publish failed: {exc}", published=[]) from exc
+        outcome = dict(zip(calls, results, strict=True))
+        positions: list[Position] = []
+        seen: dict[str, int] = {}
+        for item in items:
+            result = outcome[item.stream]
+            if isinstance(result, Exception):
+                raise BusUnavailable(f"Redis publish failed: {result}", published=positions)
+            index = seen[item.stream] = seen.get(item.stream, 0) + 1
+            positions.append(Position(_text(result[0]), int(result[index])))
+        return positions
+
+    def _publish_args(self, stream: str, batch: list[PublishItem]) -> tuple[list[str], list[Any]]:
+        args: list[Any] = [
+            secrets.token_hex(8), self.max_events, int(self.max_age * 1000),
+            self._meta_ttl_ms, self._stream_ttl_ms, self._channel(stream),
+        ]
+        for item in batch:
+            args.append(item.body)
+            args.append("-" if item.conflation_key is None else "+" + item.conflation_key)
+        return list(self._keys(stream)), args
+
+    async def read(self, stream: str, after: int | None) -> ReadResult:
+        try:
+            raw = await self._read_raw(stream, after)
+        except (TimeoutError, RedisError, OSError) as exc:
+            raise BusUnavailable(f"Redis read failed: {exc}") from exc
+        epoch, top, first, rows = raw
+        return ReadResult(epoch=epoch, top=top, first_available=first,
+                          events=[_event_from_row(row, epoch) for row in rows])
+
+    async def _read_raw(self, stream: str, after: int | None) -> tuple[str, int, int, list[Any]]:
+        """``(epoch, top, first_available, rows oldest first)``; raises redis-py errors."""
+        (result,) = await self._eval_many(_READ_SCRIPT, [self._read_args(stream, after)])
+        if isinstance(result, Exception):
+            raise result
+        return _parse_read(result)
+
+    def _read_args(self, stream: str, after: int | None) -> tuple[list[str], list[Any]]:
+        args = [secrets.token_hex(8), "" if after is None else after, int(self.max_age * 1000),
+                self._meta_ttl_ms]
+        return list(self._keys(stream)), args
+
+    async def _eval_many(
+        self, script: _Script, calls: Sequence[tuple[list[str], list[Any]]]
+    ) -> list[Any]:
+        """EVALSHA each call (pipelined); load the script and redo calls refused NOSCRIPT
+        (a refused call did nothing). Per-call errors come back as exceptions."""
+        client = self._require_client()
+        results: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for attempt in range(2):
+            async with client.pipeline(transaction=False) as pipe:
+                for i in todo:
+                    keys, args = calls[i]
+                    pipe.evalsha(script.sha, len(keys), *keys, *args)
+                replies = await pipe.execute(raise_on_error=False)
+            missing = []
+            for i, reply in zip(todo, replies, strict=True):
+                results[i] = reply
+                if isinstance(reply, NoScriptError):
+                    missing.append(i)
+            if not missing or attempt == 1:
+                break
+            await client.script_load(script.source)
+            todo = missing
+        return results
+
+    def _require_client(self) -> Redis:
+        if self._client is None:
+            raise BusUnavailable("RedisBus is not started")
+        return self._client
+
+    # -- subscribe ------------------------------------------------------------------------
+
+    async def subscribe(self, stream: str, listener: Listener) -> Subscription:
+        """Returns once Redis confirmed the SUBSCRIBE and the stream's current position is
+        known: every event published after that reaches ``listener``."""
+        state = self._streams.get(stream)
+        new = state is None
+        if state is None:
+            state = self._streams[stream] = _StreamState(stream, self._channel(stream))
+            self._by_channel[state.channel] = state
+            state.establish = asyncio.create_task(self._establish(state), name=f"redis-bus-sub-{stream}")
+        state.listeners.append(listener)
+        try:
+            conn = self._conn
+            if new and conn is not None:  # otherwise the next (re)connect subscribes it
+                # A failed send forces a reconnect, which subscribes the stream again.
+                with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+                    await self._send_subscription(conn, "SUBSCRIBE", state)
+            assert state.establish is not None
+            await asyncio.shield(state.establish)
+        except BaseException as exc:
+            await self._remove_listener(state, listener)
+            if isinstance(exc, (asyncio.CancelledError, BusUnavailable)):
+                raise
+            if isinstance(exc, (RedisError, OSError, asyncio.TimeoutError)):
+                raise BusUnavailable(f"Redis subscribe failed: {exc}") from exc
+            raise
+        return _RedisSubscription(self, state, listener)
+
+    async def _establish(self, state: _StreamState) -> None:
+        """Wait for the SUBSCRIBE confirmation, then take the baseline position."""
+        try:
+            await asyncio.wait_for(state.confirmed.wait(), self._timeout + self._connect_timeout)
+        except TimeoutError:
+            raise BusUnavailable("Redis did not confirm the subscription in time") from None
+        epoch, top, _first, _rows = await self._read_raw(state.stream, None)
+        state.epoch, state.last = epoch, top
+        buffered, state.buffer = state.buffer or [], None
+        for message in buffered:
+            if not self._on_message(state, *message):
+                self._resync.add(state.stream)  # the reader reads the rest from history
+                break
+        if state.confirmed_gen != self._generation:
+            # The connection was replaced after the confirmation: its back-fill skipped us.
+            self._resync.add(state.stream)
+
+    async def _remove_listener(self, state: _StreamState, listener: Listener) -> None:
+        with contextlib.suppress(ValueError):
+            state.listeners.remove(listener)
+        if state.listeners or self._streams.get(state.stream) is not state:
+            return
+        del self._streams[state.stream]
+        self._by_channel.pop(state.channel, None)
+        self._resync.discard(state.stream)
+        if state.establish is not None and not state.establish.done():
+            state.establish.cancel()
+        conn = self._conn
+        if conn is not None:
+            with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+                await self._send_subscription(conn, "UNSUBSCRIBE", state)
+
+    async def _send_subscription(self, conn: AbstractConnection, command: str, state: _StreamState) -> None:
+        # The lock keeps the expected-replies queue in the order the commands were written.
+        async with self._send_lock:
+            if conn is not self._conn:
+                return  # replaced meanwhile; the new connection subscribed every stream
+            if command == "SUBSCRIBE":
+                self._confirms.append(state)
+            try:
+                await conn.send_command(command, state.channel)
+            except (RedisError, OSError):
+                self._force_reconnect = True
+                raise
+
+    # -- the reader: the one pub/sub connection ------------------------------------------
+
+    async def _reader(self) -> None:
+        low, high = self._reconnect_delays
+        delay = low
+        while True:
+            conn: AbstractConnection | None = None
+            try:
+                conn = await self._connect()
+                delay = low
+                await self._pump(conn)
+            except asyncio.CancelledError:
+                raise
+            except (TimeoutError, RedisError, OSError, _Stale, BusUnavailable) as exc:
+                log.warning("redis pub/sub connection lost: %s", exc or type(exc).__name__)
+            finally:
+                self._subscribed = False
+                self._conn = None
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.disconnect(nowait=True)
+            self.stats["reconnects"] += 1
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(high, delay * 2)
+
+    async def _connect(self) -> AbstractConnection:
+        assert self._sub_pool is not None
+        conn = self._sub_pool.make_connection()
+        await asyncio.wait_for(conn.connect(), self._connect_timeout + self._timeout)
+        async with self._send_lock:
+            self._generation += 1
+            self._force_reconnect = False
+            self._probe_sent = None
+            self._confirms.clear()
+            states = list(self._streams.values())
+            self._confirms.append(None)  # the probe channel
+            self._confirms.extend(states)
+            self._initial_pending = 1 + len(states)
+            self._conn = conn
+            channels = [self._probe_channel, *(s.channel for s in states)]
+            for start in range(0, len(channels), 1000):
+                await conn.send_command("SUBSCRIBE", *channels[start:start + 1000])
+        return conn
+
+    async def _pump(self, conn: AbstractConnection) -> None:
+        while True:
+            if self._force_reconnect:
+                raise _Stale("subscription gone (probe reached no subscriber)")
+            sent = self._probe_sent
+            if sent is not None and time.monotonic() - sent[1] > self._probe_timeout:
+                self.stats["stale"] += 1
+                raise _Stale(f"probe not received within {self._probe_timeout}s")
+            if self._subscribed and self._resync:
+                for stream in list(self._resync):
+                    self._resync.discard(stream)
+                    state = self._streams.get(stream)
+                    if state is not None and state.buffer is None:
+                        await self._fill(state)
+            reply = await conn.read_response(timeout=self._poll)
+            if reply is None:
+                continue
+            kind = reply[0]
+            if kind == b"message":
+                await self._on_pubsub_message(reply[1], reply[2])
+            elif kind == b"subscribe":
+                await self._on_confirm(reply[1])
+
+    async def _on_confirm(self, channel: bytes) -> None:
+        expected = self._confirms.popleft() if self._confirms else None
+        if expected is not None:
+            if expected.channel != channel:
+                raise _Stale(f"subscribe replies out of order ({channel!r})")
+            expected.confirmed_gen = self._generation
+            expected.confirmed.set()
+        if self._initial_pending > 0:
+            self._initial_pending -= 1
+            if self._initial_pending == 0:
+                await self._backfill_all()
+                self._subscribed = True
+
+    async def _backfill_all(self) -> None:
+        """After (re)subscribing: read every established stream from its last offset."""
+        states = [s for s in self._streams.values() if s.buffer is None]
+        for start in range(0, len(states), 200):
+            chunk = states[start:start + 200]
+            results = await self._eval_many(_READ_SCRIPT, [self._read_args(s.stream, s.last) for s in chunk])
+            for state, result in zip(chunk, results, strict=True):
+                if isinstance(result, Exception):
+                    raise result
+                if self._streams.get(state.stream) is state:
+                    self._apply_read(state, _parse_read(result))
+
+    async def _fill(self, state: _StreamState) -> None:
+        read = await self._read_raw(state.stream, state.last)
+        if self._streams.get(state.stream) is state:
+            self._apply_read(state, read)
+
+    def _apply_read(self, state: _StreamState, read: tuple[str, int, int, list[Any]]) -> None:
+        epoch, top, first, rows = read
+        if epoch != state.epoch or top < state.last or (top > state.last and first > state.last + 1):
+            self._reset(state, epoch, top)  # new epoch, rewound, or the gap was trimmed away
+            return
+        for row in rows:
+            event = _event_from_row(row, epoch)
+            if event.offset == state.last + 1:
+                self.stats["backfilled"] += 1
+                self._dispatch(state, event)
+
+    async def _on_pubsub_message(self, channel: bytes, data: bytes) -> None:
+        if channel == self._probe_channel:
+            sent = self._probe_sent
+            if sent is not None and sent[0] == data:
+                self._probe_sent = None
+            return
+        state = self._by_channel.get(channel)
+        if state is None:
+            return  # unsubscribed meanwhile
+        message = _parse_message(data)
+        if self._on_message(state, *message):
+            return
+        await self._fill(state)
+        if self._streams.get(state.stream) is state and not self._on_message(state, *message):
+            log.error("stream %s: offset %d still ahead of history; resetting", state.stream, message[1])
+            self._reset(state, message[0], message[1] - 1)
+            self._on_message(state, *message)
+
+    def _on_message(
+        self, state: _StreamState, epoch: str, offset: int, published_at: float, key: str | None, body: bytes
+    ) -> bool:
+        """Handle one live message; ``False`` when it is ahead of ``last + 1`` (a gap)."""
+        if state.buffer is not None:
+            if len(state.buffer) < 10_000:
+                state.buffer.append((epoch, offset, published_at, key, body))
+            else:
+                self._resync.add(state.stream)
+            return True
+        if epoch != state.epoch:
+            self._reset(state, epoch, offset - 1)
+        elif offset <= state.last:
+            self.stats["duplicates"] += 1
+            return True
+        elif offset > state.last + 1:
+            return False
+        self._dispatch(state, StreamEvent(offset, splice_position(body, epoch, offset), key, published_at))
+        return True
+
+    def _dispatch(self, state: _StreamState, event: StreamEvent) -> None:
+        state.last = event.offset
+        for listener in tuple(state.listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("listener of stream %s failed", state.stream)
+
+    def _reset(self, state: _StreamState, epoch: str, top: int) -> None:
+        log.warning("stream %s reset: epoch %s -> %s, position %d", state.stream, state.epoch, epoch, top)
+        state.epoch, state.last = epoch, top
+        self.stats["resets"] += 1
+        if self.on_stream_reset is not None:
+            try:
+                self.on_stream_reset(state.stream)
+            except Exception:
+                log.exception("on_stream_reset(%s) failed", state.stream)
+
+    # -- the probe ------------------------------------------------------------------------
+
+    async def _prober(self) -> None:
+        while True:
+            await asyncio.sleep(self._probe_interval)
+            if not self._subscribed or self._probe_sent is not None or self._client is None:
+                continue
+            self._probe_seq += 1
+            token = str(self._probe_seq).encode()
+            self._probe_sent = (token, time.monotonic())
+            try:
+                receivers = await self._client.publish(self._probe_channel, token)
+            except (TimeoutError, RedisError, OSError):
+                self._probe_sent = None  # Redis itself is unreachable: `bus` health says so
+                continue
+            if receivers == 0 and self._probe_sent is not None:
+                self.stats["stale"] += 1
+                self._force_reconnect = True
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _parse_read(result: list[Any]) -> tuple[str, int, int, list[Any]]:
+    epoch, top, first, rows = result
+    return _text(epoch), int(top), int(first), rows[::-1]
+
+
+def _event_from_row(row: list[Any], epoch: str) -> StreamEvent:
+    # row = [id, [b"o", offset, b"d", body, b"k", key, b"t", published_at]]
+    fields = row[1]
+    offset = int(fields[1])
+    key = fields[5]
+    return StreamEvent(
+        offset,
+        splice_position(fields[3], epoch, offset),
+        key[1:].decode() if key[:1] == b"+" else None,
+        float(fields[7]),
+    )
+
+
+def _parse_message(data: bytes) -> tuple[str, int, float, str | None, bytes]:
+    head, _, rest = data.partition(b"\n")
+    epoch, offset, published_at, key_length = head.split(b" ")
+    n = int(key_length)
+    key = rest[:n]
+    return (epoch.decode(), int(offset), float(published_at),
+            key[1:].decode() if key[:1] == b"+" else None, rest[n:])
