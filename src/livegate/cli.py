@@ -34,6 +34,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from livegate.server import serve
 
     config = Config.from_env(host=args.host, port=args.port)
+    problems = config.problems()
+    if problems:
+        for problem in problems:
+            print(f"livegate serve: {problem}", file=sys.stderr)
+        return 2
     serve(config)
     return 0
 

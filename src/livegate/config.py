@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -130,14 +131,28 @@ class Config:
             return _PROCESS_KEY
         return ("livegate-output-url:" + base).encode()
 
+    def problems(self) -> list[str]:
+        """What keeps this configuration from serving securely (empty when it can)."""
+        found = []
+        if not (self.jwt_secret or self.jwt_public_key_file or self.jwt_jwks_file):
+            found.append("no user-token key: set LIVEGATE_JWT_SECRET (HS256) or LIVEGATE_JWT_PUBLIC_KEY_FILE / "
+                         "LIVEGATE_JWT_JWKS_FILE (RS256/ES256), or LIVEGATE_DEV=1 for dev-only defaults")
+        if not self.service_token:
+            found.append("no service credential: set LIVEGATE_SERVICE_TOKEN (Bearer of POST /v1/events), "
+                         "or LIVEGATE_DEV=1 for a dev-only default")
+        return found
+
     def warn_if_insecure(self) -> None:
         if self.insecure_defaults_used:
             banner = "!" * 78
-            log.warning(
-                "\n%s\n!! LIVEGATE_DEV=1: using DEV-ONLY defaults for %s.\n"
-                "!! Anyone can mint tokens (POST /v1/dev/token). NEVER expose this process.\n%s",
-                banner, ", ".join(self.insecure_defaults_used), banner,
-            )
+            text = (f"{banner}\n!! LIVEGATE_DEV=1: using DEV-ONLY defaults for "
+                    f"{', '.join(self.insecure_defaults_used)}.\n"
+                    "!! Anyone can mint tokens (POST /v1/dev/token). NEVER expose this process.\n"
+                    f"{banner}")
+            # Once in the structured log (for collectors) and once as plain lines on stderr,
+            # where a person starting the process sees it unescaped.
+            log.warning(text)
+            print(text, file=sys.stderr, flush=True)
 
 
 _PROCESS_KEY = secrets.token_bytes(32)

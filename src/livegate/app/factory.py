@@ -26,6 +26,15 @@ def web_dir() -> Path:
     return Path(__file__).resolve().parents[3] / "web"
 
 
+def docs_dir() -> Path:
+    """The docs (``docs/``, whose ``reference/`` holds the generated spec pages):
+    ``LIVEGATE_DOCS_DIR``, else the repository's ``docs/``."""
+    override = os.environ.get("LIVEGATE_DOCS_DIR")
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parents[3] / "docs"
+
+
 def create_app(config: Config | None = None, *, gateway: Gateway | None = None) -> Litestar:
     gw = gateway or Gateway(config or Config.from_env())
     configure_logging(gw.config.log_level)
@@ -37,8 +46,10 @@ def create_app(config: Config | None = None, *, gateway: Gateway | None = None) 
 
     handlers: list[Any] = [ws_endpoint, *core_routes(gw), *generation_routes(gw)]
     web = web_dir()
-    if (web / "docs").is_dir():
-        handlers.append(create_static_files_router(path="/docs", directories=[web / "docs"], html_mode=True,
+    docs = docs_dir()
+    if (docs / "reference").is_dir():
+        # /docs/ shows docs/index.html: the reference pages, offline (no CDN).
+        handlers.append(create_static_files_router(path="/docs", directories=[docs], html_mode=True,
                                                    name="docs", include_in_schema=False))
     if web.is_dir():
         handlers.append(create_static_files_router(path="/", directories=[web], html_mode=True, name="web",
