@@ -82,10 +82,12 @@ class Config:
         insecure: list[str] = []
         jwt_secret = _env("LIVEGATE_JWT_SECRET")
         if jwt_secret is None and dev:
-            jwt_secret, _ = DEV_JWT_SECRET, insecure.append("LIVEGATE_JWT_SECRET")
+            jwt_secret = DEV_JWT_SECRET
+            insecure.append("LIVEGATE_JWT_SECRET")
         service_token = _env("LIVEGATE_SERVICE_TOKEN")
         if service_token is None and dev:
-            service_token, _ = DEV_SERVICE_TOKEN, insecure.append("LIVEGATE_SERVICE_TOKEN")
+            service_token = DEV_SERVICE_TOKEN
+            insecure.append("LIVEGATE_SERVICE_TOKEN")
         config = cls(
             host=_env("LIVEGATE_HOST", "127.0.0.1") or "127.0.0.1",
             port=_int("LIVEGATE_PORT", 8000),

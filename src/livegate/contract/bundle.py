@@ -74,7 +74,7 @@ def bundle_openapi(openapi: dict[str, Any], asyncapi: dict[str, Any]) -> dict[st
         schemas[name] = copy.deepcopy(shared[name])
         wanted.extend(r[len(LOCAL_REF_PREFIX) :] for r in _refs(shared[name]) if r.startswith(LOCAL_REF_PREFIX))
     bundled["components"]["schemas"] = dict(sorted(schemas.items()))
-    return bundled
+    return dict(bundled)
 
 
 def message_json_schema(asyncapi: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ SCALARS = {"string": "string", "integer": "number", "number": "number", "boolean
 
 def _type(schema: dict[str, Any]) -> str:
     if "$ref" in schema:
-        return schema["$ref"][len(REF) :]
+        return str(schema["$ref"])[len(REF) :]
     if "const" in schema:
         return repr(schema["const"]).replace("'", '"')
     if "enum" in schema:
@@ -26,7 +26,7 @@ def _type(schema: dict[str, Any]) -> str:
         return f"Array<{_type(schema.get('items', {}))}>"
     if kind == "object":
         return "Object<string, *>"
-    return SCALARS.get(kind, "*")
+    return SCALARS.get(kind, "*") if isinstance(kind, str) else "*"
 
 
 def jsdoc_typedefs(asyncapi: dict[str, Any]) -> str:

@@ -19,8 +19,8 @@ from livegate.protocol import messages
 ClientMessage = messages.ClientMessage
 ServerMessage = messages.ServerMessage
 
-_client_decoder = msgspec.json.Decoder(messages.ClientMessage)
-_server_decoder = msgspec.json.Decoder(messages.ServerMessage)
+_client_decoder: msgspec.json.Decoder[ClientMessage] = msgspec.json.Decoder(messages.ClientMessage)
+_server_decoder: msgspec.json.Decoder[ServerMessage] = msgspec.json.Decoder(messages.ServerMessage)
 _any_decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
 _PATH = re.compile(r" - at `(\$[^`]*)`$")

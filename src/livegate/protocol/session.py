@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+
 from livegate.errors import AuthError, ContractError
 from livegate.protocol import codec, messages
 from livegate.protocol.auth import Claims, TokenVerifier
@@ -258,4 +260,4 @@ def _rid(message: Any) -> str | None:
 
 
 def _unset(value: Any) -> Any:
-    return messages.UNSET if value is None else value
+    return msgspec.UNSET if value is None else value
