@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import mimetypes
 import os
 from pathlib import Path
 from typing import Any
 
-from litestar import Litestar, WebSocket, websocket
+from litestar import Litestar, Request, WebSocket, get, websocket
+from litestar.response import File
 from litestar.static_files import create_static_files_router
 
 from livegate.app.gateway import Gateway
@@ -35,6 +37,32 @@ def docs_dir() -> Path:
     return Path(__file__).resolve().parents[3] / "docs"
 
 
+# What of web/ the gateway serves: its top-level files and these folders. web/tools holds
+# dev-time build scripts (and maybe node_modules) that must not be public.
+SANDBOX_FOLDERS = ("app", "generated")
+
+
+def sandbox_routes(web: Path) -> list[Any]:
+    """The sandbox at ``/``: ``index.html``, the other top-level files of ``web/`` and
+    :data:`SANDBOX_FOLDERS`."""
+    files = {f"/{f.name}": f for f in sorted(web.iterdir()) if f.is_file() and not f.name.startswith(".")}
+    if "/index.html" in files:
+        files["/"] = files["/index.html"]
+
+    @get(list(files), include_in_schema=False, sync_to_thread=False, name="sandbox")
+    def sandbox_file(request: Request[Any, Any, Any]) -> File:
+        path = files[request.url.path]
+        media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return File(path, media_type=media_type, content_disposition_type="inline")
+
+    routes: list[Any] = [sandbox_file] if files else []
+    for folder in SANDBOX_FOLDERS:
+        if (web / folder).is_dir():
+            routes.append(create_static_files_router(path=f"/{folder}", directories=[web / folder],
+                                                     name=f"sandbox-{folder}", include_in_schema=False))
+    return routes
+
+
 def create_app(config: Config | None = None, *, gateway: Gateway | None = None) -> Litestar:
     gw = gateway or Gateway(config or Config.from_env())
     configure_logging(gw.config.log_level)
@@ -52,8 +80,7 @@ def create_app(config: Config | None = None, *, gateway: Gateway | None = None) 
         handlers.append(create_static_files_router(path="/docs", directories=[docs], html_mode=True,
                                                    name="docs", include_in_schema=False))
     if web.is_dir():
-        handlers.append(create_static_files_router(path="/", directories=[web], html_mode=True, name="web",
-                                                   include_in_schema=False))
+        handlers.extend(sandbox_routes(web))
     app = Litestar(
         route_handlers=handlers,
         on_startup=[gw.start],

@@ -1,0 +1,303 @@
+"""web/client.js in the browser, on a scripted socket: every server message example of
+asyncapi.yaml is handled (none reported unknown), unknown and invalid frames are reported,
+and the close-code table, backoff, dedupe and per-tab resume position behave as documented.
+
+The client runs with validation on (the committed ajv bundle) and a fake ``WebSocket``
+injected through its ``WebSocket`` option; every frame it sends is validated here against
+asyncapi.yaml with the independent ``jsonschema`` validator.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from playwright.async_api import Page
+
+from livegate.testing.gateway import RunningGateway
+from livegate.testing.spec_validation import assert_valid_message, asyncapi_document
+from tests.browser.conftest import Pages
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.xdist_group("browser-client_conformance"),
+    pytest.mark.asyncio(loop_scope="module"),
+]
+
+# A harness on the page: `make(opts)` builds a client on a scripted socket; `h.feed(msg)`
+# delivers a server frame, `h.close(code)` closes the socket from the server side.
+HARNESS = """
+async () => {
+  const mod = await import('/client.js');
+  class FakeSocket {
+    constructor(url) { this.url = url; this.readyState = 0; this.sent = []; FakeSocket.all.push(this);
+      setTimeout(() => { this.readyState = 1; this.onopen && this.onopen(); }, 0); }
+    send(data) { this.sent.push(data); window.__sent.push(data); }
+    close(code, reason) { if (this.readyState === 3) return; this.readyState = 3;
+      setTimeout(() => this.onclose && this.onclose({ code: code || 1005, reason: reason || '' }), 0); }
+    serverFeed(msg) { this.onmessage({ data: typeof msg === 'string' ? msg : JSON.stringify(msg) }); }
+    serverClose(code) { this.readyState = 3; this.onclose({ code, reason: 'server' }); }
+  }
+  FakeSocket.all = [];
+  window.__sent = [];
+  window.__mod = mod;
+  window.make = (opts = {}) => {
+    const log = { events: [], problems: [], states: [], tokenRequests: [], resyncs: [], duplicates: [] };
+    const tokens = opts.tokens || ['tok-1', 'tok-2', 'tok-3'];
+    const mine = [];
+    class Socket extends FakeSocket { constructor(url) { super(url); mine.push(this); } }
+    const client = new mod.LivegateClient({
+      url: 'ws://fake/v1/ws', WebSocket: Socket, validate: true, storage: opts.storage === undefined ? null : opts.storage,
+      backoffInitialMs: 50, backoffMaxMs: 400, random: opts.random || (() => 0.5),
+      getToken: async (req) => { log.tokenRequests.push(req.reason); return tokens.length ? tokens.shift() : null; },
+      ...(opts.client || {}),
+    });
+    for (const t of mod.SERVER_MESSAGE_TYPES) client.on(t, (m) => log.events.push(m.type));
+    client.on('protocolError', (p) => log.problems.push({ kind: p.kind, type: p.type, errors: p.errors }));
+    client.on('state', (s) => log.states.push([s.state, s.closeCode ?? null, s.retryInMs ?? null]));
+    client.on('resync', (r) => log.resyncs.push(r.reason));
+    client.on('duplicate', (e) => log.duplicates.push(e.offset));
+    const socket = () => mine[mine.length - 1];
+    return { client, log, socket, sockets: mine, feed: (m) => socket().serverFeed(m),
+             close: (c) => socket().serverClose(c) };
+  };
+  window.until = async (cond, ms = 5000) => { const end = Date.now() + ms;
+    while (!cond()) { if (Date.now() > end) throw new Error('timeout: ' + cond); await new Promise(r => setTimeout(r, 10)); } };
+}
+"""
+
+
+def server_examples() -> list[dict[str, Any]]:
+    doc = asyncapi_document()
+    server_ops = [op for op in doc["operations"].values() if op["action"] == "send"]
+    names = {ref["$ref"].split("/")[-1] for op in server_ops for ref in op["messages"]}
+    names |= {ref["$ref"].split("/")[-1] for op in doc["operations"].values()
+              for ref in op.get("reply", {}).get("messages", [])}
+    examples = []
+    for name in sorted(names):
+        for example in doc["components"]["messages"][name]["examples"]:
+            examples.append(example["payload"])
+    return examples
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def harness(gateway: RunningGateway, pages: Pages) -> Page:
+    log = await pages.new("harness")
+    await log.page.goto(gateway.http_url + "/healthz")  # any page of the gateway's origin
+    await log.page.evaluate(HARNESS)
+    return log.page
+
+
+async def sent_frames(page: Page) -> list[dict[str, Any]]:
+    return [assert_valid_message(frame, "client") for frame in await page.evaluate("window.__sent")]
+
+
+async def test_every_server_example_is_handled_without_an_unknown_type(harness: Page) -> None:
+    examples = server_examples()
+    assert {e["type"] for e in examples} == {"welcome", "refreshed", "pong", "tokenExpiring", "generationUpdate",
+                                              "generationProgress", "notification", "error"}
+    results = await harness.evaluate("""async (examples) => {
+      const out = [];
+      for (const example of examples) {
+        const h = make();
+        h.client.connect();
+        await until(() => h.socket() && h.socket().sent.length === 1);   // auth sent
+        if (example.type !== 'welcome') {
+          h.feed({ type: 'welcome', connectionId: 'c', userId: 'alice', expiresAt: '2030-01-01T00:00:00Z',
+                   heartbeatIntervalMs: 25000, epoch: example.epoch || 'e1', offset: (example.offset || 1) - 1 });
+        }
+        h.feed(example);
+        await new Promise(r => setTimeout(r, 0));
+        out.push({ type: example.type, events: h.log.events, problems: h.log.problems, state: h.client.state });
+        h.client.close();
+      }
+      return out;
+    }""", examples)
+    for example, result in zip(examples, results, strict=True):
+        assert result["problems"] == [], (example, result)
+        assert result["events"][-1] == example["type"], (example, result)
+    assert len(await sent_frames(harness)) >= len(examples)
+
+
+async def test_unknown_types_invalid_frames_and_bad_json_are_reported(harness: Page) -> None:
+    result = await harness.evaluate("""async () => {
+      const h = make();
+      h.client.connect();
+      await until(() => h.socket() && h.socket().sent.length === 1);
+      h.feed({ type: 'welcome', connectionId: 'c', userId: 'alice', expiresAt: '2030-01-01T00:00:00Z',
+               heartbeatIntervalMs: 25000, epoch: 'e1', offset: 0 });
+      h.feed({ type: 'generationTeleport', epoch: 'e1', offset: 1 });
+      h.feed({ type: 'generationProgress', epoch: 'e1', offset: 1, timestamp: 'yesterday',
+               generationId: 'g', fraction: 1.5 });
+      h.feed('not json');
+      return h.log;
+    }""")
+    kinds = [(p["kind"], p["type"]) for p in result["problems"]]
+    assert kinds == [("unknownType", "generationTeleport"), ("invalidFrame", "generationProgress"), ("badJson", None)]
+    paths = {e["instancePath"] for e in result["problems"][1]["errors"]}
+    assert paths & {"/timestamp", "/fraction"}
+    assert "generationTeleport" not in result["events"]
+
+
+async def test_dedupe_by_offset_supersedes_and_the_per_tab_resume_position(harness: Page) -> None:
+    result = await harness.evaluate("""async () => {
+      const ev = (offset, extra = {}) => ({ type: 'generationProgress', epoch: 'e1', offset,
+        timestamp: '2026-11-25T18:30:01Z', generationId: 'g', fraction: 0.5, ...extra });
+      sessionStorage.clear();
+      const h = make({ storage: sessionStorage });
+      h.client.connect();
+      await until(() => h.socket() && h.socket().sent.length === 1);
+      const firstAuth = JSON.parse(h.socket().sent[0]);
+      h.feed({ type: 'welcome', connectionId: 'c', userId: 'alice', expiresAt: '2030-01-01T00:00:00Z',
+               heartbeatIntervalMs: 25000, epoch: 'e1', offset: 3 });
+      h.feed(ev(4)); h.feed(ev(4)); h.feed(ev(7, { supersedes: [5, 6] })); h.feed(ev(6));
+      const stored = sessionStorage.getItem('livegate.position:');
+      h.close(4000);                                   // server restart: reconnect and resume
+      await until(() => h.sockets.length === 2 && h.socket().sent.length === 1);
+      const resumeAuth = JSON.parse(h.socket().sent[0]);
+      h.feed({ type: 'welcome', connectionId: 'c2', userId: 'alice', expiresAt: '2030-01-01T00:00:00Z',
+               heartbeatIntervalMs: 25000, epoch: 'e1', offset: 9, recovered: true });
+      h.feed(ev(7)); h.feed(ev(8)); h.feed(ev(9));
+      const afterRecovered = h.client.position;
+      h.close(4001);
+      await until(() => h.sockets.length === 3 && h.socket().sent.length === 1);
+      h.feed({ type: 'welcome', connectionId: 'c3', userId: 'alice', expiresAt: '2030-01-01T00:00:00Z',
+               heartbeatIntervalMs: 25000, epoch: 'e2', offset: 2, recovered: false });
+      return { log: h.log, firstAuth, resumeAuth, stored, afterRecovered, final: h.client.position,
+               tokens: h.sockets.map(s => JSON.parse(s.sent[0]).token) };
+    }""")
+    assert "resume" not in result["firstAuth"]
+    assert result["stored"] == '{"epoch":"e1","offset":7}'
+    assert result["resumeAuth"]["resume"] == {"epoch": "e1", "offset": 7}
+    assert result["log"]["duplicates"] == [4, 6, 7]
+    assert result["afterRecovered"] == {"epoch": "e1", "offset": 9}
+    assert result["log"]["resyncs"] == ["fresh", "notRecovered"]
+    assert result["final"] == {"epoch": "e2", "offset": 2}
+    assert result["tokens"] == ["tok-1", "tok-1", "tok-1"]  # reconnect codes reuse a valid token
+    assert [s[0] for s in result["log"]["states"]].count("reconnecting") == 2
+    await sent_frames(harness)
+
+
+async def test_close_codes_token_expiry_refresh_and_backoff_with_full_jitter(harness: Page) -> None:
+    result = await harness.evaluate("""async () => {
+      const welcome = { type: 'welcome', connectionId: 'c', userId: 'alice', expiresAt: '2030-01-01T00:00:00Z',
+                        heartbeatIntervalMs: 25000, epoch: 'e1', offset: 0 };
+      const out = {};
+      // tokenExpiring -> refresh with a new token from the callback, same socket.
+      let h = make();
+      h.client.connect();
+      await until(() => h.socket() && h.socket().sent.length === 1);
+      h.feed(welcome);
+      h.feed({ type: 'tokenExpiring', expiresAt: '2030-01-01T00:00:00Z', secondsLeft: 5 });
+      await until(() => h.socket().sent.length === 2);
+      out.refresh = JSON.parse(h.socket().sent[1]);
+      out.refreshRequests = h.log.tokenRequests.slice();
+      h.client.close();
+
+      // 4402 token expired: never the same token again; no new token -> tokenExpired, no retry.
+      h = make({ tokens: ['tok-1'] });
+      h.client.connect();
+      await until(() => h.socket() && h.socket().sent.length === 1);
+      h.feed(welcome);
+      h.close(4402);
+      await until(() => h.client.state === 'tokenExpired');
+      out.expired = { requests: h.log.tokenRequests.slice(), sockets: h.sockets.length, states: h.log.states.slice() };
+      // ... until the app signs in again: setToken reconnects with the new token and resumes.
+      const before = h.sockets.length;
+      h.client.setToken('tok-new');
+      await until(() => h.sockets.length === before + 1 && h.socket().sent.length === 1);
+      out.afterSignIn = JSON.parse(h.socket().sent[0]);
+      h.client.close();
+
+      // 4401 auth failed with a fresh token available: reconnect with the new one.
+      h = make({ tokens: ['tok-1', 'tok-2'] });
+      h.client.connect();
+      await until(() => h.socket() && h.socket().sent.length === 1);
+      const n = h.sockets.length;
+      h.close(4401);
+      await until(() => h.sockets.length === n + 1 && h.socket().sent.length === 1);
+      out.rejected = { requests: h.log.tokenRequests.slice(), token: JSON.parse(h.socket().sent[0]).token };
+      h.client.close();
+
+      // 4400 bad message: terminal, stop.
+      h = make();
+      h.client.connect();
+      await until(() => h.socket() && h.socket().sent.length === 1);
+      const m = h.sockets.length;
+      h.close(4400);
+      await until(() => h.client.state === 'stopped');
+      out.terminal = { sockets: h.sockets.length - m, states: h.log.states.slice() };
+
+      // Backoff: delay = random * min(max, initial * 2^attempt); 4003 waits at least 5 s.
+      h = make({ random: () => 0.999 });
+      h.client.connect();
+      await until(() => h.socket() && h.socket().sent.length === 1);
+      for (let i = 0; i < 5; i++) {
+        const k = h.sockets.length;
+        h.close(1006);
+        await until(() => h.sockets.length === k + 1 && h.socket().sent.length === 1, 3000);
+      }
+      h.close(4003);
+      await until(() => h.client.state === 'reconnecting');
+      out.delays = h.log.states.filter(s => s[0] === 'reconnecting').map(s => s[2]);
+      h.client.close();
+      return out;
+    }""")
+    assert result["refresh"]["type"] == "refresh" and result["refresh"]["token"] == "tok-2"
+    assert result["refreshRequests"] == ["connect", "refresh"]
+    assert result["expired"]["requests"] == ["connect", "expired"]
+    assert result["expired"]["sockets"] == 1  # no reconnect with the old token
+    assert result["expired"]["states"][-1][:2] == ["tokenExpired", 4402]
+    assert "reconnecting" not in [s[0] for s in result["expired"]["states"]]
+    assert result["afterSignIn"]["token"] == "tok-new"
+    assert result["afterSignIn"]["resume"] == {"epoch": "e1", "offset": 0}
+    assert result["rejected"] == {"requests": ["connect", "rejected"], "token": "tok-2"}
+    assert result["terminal"]["sockets"] == 0 and result["terminal"]["states"][-1][:2] == ["stopped", 4400]
+    assert result["delays"][:5] == [49, 99, 199, 399, 399]  # 50 * 2^n capped at 400, times 0.999
+    assert result["delays"][5] >= 5000
+    await sent_frames(harness)
+
+
+async def test_while_hidden_it_pings_and_a_silent_socket_is_replaced(harness: Page) -> None:
+    result = await harness.evaluate("""async () => {
+      Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => 'hidden' });
+      const h = make({ client: { hiddenPingMs: 30, pongTimeoutMs: 200 } });
+      h.client.connect();
+      await until(() => h.socket() && h.socket().sent.length === 1);
+      h.feed({ type: 'welcome', connectionId: 'c', userId: 'alice', expiresAt: '2030-01-01T00:00:00Z',
+               heartbeatIntervalMs: 25000, epoch: 'e1', offset: 5 });
+      // Answered pings keep the socket; then the server goes silent.
+      await until(() => h.socket().sent.length >= 3);
+      for (const frame of h.socket().sent.slice(1)) h.feed({ type: 'pong', id: JSON.parse(frame).id,
+                                                             serverTime: '2026-11-25T18:30:00Z' });
+      const first = h.socket();
+      await until(() => h.sockets.length === 2 && h.socket().sent.length >= 1, 3000);
+      return { pings: first.sent.slice(1).map(f => JSON.parse(f).type), firstState: first.readyState,
+               resume: JSON.parse(h.socket().sent[0]).resume, states: h.log.states.map(s => s[0]) };
+    }""")
+    assert set(result["pings"]) == {"ping"} and len(result["pings"]) >= 3
+    assert result["firstState"] == 3  # the silent socket was closed by the client
+    assert result["resume"] == {"epoch": "e1", "offset": 5}
+    assert result["states"][:4] == ["connecting", "live", "reconnecting", "connecting"]
+    await sent_frames(harness)
+
+
+async def test_outputs_render_by_kind_including_video_and_file(harness: Page) -> None:
+    kinds = await harness.evaluate("""async () => {
+      const { renderOutput } = await import('/app/outputs.js');
+      const out = (kind, mediaType, extra = {}) => renderOutput({ id: 'out_' + kind, kind, mediaType,
+        url: '/v1/outputs/out_' + kind + '?exp=1&sig=x', sizeBytes: 2048, ...extra });
+      const figures = [out('image', 'image/png', { width: 64, height: 64 }), out('text', 'text/plain', { text: 'hi' }),
+        out('audio', 'audio/wav', { durationSeconds: 1.5 }), out('video', 'video/mp4', { durationSeconds: 2 }),
+        out('file', 'application/zip', { filename: 'result.zip' })];
+      return figures.map(f => ({ kind: f.dataset.kind, tag: f.firstElementChild.tagName,
+        media: f.querySelector('img, pre, audio, video, a.output-file')?.tagName,
+        controls: !!f.querySelector('audio[controls], video[controls]'),
+        download: f.querySelector('a[download]')?.getAttribute('href'), text: f.textContent }));
+    }""")
+    media = {k["kind"]: k["media"] for k in kinds}
+    assert media == {"image": "IMG", "text": "PRE", "audio": "AUDIO", "video": "VIDEO", "file": "A"}
+    assert [k["controls"] for k in kinds] == [False, False, True, True, False]
+    assert all(k["download"].startswith("/v1/outputs/") for k in kinds)
+    assert "result.zip" in kinds[4]["text"]

@@ -1,0 +1,117 @@
+// The live view of one generation: status, progress bar with step and message, preview
+// images as they arrive, streamed text as it streams, the final outputs, Cancel.
+import { h } from "./dom.js";
+import { renderOutput } from "./outputs.js";
+
+const FINAL = new Set(["completed", "failed", "cancelled"]);
+const STATUS_TEXT = {
+  queued: "Queued", running: "Running", completed: "Completed", failed: "Failed", cancelled: "Cancelled",
+};
+
+export class RunView {
+  /**
+   * @param {Object} generation A Generation (openapi.yaml) or at least {id, toolId, status}.
+   * @param {{onCancel: (id: string) => Promise<void>}} actions
+   */
+  constructor(generation, { onCancel }) {
+    this.id = generation.id;
+    this.status = null;
+    this.lastOffset = 0;
+    this.statusEl = h("span", { class: "status-badge", "data-status": "queued" });
+    this.bar = h("progress", { max: 1, value: 0, class: "progress-bar", "aria-label": "Progress" });
+    this.stepEl = h("span", { class: "step" });
+    this.messageEl = h("span", { class: "progress-message" });
+    this.preview = h("img", { class: "preview", alt: "Preview of the image being generated", hidden: true });
+    this.text = h("p", { class: "partial-text", hidden: true, "aria-live": "off" });
+    this.outputs = h("div", { class: "outputs" });
+    this.errorEl = h("p", { class: "run-error", role: "alert", hidden: true });
+    this.cancelButton = h("button", { type: "button", class: "cancel", onclick: async () => {
+      this.cancelButton.disabled = true;
+      this.cancelButton.textContent = "Cancelling…";
+      try {
+        await onCancel(this.id);
+      } catch (err) {
+        this.cancelButton.disabled = false;
+        this.cancelButton.textContent = "Cancel";
+        this.showError(err.message);
+      }
+    } }, "Cancel");
+    this.live = h("p", { class: "sr-only", "aria-live": "polite" });
+    this.element = h("section", { class: "run", dataset: { generationId: this.id }, "aria-label": `Run ${this.id}` },
+      h("div", { class: "run-head" }, this.statusEl, h("code", { class: "gen-id", title: "Generation id" }, this.id),
+        this.cancelButton),
+      h("div", { class: "progress-row" }, this.bar, h("span", { class: "percent" })),
+      h("p", { class: "progress-detail" }, this.stepEl, " ", this.messageEl),
+      h("div", { class: "live-media" }, this.preview, this.text),
+      this.errorEl, this.outputs, this.live);
+    this.percent = this.element.querySelector(".percent");
+    this.applyGeneration(generation);
+  }
+
+  /** State from HTTP (initial, or after a resync). */
+  applyGeneration(gen) {
+    if (gen.progress) this.applyProgress(gen.progress);
+    this.applyUpdate({ status: gen.status, outputs: gen.outputs, error: gen.error });
+  }
+
+  /** generationProgress (or a ProgressSnapshot). */
+  applyProgress(p) {
+    if (FINAL.has(this.status)) return;
+    if (typeof p.offset === "number") {
+      if (p.offset < this.lastOffset) return;
+      this.lastOffset = p.offset;
+    }
+    if (this.status === "queued" || this.status === null) this.setStatus("running");
+    this.bar.value = p.fraction;
+    this.bar.setAttribute("aria-valuetext", `${Math.round(p.fraction * 100)} percent`);
+    this.percent.textContent = `${Math.round(p.fraction * 100)}%`;
+    if (typeof p.step === "number") {
+      this.stepEl.textContent = p.totalSteps ? `Step ${p.step} of ${p.totalSteps}` : `Step ${p.step}`;
+    }
+    if (p.message) this.messageEl.textContent = `— ${p.message}`;
+    if (p.preview?.url) {
+      this.preview.src = p.preview.url;
+      this.preview.hidden = false;
+      this.preview.dataset.step = String(p.step ?? "");
+    }
+    if (typeof p.partialText === "string") {
+      this.text.textContent = p.partialText;
+      this.text.hidden = false;
+    }
+  }
+
+  /** generationUpdate (status change, outputs, error). */
+  applyUpdate(u) {
+    if (FINAL.has(this.status) && !FINAL.has(u.status)) return; // stale
+    if (typeof u.offset === "number") this.lastOffset = Math.max(this.lastOffset, u.offset);
+    this.setStatus(u.status);
+    if (u.status === "completed") {
+      this.bar.value = 1;
+      this.percent.textContent = "100%";
+      this.preview.hidden = true;
+      const outputs = u.outputs || [];
+      this.stepEl.textContent = "Done";
+      this.messageEl.textContent = `— ${outputs.length} output${outputs.length === 1 ? "" : "s"}`;
+      this.outputs.replaceChildren(...outputs.map(renderOutput));
+      if (outputs.some((o) => o.kind === "text")) this.text.hidden = true;
+      if (!outputs.length) this.outputs.replaceChildren(h("p", { class: "muted" }, "No outputs."));
+    }
+    if (u.status === "failed" && u.error) this.showError(`${u.error.message} (${u.error.code})`);
+  }
+
+  setStatus(status) {
+    if (this.status === status) return;
+    this.status = status;
+    this.statusEl.textContent = STATUS_TEXT[status] || status;
+    this.statusEl.dataset.status = status;
+    this.element.dataset.status = status;
+    this.cancelButton.hidden = FINAL.has(status);
+    this.live.textContent = `Generation ${STATUS_TEXT[status] || status}`;
+    if (status === "cancelled") this.messageEl.textContent = "— stopped";
+  }
+
+  showError(message) {
+    this.errorEl.hidden = false;
+    this.errorEl.textContent = message;
+  }
+}

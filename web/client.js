@@ -1,0 +1,587 @@
+// livegate browser client: an ES module with no dependencies (asyncapi.yaml, channel /v1/ws).
+//
+//   import { LivegateClient } from "/client.js";
+//   const client = new LivegateClient({ getToken: async ({ reason }) => fetchToken(reason) });
+//   client.on("generationProgress", (msg) => ...);      // one event per server message type
+//   client.on("state", ({ state, retryInMs }) => ...);   // connecting | live | reconnecting | ...
+//   client.on("resync", () => reloadFromHttp());         // continuity not guaranteed: use HTTP
+//   client.connect();
+//
+// What it does for you (docs/clients.md has the whole contract):
+// * `auth` as the first frame, with `resume: {epoch, offset}` when this tab saw events before
+//   (the position is kept per tab in sessionStorage, per user);
+// * reconnects on close codes 4000-4399, network errors and abnormal closes, with exponential
+//   backoff and full jitter (delay = random(0, min(max, initial * 2^attempt)));
+// * never sends the same token again after 4401 (auth failed) / 4402 (token expired): it asks
+//   `getToken` for a new one and stops (state `tokenExpired` / `authFailed`) when there is none;
+//   stops on the other terminal codes (4400-4499);
+// * answers `tokenExpiring` with `refresh` (token from `getToken({reason: "refresh"})`);
+// * sends app-level `ping` while the page is hidden (browsers cannot send WebSocket pings) and
+//   once when it becomes visible again; no `pong` in time means a dead socket: reconnect;
+// * drops duplicates by offset, counts `supersedes` (conflation) as delivered, and tells the
+//   app to resync over HTTP when `welcome.recovered` is not `true`;
+// * in development mode validates every frame (both ways) against web/generated/messages.schema.json
+//   (ajv standalone bundle web/generated/validate.js); unknown message types are reported always.
+//
+// Types: see web/generated/types.js (generated from asyncapi.yaml).
+/** @typedef {import("./generated/types.js").ServerMessage} ServerMessage */
+/** @typedef {import("./generated/types.js").ClientMessage} ClientMessage */
+/** @typedef {import("./generated/types.js").Welcome} Welcome */
+/** @typedef {import("./generated/types.js").StreamPosition} StreamPosition */
+
+/**
+ * Connection states, in the order a healthy connection goes through them.
+ * - `idle`: not started (or `close()` was called).
+ * - `connecting`: socket opening, `auth` sent, waiting for `welcome`.
+ * - `live`: `welcome` received; events flow.
+ * - `reconnecting`: waiting `retryInMs` before the next attempt.
+ * - `tokenExpired` / `authFailed`: the server refused the token (4402 / 4401), or the token
+ *   in hand expired, and `getToken` had no new one (`authFailed` also when there was never a
+ *   token); call `setToken(token)` (or `connect()` after fixing `getToken`) to continue.
+ * - `stopped`: a terminal close code (4400, 4403, ...); the client will not reconnect.
+ * @typedef {"idle"|"connecting"|"live"|"reconnecting"|"tokenExpired"|"authFailed"|"stopped"} ConnectionState
+ */
+
+/**
+ * @typedef {Object} StateChange
+ * @property {ConnectionState} state
+ * @property {ConnectionState} previous
+ * @property {number} [closeCode] Close code that caused the change.
+ * @property {string} [closeReason]
+ * @property {number} [retryInMs] For `reconnecting`: the delay before the next attempt.
+ * @property {number} [retryAt] For `reconnecting`: `Date.now()` of the next attempt.
+ * @property {number} [attempt] Consecutive failed attempts so far.
+ */
+
+/**
+ * @typedef {Object} ProtocolProblem
+ * @property {"unknownType"|"invalidFrame"|"badJson"|"binaryFrame"|"invalidOutgoing"} kind
+ *   (`invalidOutgoing`: a frame this client sent does not match the schema — a client bug)
+ * @property {string} [type] The frame's `type`, when it has one.
+ * @property {Array<Object>} [errors] JSON Schema errors (`instancePath`, `message`).
+ * @property {string} frame The raw frame (truncated to 2000 characters).
+ */
+
+/**
+ * @typedef {Object} TokenRequest
+ * @property {"connect"|"refresh"|"expired"|"rejected"} reason Why a token is needed:
+ *   first connect, `tokenExpiring` (refresh in-band), close 4402, close 4401.
+ * @property {string|null} previous The token in use (never send it again after 4401/4402).
+ */
+
+/**
+ * @callback TokenCallback
+ * @param {TokenRequest} request
+ * @returns {string|null|Promise<string|null>} A token, or `null` when there is none (the
+ *   client then waits in `tokenExpired`/`authFailed` until `setToken`).
+ */
+
+/** Close codes of asyncapi.yaml `x-close-codes` (docs/codes.md). */
+export const CLOSE = Object.freeze({
+  serverRestart: 4000, slowConsumer: 4001, heartbeatTimeout: 4002, tooManyConnections: 4003,
+  rateLimited: 4004, authTimeout: 4005, unavailable: 4006,
+  badMessage: 4400, authFailed: 4401, tokenExpired: 4402, forbidden: 4403,
+});
+
+/** 4000-4399: reconnect with backoff and resume. */
+export function isReconnectCode(code) {
+  return code >= 4000 && code <= 4399;
+}
+
+/** 4400-4499: terminal, never reconnect with the same token. */
+export function isTerminalCode(code) {
+  return code >= 4400 && code <= 4499;
+}
+
+/** Every server message `type` (asyncapi.yaml ServerMessage); anything else is reported. */
+export const SERVER_MESSAGE_TYPES = Object.freeze([
+  "welcome", "refreshed", "pong", "tokenExpiring", "generationUpdate", "generationProgress",
+  "notification", "error",
+]);
+const STREAM_TYPES = new Set(["generationUpdate", "generationProgress", "notification"]);
+const CLIENT_CLOSE = 4999; // our own close of a socket we consider dead (not in the server table)
+
+/** The `sub` of a JWT, without verifying it (only to key the per-user resume position). */
+export function tokenClaims(token) {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return JSON.parse(atob(part + "=".repeat((4 - (part.length % 4)) % 4)));
+  } catch {
+    return {};
+  }
+}
+
+/**
+ * Where this tab's resume position is kept: highest offset N such that every offset <= N was
+ * received or superseded (asyncapi.yaml "Conflation"). Pure; the client owns one.
+ */
+export class StreamCursor {
+  constructor(epoch = null, offset = 0) {
+    /** @type {string|null} */ this.epoch = epoch;
+    /** @type {number} */ this.offset = offset;
+    /** @type {Set<number>} */ this.ahead = new Set();
+  }
+
+  reset(epoch, offset) {
+    this.epoch = epoch;
+    this.offset = offset;
+    this.ahead.clear();
+  }
+
+  /** Record a stream event; `false` for a duplicate (or an event of another epoch). */
+  accept(epoch, offset, supersedes = []) {
+    if (epoch !== this.epoch || offset <= this.offset || this.ahead.has(offset)) return false;
+    this.ahead.add(offset);
+    for (const o of supersedes) if (o > this.offset) this.ahead.add(o);
+    while (this.ahead.has(this.offset + 1)) {
+      this.offset += 1;
+      this.ahead.delete(this.offset);
+    }
+    if (this.ahead.size > 10000) this.ahead.clear(); // bounded; a real hole is resynced anyway
+    return true;
+  }
+
+  /** @returns {StreamPosition|null} */
+  get position() {
+    return this.epoch === null ? null : { epoch: this.epoch, offset: this.offset };
+  }
+}
+
+/** Is this a development setup (validate frames, log loudly)? localhost, or `?dev=1`. */
+export function isDevelopment() {
+  if (typeof location === "undefined") return false;
+  if (new URLSearchParams(location.search).get("dev") === "1") return true;
+  return ["localhost", "127.0.0.1", "[::1]"].includes(location.hostname);
+}
+
+export class LivegateClient {
+  /**
+   * @param {Object} options
+   * @param {TokenCallback} options.getToken Called for the first token, on `tokenExpiring` and
+   *   after 4401/4402 (must then return a *new* token or `null`).
+   * @param {string} [options.url] WebSocket URL; default `/v1/ws` on this page's host.
+   * @param {Storage|null} [options.storage] Where the resume position lives (default
+   *   `sessionStorage`: per tab; `null` keeps it in memory only).
+   * @param {boolean|"auto"} [options.validate] Validate incoming frames against the schema
+   *   (default `"auto"`: in development, see `isDevelopment`).
+   * @param {number} [options.backoffInitialMs] First reconnect delay cap (default 500).
+   * @param {number} [options.backoffMaxMs] Largest reconnect delay cap (default 15000).
+   * @param {number} [options.hiddenPingMs] App-level ping interval while hidden (default
+   *   `welcome.heartbeatIntervalMs`).
+   * @param {number} [options.pongTimeoutMs] A ping unanswered this long means a dead socket (10000).
+   * @param {typeof WebSocket} [options.WebSocket] WebSocket constructor (tests inject fakes).
+   * @param {() => number} [options.random] Random source in [0, 1) for the jitter (tests).
+   */
+  constructor(options) {
+    if (!options || typeof options.getToken !== "function") throw new TypeError("getToken is required");
+    this.options = {
+      url: null, storage: typeof sessionStorage === "undefined" ? null : sessionStorage, validate: "auto",
+      backoffInitialMs: 500, backoffMaxMs: 15000, hiddenPingMs: null, pongTimeoutMs: 10000,
+      WebSocket: globalThis.WebSocket, random: Math.random, ...options,
+    };
+    /** @type {ConnectionState} */ this.state = "idle";
+    /** @type {Welcome|null} */ this.welcome = null;
+    /** @type {string|null} */ this.token = null;
+    this.cursor = new StreamCursor();
+    this.attempt = 0;
+    this.stats = { connects: 0, duplicates: 0, framesReceived: 0, framesSent: 0 };
+    this._handlers = new Map();
+    this._ws = null;
+    this._timers = { retry: null, ping: null, pong: null };
+    this._ids = 0;
+    this._latestProgress = new Map(); // generationId -> offset (skip older after a conflation hole)
+    this._validator = null;
+    this._onVisibility = () => this._visibilityChanged();
+    this._positionUser = null;
+  }
+
+  // -- public API ----------------------------------------------------------------------------
+
+  /**
+   * Subscribe to `state`, `resync`, `event` (every stream event once), `protocolError`,
+   * `duplicate`, `send` (every frame sent) or a server message `type` (`welcome`,
+   * `generationUpdate`, `generationProgress`, `notification`, `tokenExpiring`, `refreshed`,
+   * `pong`, `error`). Returns a function that unsubscribes.
+   * @param {string} name
+   * @param {(payload: any) => void} handler
+   */
+  on(name, handler) {
+    if (!this._handlers.has(name)) this._handlers.set(name, new Set());
+    this._handlers.get(name).add(handler);
+    return () => this._handlers.get(name)?.delete(handler);
+  }
+
+  /** Start (or restart after `tokenExpired`/`authFailed`/`stopped`/`close()`). */
+  async connect() {
+    if (["connecting", "live"].includes(this.state)) return;
+    clearTimeout(this._timers.retry);
+    this._stopped = false;
+    if (typeof document !== "undefined") document.addEventListener("visibilitychange", this._onVisibility);
+    await this._loadValidator();
+    await this._open("connect");
+  }
+
+  /** Use this token from now on (e.g. after the user signed in again) and connect. */
+  async setToken(token) {
+    this.token = token;
+    if (this.state === "live" && this._ws) {
+      this._send({ type: "refresh", id: this._id("r"), token });
+      return;
+    }
+    if (this.state !== "connecting") {
+      clearTimeout(this._timers.retry);
+      await this.connect();
+    }
+  }
+
+  /** Close for good (sign-out, page teardown). Keeps the stored position for this tab. */
+  close() {
+    this._stopped = true;
+    this._clearTimers();
+    if (typeof document !== "undefined") document.removeEventListener("visibilitychange", this._onVisibility);
+    const ws = this._ws;
+    this._ws = null;
+    if (ws) ws.close(1000, "client closed");
+    this._setState("idle", {});
+  }
+
+  /** Forget the stored resume position (e.g. on sign-out). */
+  forgetPosition() {
+    this.cursor.reset(null, 0);
+    if (this.options.storage && this._positionUser) this.options.storage.removeItem(this._storageKey(this._positionUser));
+  }
+
+  /** Send an app-level `ping`; resolves with the `pong`, rejects after `pongTimeoutMs`. */
+  ping() {
+    return new Promise((resolve, reject) => {
+      const id = this._id("p");
+      const off = this.on("pong", (pong) => {
+        if (pong.id === id) { off(); clearTimeout(timer); resolve(pong); }
+      });
+      const timer = setTimeout(() => { off(); reject(new Error("no pong")); }, this.options.pongTimeoutMs);
+      if (!this._send({ type: "ping", id })) { off(); clearTimeout(timer); reject(new Error("not connected")); }
+    });
+  }
+
+  /** The resume position (`{epoch, offset}`) or `null` before the first `welcome`. */
+  get position() {
+    return this.cursor.position;
+  }
+
+  // -- connection ----------------------------------------------------------------------------
+
+  async _open(reason) {
+    let token = this.token;
+    if (!token || this._expired(token)) {
+      token = await this._askToken(token ? "expired" : reason, token);
+      if (!token) {
+        this._setState(this.token ? "tokenExpired" : "authFailed", {});
+        return;
+      }
+    }
+    if (this._stopped) return;
+    this.token = token;
+    this._restorePosition(token);
+    this._setState("connecting", { attempt: this.attempt });
+    const url = this.options.url || defaultUrl();
+    let ws;
+    try {
+      ws = new this.options.WebSocket(url);
+    } catch (err) {
+      this._closed(null, { code: 1006, reason: String(err) });
+      return;
+    }
+    this._ws = ws;
+    this.stats.connects += 1;
+    ws.onopen = () => {
+      const auth = { type: "auth", id: this._id("a"), token: this.token };
+      if (this.cursor.position) auth.resume = this.cursor.position;
+      this._send(auth);
+    };
+    ws.onmessage = (event) => this._receive(event.data);
+    ws.onclose = (event) => this._closed(ws, event);
+    ws.onerror = () => {}; // a close event follows; it carries the code
+  }
+
+  _closed(ws, event) {
+    if (ws !== null && ws !== this._ws) return; // a socket we already gave up on
+    this._ws = null;
+    this._clearTimers();
+    if (this._stopped) return;
+    const code = event.code;
+    const info = { closeCode: code, closeReason: event.reason || "" };
+    if (code === CLOSE.authFailed || code === CLOSE.tokenExpired) {
+      // Never retry the same token: ask the app for a new one.
+      const previous = this.token;
+      this._askToken(code === CLOSE.tokenExpired ? "expired" : "rejected", previous).then((token) => {
+        if (this._stopped) return;
+        if (token && token !== previous) {
+          this.token = token;
+          this._scheduleReconnect(info);
+        } else {
+          this._setState(code === CLOSE.tokenExpired ? "tokenExpired" : "authFailed", info);
+        }
+      });
+      return;
+    }
+    if (isTerminalCode(code)) {
+      this._setState("stopped", info);
+      return;
+    }
+    this._scheduleReconnect(info); // 4000-4399, 1001, 1006, 1011, 1012, ...
+  }
+
+  _scheduleReconnect(info) {
+    this.attempt += 1;
+    const { backoffInitialMs, backoffMaxMs, random } = this.options;
+    const cap = Math.min(backoffMaxMs, backoffInitialMs * 2 ** Math.min(this.attempt - 1, 16));
+    let delay = Math.floor(random() * cap); // full jitter
+    if (info.closeCode === CLOSE.tooManyConnections) delay = Math.max(delay, 5000);
+    this._setState("reconnecting", { ...info, retryInMs: delay, retryAt: Date.now() + delay, attempt: this.attempt });
+    this._timers.retry = setTimeout(() => this._open("connect"), delay);
+  }
+
+  async _askToken(reason, previous) {
+    try {
+      const token = await this.options.getToken({ reason, previous });
+      return typeof token === "string" && token ? token : null;
+    } catch (err) {
+      console.warn("livegate: getToken failed", err);
+      return null;
+    }
+  }
+
+  _expired(token) {
+    const { exp } = tokenClaims(token);
+    return typeof exp === "number" && exp * 1000 <= Date.now();
+  }
+
+  // -- frames ----------------------------------------------------------------------------------
+
+  _send(message) {
+    const ws = this._ws;
+    if (!ws || ws.readyState !== 1) return false;
+    if (this._validator) {
+      const errors = this._validator(message.type, message, "client");
+      if (errors) this._problem({ kind: "invalidOutgoing", type: message.type, errors, frame: JSON.stringify(message) });
+    }
+    ws.send(JSON.stringify(message));
+    this.stats.framesSent += 1;
+    this._emit("send", message);
+    return true;
+  }
+
+  _receive(data) {
+    this.stats.framesReceived += 1;
+    if (typeof data !== "string") {
+      this._problem({ kind: "binaryFrame", frame: "(binary)" });
+      return;
+    }
+    let message;
+    try {
+      message = JSON.parse(data);
+    } catch {
+      this._problem({ kind: "badJson", frame: data });
+      return;
+    }
+    const type = message && typeof message === "object" ? message.type : undefined;
+    if (!SERVER_MESSAGE_TYPES.includes(type)) {
+      this._problem({ kind: "unknownType", type: String(type), frame: data });
+      return;
+    }
+    if (this._validator) {
+      const errors = this._validator(type, message);
+      if (errors) this._problem({ kind: "invalidFrame", type, errors, frame: data }); // still handled: lenient
+    }
+    this._dispatch(message);
+  }
+
+  /** @param {ServerMessage} message */
+  _dispatch(message) {
+    switch (message.type) {
+      case "welcome":
+        this._welcome(message);
+        break;
+      case "generationUpdate":
+      case "generationProgress":
+      case "notification":
+        this._streamEvent(message);
+        return;
+      case "tokenExpiring":
+        this._refresh(message);
+        break;
+      case "refreshed":
+      case "pong":
+        if (message.type === "pong") {
+          clearTimeout(this._timers.pong);
+          this._timers.pong = null;
+        }
+        break;
+      case "error":
+        if (message.fatal) console.warn(`livegate: ${message.code}: ${message.message}`);
+        break;
+      default: { // unreachable: filtered in _receive; kept so a new type cannot slip through
+        const unknown = /** @type {any} */ (message);
+        this._problem({ kind: "unknownType", type: String(unknown.type), frame: JSON.stringify(unknown) });
+        return;
+      }
+    }
+    this._emit(message.type, message);
+  }
+
+  _welcome(welcome) {
+    const asked = this.cursor.position !== null;
+    this.welcome = welcome;
+    this.attempt = 0;
+    if (welcome.recovered !== true) {
+      this.cursor.reset(welcome.epoch, welcome.offset);
+      this._latestProgress.clear();
+      this._savePosition();
+    }
+    this._setState("live", {});
+    this._schedulePing();
+    if (welcome.recovered !== true) {
+      // Events may have happened that this tab will never receive: the app reloads over HTTP.
+      this._emit("resync", { reason: asked ? "notRecovered" : "fresh", welcome });
+    }
+  }
+
+  _streamEvent(event) {
+    const supersedes = Array.isArray(event.supersedes) ? event.supersedes : [];
+    if (!this.cursor.accept(event.epoch, event.offset, supersedes)) {
+      this.stats.duplicates += 1;
+      this._emit("duplicate", event);
+      return;
+    }
+    this._savePosition();
+    if (event.type === "generationProgress") {
+      // A replay after a conflation hole may bring an older progress than one already shown.
+      if ((this._latestProgress.get(event.generationId) || 0) > event.offset) return;
+      this._latestProgress.set(event.generationId, event.offset);
+    }
+    this._emit("event", event);
+    this._emit(event.type, event);
+  }
+
+  async _refresh(expiring) {
+    const token = await this._askToken("refresh", this.token);
+    if (token && token !== this.token) {
+      this.token = token;
+      this._send({ type: "refresh", id: this._id("r"), token });
+    } else if (token === null) {
+      console.warn(`livegate: token expires in ${expiring.secondsLeft}s and getToken gave none`);
+    }
+  }
+
+  // -- heartbeats --------------------------------------------------------------------------
+
+  _schedulePing() {
+    clearInterval(this._timers.ping);
+    if (typeof document === "undefined" || document.visibilityState !== "hidden") return;
+    const every = this.options.hiddenPingMs || this.welcome?.heartbeatIntervalMs || 25000;
+    this._timers.ping = setInterval(() => this._heartbeat(), every);
+  }
+
+  _visibilityChanged() {
+    if (this.state !== "live") return;
+    this._schedulePing();
+    this._heartbeat(); // hidden: start checking; visible again: is the socket still alive?
+  }
+
+  _heartbeat() {
+    if (this.state !== "live") return;
+    // The deadline runs from the oldest unanswered ping: later pings must not push it out.
+    if (this._send({ type: "ping", id: this._id("p") }) && this._timers.pong === null) {
+      this._timers.pong = setTimeout(() => {
+        this._timers.pong = null;
+        const ws = this._ws; // silent: consider it dead, reconnect and resume
+        if (!ws) return;
+        this._closed(ws, { code: 1006, reason: "no pong" });
+        ws.close(CLIENT_CLOSE, "no pong");
+      }, this.options.pongTimeoutMs);
+    }
+  }
+
+  _clearTimers() {
+    clearTimeout(this._timers.retry);
+    clearInterval(this._timers.ping);
+    clearTimeout(this._timers.pong);
+    this._timers = { retry: null, ping: null, pong: null };
+  }
+
+  // -- resume position, per tab and user -----------------------------------------------------
+
+  _storageKey(user) {
+    return `livegate.position:${user}`;
+  }
+
+  _restorePosition(token) {
+    const user = tokenClaims(token).sub || "";
+    if (user === this._positionUser) return;
+    this._positionUser = user;
+    this.cursor.reset(null, 0);
+    const stored = this.options.storage?.getItem(this._storageKey(user));
+    if (!stored) return;
+    try {
+      const { epoch, offset } = JSON.parse(stored);
+      if (typeof epoch === "string" && Number.isInteger(offset) && offset >= 0) this.cursor.reset(epoch, offset);
+    } catch { /* a corrupt entry: start fresh */ }
+  }
+
+  _savePosition() {
+    const position = this.cursor.position;
+    if (this.options.storage && position && this._positionUser !== null) {
+      this.options.storage.setItem(this._storageKey(this._positionUser), JSON.stringify(position));
+    }
+  }
+
+  // -- validation --------------------------------------------------------------------------
+
+  async _loadValidator() {
+    const wanted = this.options.validate === "auto" ? isDevelopment() : Boolean(this.options.validate);
+    if (!wanted || this._validator) return;
+    try {
+      const bundle = await import(new URL("./generated/validate.js", import.meta.url).href);
+      this._validator = (type, message, direction = "server") => {
+        const validate = bundle[(direction === "server" ? bundle.SERVER_TYPES : bundle.CLIENT_TYPES)[type]];
+        return validate && !validate(message) ? validate.errors : null;
+      };
+    } catch (err) {
+      console.warn("livegate: frame validation unavailable", err);
+    }
+  }
+
+  // -- plumbing ----------------------------------------------------------------------------
+
+  _problem(problem) {
+    problem.frame = problem.frame.slice(0, 2000);
+    console.error(`livegate protocol problem: ${problem.kind}${problem.type ? ` (${problem.type})` : ""}`, problem);
+    this._emit("protocolError", problem);
+  }
+
+  _setState(state, info) {
+    const previous = this.state;
+    this.state = state;
+    this._emit("state", { state, previous, ...info });
+  }
+
+  _emit(name, payload) {
+    for (const handler of this._handlers.get(name) || []) {
+      try {
+        handler(payload);
+      } catch (err) {
+        console.error(`livegate: a "${name}" handler threw`, err);
+      }
+    }
+  }
+
+  _id(prefix) {
+    this._ids += 1;
+    return `${prefix}${this._ids}`;
+  }
+}
+
+function defaultUrl() {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${location.host}/v1/ws`;
+}
