@@ -31,6 +31,7 @@ class TcpProxy:
         self.links: list[_Link] = []
         self._server: asyncio.base_events.Server | None = None
         self.port = 0
+        self.blackhole = False  # stall every subscriber link, also the ones made from now on
 
     @property
     def url(self) -> str:
@@ -72,6 +73,13 @@ class TcpProxy:
             link.upstream_writer.close()
         return len(links)
 
+    def blackhole_subscribers(self, on: bool = True) -> int:
+        """A partition only pub/sub suffers: while on, every subscriber link (open ones now,
+        new ones as soon as they send SUBSCRIBE) passes nothing. Turning it off lets new
+        links through; the stalled ones stay mute until their client drops them."""
+        self.blackhole = on
+        return self.stall_subscribers() if on else 0
+
     async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
@@ -85,8 +93,7 @@ class TcpProxy:
             asyncio.create_task(self._pipe(link, upstream_reader, client_writer, from_client=False)),
         ]
 
-    @staticmethod
-    async def _pipe(link: _Link, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+    async def _pipe(self, link: _Link, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                     *, from_client: bool) -> None:
         try:
             while True:
@@ -95,6 +102,8 @@ class TcpProxy:
                     break
                 if from_client and len(link.sent) < 4096:
                     link.sent += data[:4096]
+                    if self.blackhole and link.is_subscriber:
+                        link.stalled = True
                 if link.stalled:
                     continue
                 writer.write(data)

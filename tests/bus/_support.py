@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from livegate.bus.base import Bus, StreamEvent
 from livegate.bus.memory import MemoryBus
 from livegate.bus.redis import RedisBus
+from livegate.bus.sharded import ShardedBus
 from livegate.testing.redis_server import RedisServer
 
 
@@ -75,9 +76,9 @@ class BusKit:
     """Makes buses of one backend for one test, and knows that backend's notion of time and
     data loss. Every bus it makes is stopped at the end of the test."""
 
-    def __init__(self, kind: str, server: RedisServer | None = None) -> None:
+    def __init__(self, kind: str, servers: list[RedisServer] | None = None) -> None:
         self.kind = kind
-        self.server = server
+        self.servers = list(servers or [])
         self.clock = FakeClock()
         self._buses: list[Bus] = []
 
@@ -85,9 +86,10 @@ class BusKit:
         bus: Bus
         if self.kind == "memory":
             bus = MemoryBus(clock=self.clock, **settings)
-        else:
-            assert self.server is not None
-            bus = RedisBus(self.server.url, **settings)
+        elif self.kind == "redis":
+            bus = RedisBus(self.servers[0].url, **settings)
+        else:  # redis-sharded: users spread over two independent servers
+            bus = ShardedBus([RedisBus(server.url, **settings) for server in self.servers])
         self._buses.append(bus)
         await bus.start()
         return bus
@@ -104,12 +106,12 @@ class BusKit:
         """What a restart without persistence does: a new MemoryBus; Redis FLUSHALL."""
         if self.kind == "memory":
             return await self.make(**settings)
-        assert self.server is not None
-        client = aioredis.Redis.from_url(self.server.url)
-        try:
-            await client.flushall()
-        finally:
-            await client.aclose()
+        for server in self.servers:
+            client = aioredis.Redis.from_url(server.url)
+            try:
+                await client.flushall()
+            finally:
+                await client.aclose()
         return bus
 
     async def close(self) -> None:

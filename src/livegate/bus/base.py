@@ -103,6 +103,13 @@ class LocalFanout:
 
 
 class Bus(ABC):
+    #: Called (synchronously, must not block) with a stream's name when the position of its
+    #: live listeners became void (its history was lost: a new epoch). The listeners keep
+    #: receiving the new epoch's events; the app closes their connections so they reconnect
+    #: and get ``recovered: false``. A bus whose history cannot be lost behind its back
+    #: (memory) never calls it.
+    on_stream_reset: Callable[[str], None] | None = None
+
     @abstractmethod
     async def start(self) -> None: ...
 

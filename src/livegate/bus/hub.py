@@ -39,5 +39,8 @@ class Hub:
             return len(self._by_user.get(user_id, {}))
         return sum(len(m) for m in self._by_user.values())
 
+    def members_of(self, user_id: str) -> list[HubMember]:
+        return list(self._by_user.get(user_id, {}).values())
+
     def members(self) -> list[HubMember]:
         return [m for members in self._by_user.values() for m in members.values()]

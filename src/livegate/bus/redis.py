@@ -8,10 +8,13 @@ Key layout (``{user}`` is a Redis Cluster hash tag: one user's keys and channel 
     lg:{user}:c   channel one message per event: "<epoch> <offset> <published_at> <klen>\\n<k><body>"
     lg:probe:<process>    this process's liveness probe channel
 
-Offsets are assigned by ``_PUBLISH`` (Lua, EVALSHA): it makes the epoch when the meta hash
-is gone (a new random epoch, so history lost in Redis means ``recovered: false``), INCRs
-``top``, XADDs, trims, sets TTLs and PUBLISHes, all atomically, so the order of messages on
-the channel is the offset order. ``_READ`` is the one atomic look behind :meth:`read`.
+Offsets are assigned by ``_PUBLISH`` (Lua, EVALSHA), for every stream of one call: it
+makes the epoch when the meta hash is gone (a new random epoch, so history lost in Redis
+means ``recovered: false``), INCRs ``top``, XADDs, trims, sets TTLs and PUBLISHes, all
+atomically, so the order of messages on the channel is the offset order. One call carries
+the streams of up to ``_ITEMS_PER_CALL`` items (a plain Redis allows a script several
+users' keys; on Redis Cluster the calls would be grouped by hash slot, see
+docs/scaling.md). ``_READ`` is the one atomic look behind :meth:`read`.
 
 Fan-out: one pub/sub connection per process, owned by the *reader* task, which is also the
 only place that calls listeners, so each stream's listeners see offsets in order. It keeps
@@ -25,6 +28,9 @@ can close those connections (they reconnect and get ``recovered: false``).
 A subscription that dies silently is caught by a probe: every ``probe_interval`` the bus
 PUBLISHes on its probe channel and must see it come back within ``probe_timeout``
 (a PUBLISH that reaches 0 receivers fails at once); otherwise the connection is replaced.
+A new connection whose SUBSCRIBEs are not confirmed within ``probe_timeout`` is replaced
+too. Until the subscriber is confirmed and back-filled, ``health()["subscriber"]`` is
+``False``, so ``/readyz`` fails while the process could not hear its streams.
 
 Errors: every redis-py error is mapped to :class:`~livegate.errors.BusUnavailable` here.
 Socket timeouts are short and no command is retried, so an outage fails fast and a
@@ -37,8 +43,10 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import random
 import secrets
+import socket
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -48,7 +56,7 @@ from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from livegate.bus.base import (
     Bus,
@@ -66,31 +74,43 @@ __all__ = ["RedisBus"]
 
 log = logging.getLogger("livegate.bus.redis")
 
-# KEYS: meta, stream. ARGV: epoch candidate, max_events, max_age_ms, meta_ttl_ms,
-# stream_ttl_ms, channel, then (body, key) per item ("-" = no key, "+k" = key k).
-# Returns {epoch, offset1, offset2, ...}.
+# KEYS: meta_1, stream_1, ..., meta_k, stream_k (the streams of one call).
+# ARGV: max_events, max_age_ms, meta_ttl_ms, stream_ttl_ms, then per stream: epoch
+# candidate, channel, n, then n x (body, key) ("-" = no key, "+k" = key k).
+# Returns {epoch_1, first_offset_1, ..., epoch_k, first_offset_k}; a stream's n offsets
+# are first_offset .. first_offset + n - 1.
 _PUBLISH = """
-local meta, log = KEYS[1], KEYS[2]
-local epoch = redis.call('HGET', meta, 'epoch')
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('DEL', log)
-  redis.call('HSET', meta, 'epoch', epoch, 'top', 0)
-end
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local published = now[1] .. '.' .. string.format('%06d', tonumber(now[2]))
-local result = {epoch}
-for i = 7, #ARGV, 2 do
-  local body, key = ARGV[i], ARGV[i + 1]
-  local offset = redis.call('HINCRBY', meta, 'top', 1)
-  redis.call('XADD', log, 'MAXLEN', '=', ARGV[2], '*', 'o', offset, 'd', body, 'k', key, 't', published)
-  redis.call('PUBLISH', ARGV[6], epoch .. ' ' .. offset .. ' ' .. published .. ' ' .. #key .. '\\n' .. key .. body)
-  result[#result + 1] = offset
+local horizon = tostring(now_ms - tonumber(ARGV[2]))
+local result = {}
+local a = 5
+for s = 1, #KEYS, 2 do
+  local meta, log = KEYS[s], KEYS[s + 1]
+  local epoch = redis.call('HGET', meta, 'epoch')
+  if not epoch then
+    epoch = ARGV[a]
+    redis.call('DEL', log)
+    redis.call('HSET', meta, 'epoch', epoch, 'top', 0)
+  end
+  local channel, n = ARGV[a + 1], tonumber(ARGV[a + 2])
+  a = a + 3
+  local offset = redis.call('HINCRBY', meta, 'top', n) - n
+  result[#result + 1] = epoch
+  result[#result + 1] = offset + 1
+  for i = 1, n do
+    offset = offset + 1
+    local body, key = ARGV[a], ARGV[a + 1]
+    a = a + 2
+    redis.call('XADD', log, '*', 'o', offset, 'd', body, 'k', key, 't', published)
+    redis.call('PUBLISH', channel, epoch .. ' ' .. offset .. ' ' .. published .. ' ' .. #key .. '\\n' .. key .. body)
+  end
+  redis.call('XTRIM', log, 'MAXLEN', '=', ARGV[1])
+  redis.call('XTRIM', log, 'MINID', horizon)
+  redis.call('PEXPIRE', meta, ARGV[3])
+  redis.call('PEXPIRE', log, ARGV[4])
 end
-redis.call('XTRIM', log, 'MINID', tostring(now_ms - tonumber(ARGV[3])))
-redis.call('PEXPIRE', meta, ARGV[4])
-redis.call('PEXPIRE', log, ARGV[5])
 return result
 """
 
@@ -133,6 +153,9 @@ class _Script:
 
 
 _PUBLISH_SCRIPT = _Script(_PUBLISH)
+# Items per publish script call: big enough to amortise the call, small enough that one
+# call blocks Redis for about a millisecond.
+_ITEMS_PER_CALL = 200
 _READ_SCRIPT = _Script(_READ)
 
 
@@ -219,6 +242,8 @@ class RedisBus(Bus):
         self._reconnect_delays = (reconnect_min_delay, reconnect_max_delay)
         self._poll = poll_interval
         self._probe_channel = f"{key_prefix}:probe:{secrets.token_hex(8)}".encode()
+        # CLIENT LIST shows who is who: "livegate:<host>:<pid>" (commands), "...:sub" (pub/sub).
+        self.client_name = f"livegate:{socket.gethostname()}:{os.getpid()}".replace(" ", "_")
         self._pool: BlockingConnectionPool | None = None
         self._sub_pool: ConnectionPool | None = None
         self._client: Redis | None = None
@@ -236,6 +261,7 @@ class RedisBus(Bus):
         self._force_reconnect = False
         self._probe_sent: tuple[bytes, float] | None = None
         self._probe_seq = 0
+        self._down_since: float | None = None  # monotonic time the subscriber was lost
         self.stats = {"reconnects": 0, "backfilled": 0, "duplicates": 0, "resets": 0, "stale": 0}
 
     # -- names ----------------------------------------------------------------------------
@@ -257,9 +283,11 @@ class RedisBus(Bus):
             "retry": Retry(NoBackoff(), 0),
         }
         self._pool = BlockingConnectionPool.from_url(
-            self.url, max_connections=self._max_connections, timeout=self._timeout, **common
+            self.url, max_connections=self._max_connections, timeout=self._timeout,
+            client_name=self.client_name, **common
         )
-        self._sub_pool = ConnectionPool.from_url(self.url, protocol=2, **common)
+        self._sub_pool = ConnectionPool.from_url(self.url, protocol=2, client_name=self.client_name + ":sub",
+                                                 **common)
         self._client = Redis(connection_pool=self._pool)
         self._tasks = [
             asyncio.create_task(self._reader(), name="redis-bus-reader"),
@@ -306,34 +334,48 @@ class RedisBus(Bus):
             if not item.body.startswith(b"{") or len(item.body) < 3:
                 raise ValueError("event body must be a non-empty JSON object")
             by_stream.setdefault(item.stream, []).append(item)
-        # One atomic script call per stream keeps each stream's items in order (and all or
-        # nothing); the calls for several streams go in one pipeline.
-        calls = {stream: self._publish_args(stream, batch) for stream, batch in by_stream.items()}
+        # One atomic script call per group of streams (up to _ITEMS_PER_CALL items) keeps each
+        # stream's items in order; the groups are pipelined on one connection.
+        groups: list[list[str]] = [[]]
+        size = 0
+        for stream, batch in by_stream.items():
+            if groups[-1] and size + len(batch) > _ITEMS_PER_CALL:
+                groups.append([])
+                size = 0
+            groups[-1].append(stream)
+            size += len(batch)
+        calls = [self._publish_args(group, by_stream) for group in groups]
         try:
-            results = await self._eval_many(_PUBLISH_SCRIPT, list(calls.values()))
+            results = await self._eval_many(_PUBLISH_SCRIPT, calls)
         except (TimeoutError, RedisError, OSError) as exc:
             # The replies are lost: some calls may have been applied, none is reported.
             raise BusUnavailable(f"Redis publish failed: {exc}", published=[]) from exc
-        outcome = dict(zip(calls, results, strict=True))
+        firsts: dict[str, tuple[str, int] | Exception] = {}
+        for group, result in zip(groups, results, strict=True):
+            for j, stream in enumerate(group):
+                firsts[stream] = result if isinstance(result, Exception) else (
+                    _text(result[2 * j]), int(result[2 * j + 1]))
         positions: list[Position] = []
         seen: dict[str, int] = {}
         for item in items:
-            result = outcome[item.stream]
-            if isinstance(result, Exception):
-                raise BusUnavailable(f"Redis publish failed: {result}", published=positions)
+            first = firsts[item.stream]
+            if isinstance(first, Exception):
+                raise BusUnavailable(f"Redis publish failed: {first}", published=positions)
             index = seen[item.stream] = seen.get(item.stream, 0) + 1
-            positions.append(Position(_text(result[0]), int(result[index])))
+            positions.append(Position(first[0], first[1] + index - 1))
         return positions
 
-    def _publish_args(self, stream: str, batch: list[PublishItem]) -> tuple[list[str], list[Any]]:
-        args: list[Any] = [
-            secrets.token_hex(8), self.max_events, int(self.max_age * 1000),
-            self._meta_ttl_ms, self._stream_ttl_ms, self._channel(stream),
-        ]
-        for item in batch:
-            args.append(item.body)
-            args.append("-" if item.conflation_key is None else "+" + item.conflation_key)
-        return list(self._keys(stream)), args
+    def _publish_args(self, group: list[str], by_stream: dict[str, list[PublishItem]]) -> tuple[list[str], list[Any]]:
+        keys: list[str] = []
+        args: list[Any] = [self.max_events, int(self.max_age * 1000), self._meta_ttl_ms, self._stream_ttl_ms]
+        for stream in group:
+            batch = by_stream[stream]
+            keys.extend(self._keys(stream))
+            args += (secrets.token_hex(8), self._channel(stream), len(batch))
+            for item in batch:
+                args.append(item.body)
+                args.append("-" if item.conflation_key is None else "+" + item.conflation_key)
+        return keys, args
 
     async def read(self, stream: str, after: int | None) -> ReadResult:
         try:
@@ -359,17 +401,13 @@ class RedisBus(Bus):
     async def _eval_many(
         self, script: _Script, calls: Sequence[tuple[list[str], list[Any]]]
     ) -> list[Any]:
-        """EVALSHA each call (pipelined); load the script and redo calls refused NOSCRIPT
-        (a refused call did nothing). Per-call errors come back as exceptions."""
-        client = self._require_client()
+        """EVALSHA each call (pipelined on one connection); load the script and redo calls
+        refused NOSCRIPT (a refused call did nothing). Per-call errors come back as
+        exceptions; a lost connection raises."""
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
         for attempt in range(2):
-            async with client.pipeline(transaction=False) as pipe:
-                for i in todo:
-                    keys, args = calls[i]
-                    pipe.evalsha(script.sha, len(keys), *keys, *args)
-                replies = await pipe.execute(raise_on_error=False)
+            replies = await self._roundtrip([_pack_evalsha(script.sha, *calls[i]) for i in todo])
             missing = []
             for i, reply in zip(todo, replies, strict=True):
                 results[i] = reply
@@ -377,9 +415,34 @@ class RedisBus(Bus):
                     missing.append(i)
             if not missing or attempt == 1:
                 break
-            await client.script_load(script.source)
+            await self._require_client().script_load(script.source)
             todo = missing
         return results
+
+    async def _roundtrip(self, commands: list[bytes]) -> list[Any]:
+        """Send RESP-packed commands on one pooled connection and read every reply.
+
+        Packing here instead of redis-py's pipeline halves the CPU per published event
+        (its packer is pure Python and per argument). A connection interrupted mid-way is
+        dropped, never reused out of step."""
+        pool = self._pool
+        if pool is None:
+            raise BusUnavailable("RedisBus is not started")
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await conn.send_packed_command(commands, check_health=False)
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(await conn.read_response())
+                except ResponseError as exc:  # an error reply: the connection is still in step
+                    replies.append(exc)
+            return replies
+        except BaseException:
+            await conn.disconnect(nowait=True)
+            raise
+        finally:
+            await pool.release(conn)
 
     def _require_client(self) -> Redis:
         if self._client is None:
@@ -474,7 +537,12 @@ class RedisBus(Bus):
             except asyncio.CancelledError:
                 raise
             except (TimeoutError, RedisError, OSError, _Stale, BusUnavailable) as exc:
-                log.warning("redis pub/sub connection lost: %s", exc or type(exc).__name__)
+                # Warn once per outage (retries go to debug); _on_confirm logs the recovery.
+                if self._down_since is None:
+                    self._down_since = time.monotonic()
+                    log.warning("redis pub/sub connection lost: %s; retrying", exc or type(exc).__name__)
+                else:
+                    log.debug("redis pub/sub still down: %s", exc or type(exc).__name__)
             finally:
                 self._subscribed = False
                 self._conn = None
@@ -487,8 +555,8 @@ class RedisBus(Bus):
 
     async def _connect(self) -> AbstractConnection:
         assert self._sub_pool is not None
-        conn = self._sub_pool.make_connection()
-        await asyncio.wait_for(conn.connect(), self._connect_timeout + self._timeout)
+        conn: AbstractConnection = self._sub_pool.make_connection()  # type: ignore[no-untyped-call]
+        await asyncio.wait_for(conn.connect(), self._connect_timeout + self._timeout)  # type: ignore[no-untyped-call]
         async with self._send_lock:
             self._generation += 1
             self._force_reconnect = False
@@ -505,7 +573,14 @@ class RedisBus(Bus):
         return conn
 
     async def _pump(self, conn: AbstractConnection) -> None:
+        # Confirmations come at Redis speed; allow more for a process holding many streams.
+        confirm_by = time.monotonic() + self._probe_timeout + self._initial_pending / 20_000
         while True:
+            if not self._subscribed and time.monotonic() > confirm_by:
+                # The socket connected but SUBSCRIBE is not answered (a one-way partition):
+                # without this the reader would wait forever, deaf and unready.
+                self.stats["stale"] += 1
+                raise _Stale(f"subscriptions not confirmed within {self._probe_timeout}s")
             if self._force_reconnect:
                 raise _Stale("subscription gone (probe reached no subscriber)")
             sent = self._probe_sent
@@ -539,6 +614,10 @@ class RedisBus(Bus):
             if self._initial_pending == 0:
                 await self._backfill_all()
                 self._subscribed = True
+                if self._down_since is not None:
+                    log.warning("redis pub/sub re-established after %.1fs; %d streams back-filled",
+                                time.monotonic() - self._down_since, len(self._streams))
+                    self._down_since = None
 
     async def _backfill_all(self) -> None:
         """After (re)subscribing: read every established stream from its last offset."""
@@ -642,6 +721,23 @@ class RedisBus(Bus):
             if receivers == 0 and self._probe_sent is not None:
                 self.stats["stale"] += 1
                 self._force_reconnect = True
+
+
+def _arg(value: bytes | str | int) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    return b"%d" % value
+
+
+def _pack_evalsha(sha: str, keys: list[str], args: list[Any]) -> bytes:
+    """``EVALSHA sha numkeys keys... args...`` in RESP."""
+    parts = [b"EVALSHA", sha.encode(), b"%d" % len(keys), *map(_arg, keys), *map(_arg, args)]
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        out.append(b"$%d\r\n%s\r\n" % (len(part), part))
+    return b"".join(out)
 
 
 def _text(value: bytes | str) -> str:
