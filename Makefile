@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PORT ?= 8000
 HOST ?= 127.0.0.1
 # Parallel workers for the test suite (tests are independent; each starts its own servers).
+# --dist loadfile keeps a file's tests on one worker, so module-scoped servers and browsers
+# are started once per file (xdist 3.8's loadgroup is ignored under pytest 9.2: it groups nothing).
 WORKERS ?= auto
 
 .PHONY: run test install system-deps contract lint bench clean
@@ -38,7 +40,7 @@ run: $(STAMP)
 
 test: $(STAMP) system-deps
 	$(BIN)/livegate contract check
-	$(BIN)/pytest -n $(WORKERS) --dist loadgroup -p no:cacheprovider
+	$(BIN)/pytest -n $(WORKERS) --dist loadfile -p no:cacheprovider
 
 contract: $(STAMP)
 	$(BIN)/livegate contract generate
