@@ -34,3 +34,11 @@ def test_dev_mode_warns_loudly_about_dev_only_defaults(tmp_path: Path) -> None:
     log = gateway.log_path.read_text()
     assert "DEV-ONLY defaults for LIVEGATE_JWT_SECRET, LIVEGATE_SERVICE_TOKEN" in log
     assert "NEVER expose this process" in log
+
+
+def test_token_without_a_secret_says_what_to_set(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "livegate.cli", "token", "alice"],
+                            env=_clean_env(LIVEGATE_DATA_DIR=str(tmp_path)), capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 2 and result.stdout == ""
+    assert "LIVEGATE_JWT_SECRET" in result.stderr and "Traceback" not in result.stderr

@@ -23,6 +23,10 @@ def _cmd_token(args: argparse.Namespace) -> int:
     from livegate.protocol.auth import mint_token
 
     config = Config.from_env()
+    if not config.jwt_secret:
+        print("livegate token: no LIVEGATE_JWT_SECRET to sign with (set it, or LIVEGATE_DEV=1 for the "
+              "dev-only secret); RS256/ES256 tokens come from your identity provider", file=sys.stderr)
+        return 2
     config.warn_if_insecure()
     print(mint_token(config.jwt_secret, args.sub, ttl_seconds=args.ttl, issuer=config.jwt_issuer,
                      audience=config.jwt_audience))

@@ -10,9 +10,11 @@ For backends, CLIs and tests::
 
 It authenticates, resumes from its last position after every reconnect (exponential
 backoff with full jitter), refreshes the token when the server sends ``tokenExpiring``
-through the ``token`` callback, follows the close-code table (reconnect on 4000-4399;
-on 4401/4402 asks the callback for a *new* token; stops on other terminal codes) and
-yields each stream event once, in order.
+through the ``token`` callback, follows the close-code table (reconnect on 4000-4399, at
+least 5 s after 4003; on 4401/4402 asks the callback for a *new* token, once: a second
+refusal in a row stops; stops on other terminal codes) and yields each stream event once,
+in order. The backoff restarts after every connection that got a ``welcome``;
+``max_reconnects`` bounds the attempts in a row that got none.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ log = logging.getLogger("livegate.client")
 TokenSource = str | Callable[[], str] | Callable[[], Awaitable[str]]
 StreamMessage = messages.GenerationUpdate | messages.GenerationProgress | messages.Notification
 NEW_TOKEN_CLOSE_CODES = frozenset({CLOSE_CODES["auth_failed"], CLOSE_CODES["token_expired"]})
+LONG_BACKOFF_CLOSE_CODES = {CLOSE_CODES["too_many_connections"]: 5.0}
 
 
 class ClientStopped(Exception):
@@ -70,6 +73,7 @@ class LivegateClient:
         self.on_frame = on_frame  # every raw frame received (conformance checks)
         self.welcomes: list[messages.Welcome] = []
         self.close_codes: list[int] = []
+        self.reconnect_delays: list[float] = []  # each backoff slept, for observability and tests
         self.connected = asyncio.Event()
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._ws: Any = None
@@ -136,23 +140,35 @@ class LivegateClient:
         await self._ws.send(codec.encode_text(message))
 
     async def _run(self) -> None:
-        attempt = 0
+        attempt = 0  # connections in a row that ended without a welcome
+        refused_token = False  # the previous connection ended with 4401/4402
         try:
             while True:
+                welcomes_before = len(self.welcomes)
                 code = await self._connect_once()
                 self.connected.clear()
+                welcomed = len(self.welcomes) > welcomes_before
                 if code is not None:
                     self.close_codes.append(code)
-                if code in NEW_TOKEN_CLOSE_CODES and isinstance(self._token_source, str):
-                    raise ClientStopped(f"closed with {code}: a new token is needed", code)
+                if code in NEW_TOKEN_CLOSE_CODES:
+                    if isinstance(self._token_source, str):
+                        raise ClientStopped(f"closed with {code}: a new token is needed", code)
+                    if refused_token and not welcomed:
+                        raise ClientStopped(f"closed with {code} again: the new token was refused too", code)
+                    refused_token = True
+                else:
+                    refused_token = False
                 if code is not None and code not in RECONNECT_CLOSE_CODES and code not in NEW_TOKEN_CLOSE_CODES \
                         and code >= 4400:
                     raise ClientStopped(f"closed with terminal code {code}", code)
-                attempt += 1
+                attempt = 1 if welcomed else attempt + 1
                 if self.max_reconnects is not None and attempt > self.max_reconnects:
                     raise ClientStopped(f"gave up after {self.max_reconnects} reconnects", code)
                 # Full jitter (AWS architecture blog): sleep U(0, min(cap, base * 2^n)).
-                await asyncio.sleep(random.uniform(0, min(self.backoff_max, self.backoff_initial * 2 ** min(attempt, 10))))
+                delay = random.uniform(0, min(self.backoff_max, self.backoff_initial * 2 ** min(attempt, 10)))
+                delay = max(delay, LONG_BACKOFF_CLOSE_CODES.get(code or 0, 0.0))
+                self.reconnect_delays.append(delay)
+                await asyncio.sleep(delay)
         except ClientStopped as exc:
             await self._queue.put(exc)
         except Exception as exc:  # never die silently

@@ -29,6 +29,7 @@ class Gateway:
         self.metrics = Metrics()
         self.bus = bus or create_bus(config)
         self.hub = Hub(config.max_connections_per_user)
+        self.bus.on_stream_reset = self._on_stream_reset
         self.verifier = TokenVerifier.from_config(config)
         self.limits = SessionLimits(
             auth_timeout=config.auth_timeout_seconds,
@@ -74,6 +75,13 @@ class Gateway:
         deadline = time.monotonic() + timeout
         while self.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
+
+    def _on_stream_reset(self, user_id: str) -> None:
+        """The bus lost this stream's history (e.g. Redis restarted empty: a new epoch). Its
+        connections here hold positions of the old epoch and would skip the new one's first
+        offsets: close them with 4006 so they reconnect and get ``recovered: false``."""
+        for member in self.hub.members_of(user_id):
+            member.request_close("unavailable", "The stream's history was lost; reconnect and resync", flush=True)
 
     async def readiness(self) -> dict[str, Any]:
         checks: dict[str, bool] = {}

@@ -20,6 +20,7 @@ from livegate.protocol import http
 from livegate.protocol.auth import mint_token
 
 _publish_decoder = msgspec.json.Decoder(dict[str, Any])
+_publish_request_decoder = msgspec.json.Decoder(http.PublishRequest)
 _dev_token_decoder = msgspec.json.Decoder(http.DevTokenRequest)
 
 
@@ -31,9 +32,31 @@ def _json(body: Any, status: int = 200) -> Response[bytes]:
     return Response(msgspec.json.encode(body), status_code=status, media_type="application/json")
 
 
+def integral_floats_as_ints(value: Any) -> Any:
+    """JSON Schema counts ``600.0`` as an ``integer``; msgspec's strict decoders do not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: integral_floats_as_ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [integral_floats_as_ints(v) for v in value]
+    return value
+
+
+def convert(value: Any, type_: Any) -> Any:
+    """``msgspec.convert``, accepting integral floats where the schema says ``integer``."""
+    try:
+        return msgspec.convert(value, type_)
+    except msgspec.ValidationError:
+        return msgspec.convert(integral_floats_as_ints(value), type_)
+
+
 def decode_body(data: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
     try:
-        return decoder.decode(data)
+        try:
+            return decoder.decode(data)
+        except msgspec.ValidationError:
+            return convert(msgspec.json.decode(data), decoder.type)
     except msgspec.ValidationError as exc:
         raise ProblemError(422, "validation_failed", "The body does not match the schema",
                            errors=[item_from_validation(exc)]) from None
@@ -43,6 +66,10 @@ def decode_body(data: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
 
 def parse_publish_request(data: bytes) -> list[http.PublishItem]:
     """Validate the whole batch first; report *every* bad item (nothing half-applied)."""
+    try:  # the common case in one typed decode; the slow path below is for reporting errors
+        return list(_publish_request_decoder.decode(data).events)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        pass
     raw = decode_body(data, _publish_decoder)
     events = raw.get("events")
     if not isinstance(events, list) or not 1 <= len(events) <= 1000:
@@ -52,7 +79,7 @@ def parse_publish_request(data: bytes) -> list[http.PublishItem]:
     errors: list[http.ProblemItem] = []
     for index, item in enumerate(events):
         try:
-            items.append(msgspec.convert(item, http.PublishItem))
+            items.append(convert(item, http.PublishItem))
         except msgspec.ValidationError as exc:
             errors.append(item_from_validation(exc, prefix=f"$.events[{index}]", index=index))
     if errors:

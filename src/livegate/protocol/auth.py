@@ -22,6 +22,8 @@ import jwt
 from livegate.errors import AuthError
 
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+# JWK ``kty`` per algorithm prefix (RFC 7518): the only key type that can verify it.
+_KEY_TYPES = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
 ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "EdDSA"})
 
 
@@ -68,10 +70,12 @@ class TokenVerifier:
             return self.hmac_secret
         if self.jwks is not None:
             kid = header.get("kid")
+            family = _KEY_TYPES.get(str(alg)[:2])
             for key in self.jwks.keys:
-                if kid is None or key.key_id == kid:
+                # A key of another type (an EC key for an RS256 token) can never verify it.
+                if (kid is None or key.key_id == kid) and key.key_type == family:
                     return key.key
-            raise AuthError(f"No key with kid {kid!r}", code="token_signature_invalid")
+            raise AuthError(f"No {family} key with kid {kid!r}", code="token_signature_invalid")
         if self.public_key is None:
             raise AuthError("No public key configured for this algorithm", code="token_algorithm_not_allowed")
         return self.public_key
@@ -111,7 +115,8 @@ class TokenVerifier:
         except jwt.MissingRequiredClaimError as exc:
             code = {"iss": "token_issuer_invalid", "aud": "token_audience_invalid"}.get(exc.claim, "token_malformed")
             raise AuthError(f"The token has no {exc.claim!r} claim", code=code) from None
-        except (jwt.InvalidKeyError, jwt.InvalidAlgorithmError):
+        except (jwt.InvalidKeyError, jwt.InvalidAlgorithmError, TypeError, ValueError):
+            # TypeError/ValueError: PyJWT refusing a key of the wrong type (e.g. an EC PEM for RS256).
             raise AuthError("The token cannot be verified with our keys", code="token_algorithm_not_allowed") from None
         except jwt.PyJWTError:
             raise AuthError("The token is not a valid JWT", code="token_malformed") from None

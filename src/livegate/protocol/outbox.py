@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -26,7 +26,7 @@ class Outgoing:
     data: str
     offset: int | None = None
     conflation_key: str | None = None
-    supersedes: list[int] = field(default_factory=list)
+    supersedes: list[int] | None = None  # made only when this event conflates older ones
     published_at: float = 0.0
     # A resume replay: events the writer sends one by one, with backpressure. Not counted
     # against the byte bound (it is history, already bounded) and never conflated.
@@ -60,9 +60,11 @@ class Outbox:
             if older_seq is not None:
                 older = self._items.pop(older_seq)
                 self.bytes -= len(older.data)
-                item.supersedes.extend(older.supersedes)
+                supersedes = item.supersedes if item.supersedes is not None else []
+                supersedes.extend(older.supersedes or ())
                 if older.offset is not None:
-                    item.supersedes.append(older.offset)
+                    supersedes.append(older.offset)
+                item.supersedes = supersedes
                 self.conflated += 1
         self._seq += 1
         self._items[self._seq] = item

@@ -8,6 +8,7 @@ carry their generation id as conflation key (asyncapi.yaml, "Conflation").
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -58,5 +59,6 @@ class Publisher:
         return (await self.publish([(user_id, event)]))[0]
 
     def _count(self, events: Sequence[tuple[str, StreamEventInput]]) -> None:
-        for _, event in events:
-            self.metrics.events_published.labels(event.__struct_config__.tag).inc()
+        # One labelled increment per type and batch, not per event (labels() costs ~1 us).
+        for tag, count in Counter(event.__struct_config__.tag for _, event in events).items():
+            self.metrics.events_published.labels(tag).inc(count)

@@ -1,0 +1,1 @@
+"""The livegate benchmark (``python bench/run.py``); see bench/README.md."""

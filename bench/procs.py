@@ -1,0 +1,194 @@
+"""Server processes under test: start, pin to a core, read CPU time and RSS, stop by PID."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from livegate.testing.gateway import TEST_SECRET, TEST_SERVICE_TOKEN
+from livegate.testing.process import GatewayProcess
+
+BENCH_DIR = Path(__file__).resolve().parent
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def raise_nofile(wanted: int) -> int:
+    """Raise RLIMIT_NOFILE (children inherit it); return the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of the whole process (all threads, dead ones included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def pin(pid: int, cores: set[int]) -> None:
+    """Pin every thread of ``pid`` (affinity is per thread on Linux)."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(task), cores)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+@dataclass
+class Target:
+    """Where a server under test listens and how its clients speak."""
+
+    name: str
+    pid: int
+    ws_port: int
+    ws_path: str
+    publish_port: int
+    dialect: str
+    service_token: str
+
+
+class Server:
+    """A server under test in its own process; use as a context manager."""
+
+    def __init__(self, name: str, data_dir: Path, *, env: dict[str, str] | None = None,
+                 server_core: int | None = None) -> None:
+        self.name = name
+        self.data_dir = data_dir
+        self.env = env or {}
+        self.server_core = server_core
+        self._gateway: GatewayProcess | None = None
+        self._popen: subprocess.Popen[bytes] | None = None
+        self.target: Target | None = None
+
+    def __enter__(self) -> Target:
+        # Children inherit the creator's affinity: spawn from the server core, then go back.
+        mine = os.sched_getaffinity(0)
+        if self.server_core is not None:
+            os.sched_setaffinity(0, {self.server_core})
+        try:
+            self.target = self._start()
+        finally:
+            os.sched_setaffinity(0, mine)
+        if self.server_core is not None:
+            pin(self.target.pid, {self.server_core})
+        return self.target
+
+    def _start(self) -> Target:
+        if self.name == "livegate@granian":
+            port = free_port()
+            env = GatewayProcess(self.data_dir / self.name, env={"LIVEGATE_LOG_LEVEL": "WARNING", **self.env},
+                                 port=port).environment()
+            log = open(self.data_dir / f"{self.name}.log", "ab")  # noqa: SIM115 - closed below
+            granian = Path(sys.executable).parent / "granian"
+            self._popen = subprocess.Popen(
+                [str(granian), "--interface", "asgi", "--loop", "uvloop", "--workers", "1", "--runtime-mode", "st",
+                 "--runtime-threads", "1", "--no-log", "--host", "127.0.0.1", "--port", str(port),
+                 "bench.servers.livegate_granian:app"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=BENCH_DIR.parent)
+            log.close()
+            self._wait_http(f"http://127.0.0.1:{port}/readyz")
+            # granian supervises one worker process: that one serves, measure it.
+            children = Path(f"/proc/{self._popen.pid}/task/{self._popen.pid}/children").read_text().split()
+            worker = int(children[0]) if children else self._popen.pid
+            return Target(self.name, worker, port, "/v1/ws", port, "livegate", TEST_SERVICE_TOKEN)
+        if self.name.startswith("livegate@"):  # the same app on another uvicorn WebSocket stack
+            port = free_port()
+            env = GatewayProcess(self.data_dir / self.name, env={"LIVEGATE_LOG_LEVEL": "WARNING", **self.env},
+                                 port=port).environment()
+            log = open(self.data_dir / f"{self.name}.log", "ab")  # noqa: SIM115 - closed below
+            self._popen = subprocess.Popen(
+                [sys.executable, str(BENCH_DIR / "servers" / "livegate_alt.py"), "--port", str(port),
+                 "--ws", self.name.split("@", 1)[1]],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+            log.close()
+            self._wait_http(f"http://127.0.0.1:{port}/readyz")
+            return Target(self.name, self._popen.pid, port, "/v1/ws", port, "livegate", TEST_SERVICE_TOKEN)
+        if self.name.startswith("livegate"):
+            env = {"LIVEGATE_LOG_LEVEL": "WARNING", **self.env}
+            self._gateway = GatewayProcess(self.data_dir / self.name, env=env, startup_timeout=30)
+            self._gateway.start()
+            assert self._gateway.pid is not None
+            return Target(self.name, self._gateway.pid, self._gateway.port, "/v1/ws", self._gateway.port,
+                          "livegate", TEST_SERVICE_TOKEN)
+        port = free_port()
+        log = open(self.data_dir / f"{self.name}.log", "ab")  # noqa: SIM115 - closed at exit
+        if self.name == "floor":
+            publish_port = free_port()
+            argv = [sys.executable, str(BENCH_DIR / "servers" / "floor.py"), "--port", str(port),
+                    "--publish-port", str(publish_port)]
+            path, dialect, probe = "/", "livegate", None
+        elif self.name == "socketio":
+            publish_port = port
+            argv = [sys.executable, str(BENCH_DIR / "servers" / "sio.py"), "--port", str(port)]
+            path, dialect, probe = "/socket.io/?EIO=4&transport=websocket", "socketio", f"http://127.0.0.1:{port}/"
+        else:
+            raise ValueError(self.name)
+        argv += ["--secret", TEST_SECRET, "--service-token", TEST_SERVICE_TOKEN]
+        self._popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        log.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self._popen.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {(self.data_dir / f'{self.name}.log').read_text()[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", publish_port), timeout=0.5):
+                    pass
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    pass
+                if probe is not None:
+                    httpx.get(probe, timeout=1)
+                return Target(self.name, self._popen.pid, port, path, publish_port, dialect, TEST_SERVICE_TOKEN)
+            except (OSError, httpx.HTTPError):
+                time.sleep(0.05)
+        self._popen.kill()
+        raise RuntimeError(f"{self.name} did not start within 30 s")
+
+    def _wait_http(self, url: str, timeout: float = 30.0) -> None:
+        assert self._popen is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._popen.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {(self.data_dir / f'{self.name}.log').read_text()[-2000:]}")
+            try:
+                if httpx.get(url, timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self._popen.kill()
+        raise RuntimeError(f"{self.name} not ready within {timeout} s")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._gateway is not None:
+            self._gateway.kill()  # the bench does not test shutdown; don't wait for drains
+            self._gateway = None
+        if self._popen is not None:
+            if self._popen.poll() is None:
+                self._popen.send_signal(signal.SIGKILL)
+            self._popen.wait(10)
+            self._popen = None

@@ -1,0 +1,456 @@
+"""Benchmark livegate against two peers written for the same job, in one invocation.
+
+    .venv/bin/python bench/run.py                 # the full run (a few minutes)
+    .venv/bin/python bench/run.py --quick         # < 60 s, small numbers
+    .venv/bin/python bench/run.py --out r.json    # also write the report as JSON
+
+Servers (each its own process, pinned to one core; the load generator to another):
+
+* ``livegate``  a real ``livegate serve`` (the whole contract on: auth, validation,
+  offsets, history, bounded queues, metrics);
+* ``floor``     a hand-written ``websockets`` + uvloop + msgspec server (bench/servers/floor.py);
+* ``socketio``  python-socketio on uvicorn + uvloop (bench/servers/sio.py).
+
+Scenarios (bench/README.md): ``max`` (as fast as the server delivers, closed loop with a
+bounded number of undelivered events), ``rate`` (a fixed events/s), ``idle`` (many idle
+connections, memory per connection), and ``deflate`` (livegate with permessage-deflate
+negotiated vs not, at the fixed rate). Every loop is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench/run.py`
+
+from bench.loadgen import Publisher, Stats, Workload, close_clients, open_clients, wait_for
+from bench.procs import Server, Target, cpu_seconds, raise_nofile, rss_bytes
+from livegate.protocol.auth import mint_token
+from livegate.testing.gateway import TEST_SECRET
+
+SERVERS = ("livegate", "floor", "socketio")
+FIGURES = ("delivered_per_s", "cpu_us_per_event", "p50_ms", "p99_ms")
+
+
+@dataclass
+class Settings:
+    users: int = 500
+    conns_per_user: int = 2
+    batch: int = 100
+    max_seconds: float = 6.0
+    max_batches: int = 20_000
+    window_events: int = 4_000  # undelivered deliveries allowed in flight in `max`
+    publishers: int = 2
+    rate: int = 2_000
+    rate_seconds: float = 6.0
+    idle: int = 10_000
+    deflate: bool = True
+    server_core: int | None = 0
+    load_core: int | None = 1
+    drain_timeout: float = 30.0
+    profile_dir: Path | None = None
+    rounds: int = 3
+
+    @classmethod
+    def quick(cls) -> Settings:
+        return cls(users=50, max_seconds=1.5, rate_seconds=1.5, idle=300, max_batches=2_000,
+                   window_events=1_000, drain_timeout=10.0, rounds=1)
+
+
+# -- measurements ------------------------------------------------------------------------
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))]
+
+
+def figures(stats: Stats, cpu: float, seconds: float, published: int, expected: int) -> dict[str, Any]:
+    lat = sorted(stats.latencies)
+    delivered = stats.delivered
+    return {
+        "published": published,
+        "delivered": delivered,
+        "expected": expected,
+        "seconds": round(seconds, 3),
+        "delivered_per_s": round(delivered / seconds, 1) if seconds > 0 else 0.0,
+        "cpu_s": round(cpu, 3),
+        "cpu_us_per_event": round(cpu * 1e6 / delivered, 2) if delivered else float("nan"),
+        "p50_ms": round(percentile(lat, 0.50) * 1000, 2),
+        "p99_ms": round(percentile(lat, 0.99) * 1000, 2),
+        "compressed_frames": stats.compressed,
+        "bytes_per_event": round(stats.bytes_received / delivered, 1) if delivered else float("nan"),
+    }
+
+
+def tokens_for(users: int, per_user: int, prefix: str = "u") -> list[str]:
+    return [mint_token(TEST_SECRET, f"{prefix}{u}", ttl_seconds=3600) for u in range(users) for _ in range(per_user)]
+
+
+async def scenario_max(target: Target, s: Settings, stats: Stats, work: Workload) -> dict[str, Any]:
+    """As fast as possible: publishers keep at most ``window_events`` deliveries in flight."""
+    stats.reset()
+    stats.record_latency = True
+    counters = {"expected": 0, "published": 0, "batches": 0}
+    started = time.monotonic()
+    deadline = started + s.max_seconds
+    cpu0 = cpu_seconds(target.pid)
+
+    async def publish_loop() -> None:
+        async with Publisher("127.0.0.1", target.publish_port, target.service_token) as pub:
+            while time.monotonic() < deadline and counters["batches"] < s.max_batches:
+                if not await wait_for(lambda: counters["expected"] - stats.delivered < s.window_events,
+                                      max(0.0, deadline - time.monotonic()), step=0.0005):
+                    break
+                body, targets = work.body()
+                counters["batches"] += 1
+                counters["published"] += len(targets)
+                counters["expected"] += len(targets) * s.conns_per_user
+                await pub.post(body)
+
+    await asyncio.gather(*(publish_loop() for _ in range(s.publishers)))
+    await wait_for(lambda: stats.delivered >= counters["expected"], s.drain_timeout)
+    seconds = time.monotonic() - started
+    cpu = cpu_seconds(target.pid) - cpu0
+    stats.record_latency = False
+    return figures(stats, cpu, seconds, counters["published"], counters["expected"])
+
+
+async def scenario_rate(target: Target, s: Settings, stats: Stats, work: Workload) -> dict[str, Any]:
+    """A fixed ``rate`` events/s: one batch every ``batch / rate`` seconds, on a schedule."""
+    stats.reset()
+    stats.record_latency = True
+    interval = s.batch / s.rate
+    count = max(1, int(s.rate_seconds / interval))
+    expected = published = 0
+    started = time.monotonic()
+    cpu0 = cpu_seconds(target.pid)
+    async with Publisher("127.0.0.1", target.publish_port, target.service_token) as pub:
+        for i in range(count):
+            delay = started + i * interval - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            body, targets = work.body()
+            published += len(targets)
+            expected += len(targets) * s.conns_per_user
+            await pub.post(body)
+    await wait_for(lambda: stats.delivered >= expected, s.drain_timeout)
+    seconds = time.monotonic() - started
+    cpu = cpu_seconds(target.pid) - cpu0
+    stats.record_latency = False
+    out = figures(stats, cpu, seconds, published, expected)
+    out["target_rate"] = s.rate
+    return out
+
+
+async def warm_up(target: Target, s: Settings, stats: Stats, work: Workload, batches: int = 10) -> None:
+    stats.reset()
+    expected = 0
+    async with Publisher("127.0.0.1", target.publish_port, target.service_token) as pub:
+        for _ in range(batches):
+            body, targets = work.body()
+            expected += len(targets) * s.conns_per_user
+            await pub.post(body)
+    if not await wait_for(lambda: stats.delivered >= expected, s.drain_timeout):
+        raise RuntimeError(f"{target.name}: warm-up delivered {stats.delivered} of {expected}")
+
+
+async def run_delivery(target: Target, s: Settings, *, scenarios: tuple[str, ...] = ("max", "rate"),
+                       deflate_phases: bool = False) -> dict[str, Any]:
+    stats = Stats()
+    work = Workload(s.users, s.batch)
+    results: dict[str, Any] = {}
+    phases = [(False, "")] if not deflate_phases else [(False, "deflate_off"), (True, "deflate_on")]
+    for deflate, label in phases:
+        clients = await open_clients(stats, host="127.0.0.1", port=target.ws_port, path=target.ws_path,
+                                     dialect=target.dialect, tokens=tokens_for(s.users, s.conns_per_user),
+                                     deflate=deflate)
+        try:
+            await warm_up(target, s, stats, work)
+            for name in scenarios:
+                runner = scenario_max if name == "max" else scenario_rate
+                profiler = start_profiler(target, s, name)
+                try:
+                    results[label or name] = await runner(target, s, stats, work)
+                finally:
+                    stop_profiler(profiler)
+        finally:
+            await close_clients(clients)
+        await asyncio.sleep(0.2)  # let the server tidy up the closed connections
+    results["closes"] = dict(stats.closes)
+    return results
+
+
+def start_profiler(target: Target, s: Settings, scenario: str) -> subprocess.Popen[bytes] | None:
+    """``--profile DIR``: py-spy (installed by hand, for profiling only) samples the server."""
+    if s.profile_dir is None:
+        return None
+    spy = Path(sys.executable).parent / "py-spy"
+    out = s.profile_dir / f"{target.name}-{scenario}.txt"
+    return subprocess.Popen([str(spy), "record", "-p", str(target.pid), "-f", "raw", "-o", str(out), "-r", "200",
+                             "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_profiler(profiler: subprocess.Popen[bytes] | None) -> None:
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)
+        try:
+            profiler.wait(20)
+        except subprocess.TimeoutExpired:
+            profiler.kill()
+            profiler.wait(5)
+
+
+async def run_idle(target: Target, s: Settings) -> dict[str, Any]:
+    """RSS delta per idle authenticated connection (after a warm-up set of connections)."""
+    stats = Stats()
+    per_user = 2
+    users = max(1, s.idle // per_user)
+    warm = await open_clients(stats, host="127.0.0.1", port=target.ws_port, path=target.ws_path,
+                              dialect=target.dialect, tokens=tokens_for(10, 2, prefix="warm"))
+    await asyncio.sleep(0.5)
+    rss0 = rss_bytes(target.pid)
+    cpu0 = cpu_seconds(target.pid)
+    started = time.monotonic()
+    clients: list[Any] = []
+    try:
+        clients = await open_clients(stats, host="127.0.0.1", port=target.ws_port, path=target.ws_path,
+                                     dialect=target.dialect, tokens=tokens_for(users, per_user),
+                                     timeout=300.0)
+        connect_seconds = time.monotonic() - started
+        cpu = cpu_seconds(target.pid) - cpu0
+        await asyncio.sleep(1.0)
+        rss1 = rss_bytes(target.pid)
+    finally:
+        await close_clients(clients + warm, timeout=30)
+    n = len(clients)
+    return {
+        "connections": n,
+        "rss_before_mb": round(rss0 / 2**20, 1),
+        "rss_after_mb": round(rss1 / 2**20, 1),
+        "kb_per_connection": round((rss1 - rss0) / n / 1024, 2),
+        "connect_seconds": round(connect_seconds, 2),
+        "cpu_ms_per_connect": round(cpu * 1000 / n, 3),
+    }
+
+
+# -- report ------------------------------------------------------------------------------
+
+
+def median_of_rounds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per scenario, the median of every numeric figure over the rounds (all kept in ``rounds``)."""
+    out: dict[str, Any] = {}
+    for scenario, first in runs[0].items():
+        if scenario == "closes":
+            merged: dict[str, int] = {}
+            for run in runs:
+                for code, count in run["closes"].items():
+                    merged[str(code)] = merged.get(str(code), 0) + count
+            out["closes"] = merged
+            continue
+        median: dict[str, Any] = {}
+        for key, value in first.items():
+            values = [run[scenario][key] for run in runs]
+            median[key] = round(float(statistics.median(values)), 2) if isinstance(value, float) else value
+        median["delivered"] = sum(run[scenario]["delivered"] for run in runs)
+        median["expected"] = sum(run[scenario]["expected"] for run in runs)
+        median["rounds"] = [run[scenario] for run in runs]
+        out[scenario] = median
+    return out
+
+
+def ratio(a: float, b: float) -> float:
+    try:
+        return round(a / b, 2)
+    except (ZeroDivisionError, TypeError):
+        return float("nan")
+
+
+def add_ratios(report: dict[str, Any]) -> None:
+    res = report["results"]
+    lg = res.get("livegate")
+    if not lg:
+        return
+    ratios: dict[str, Any] = {}
+    for peer in ("floor", "socketio"):
+        other = res.get(peer)
+        if not other:
+            continue
+        r: dict[str, Any] = {}
+        for scen in ("max", "rate"):
+            if scen in lg and scen in other:
+                r[scen] = {f: ratio(lg[scen][f], other[scen][f]) for f in FIGURES}
+        if "idle" in lg and "idle" in other:
+            r["idle"] = {"kb_per_connection": ratio(lg["idle"]["kb_per_connection"],
+                                                    other["idle"]["kb_per_connection"])}
+        ratios[f"livegate/{peer}"] = r
+    report["ratios"] = ratios
+    targets: dict[str, Any] = {}
+    cpu = lg.get("max", {}).get("cpu_us_per_event")
+    if "floor" in res and "max" in res["floor"]:
+        v = ratio(cpu, res["floor"]["max"]["cpu_us_per_event"])
+        targets["cpu_vs_floor <= 1.3"] = {"value": v, "met": v <= 1.3}
+    if "socketio" in res and "max" in res["socketio"]:
+        v = ratio(res["socketio"]["max"]["cpu_us_per_event"], cpu)
+        targets["socketio_cpu / livegate_cpu >= 3.5"] = {"value": v, "met": v >= 3.5}
+    if "rate" in lg:
+        v = lg["rate"]["p99_ms"]
+        targets[f"p99 at {lg['rate']['target_rate']} ev/s < 20 ms"] = {"value": v, "met": v < 20}
+    if "idle" in lg:
+        v = lg["idle"]["kb_per_connection"]
+        targets["KB per idle connection <= 20"] = {"value": v, "met": v <= 20}
+    report["targets"] = targets
+
+
+def markdown(report: dict[str, Any]) -> str:
+    res = report["results"]
+    lines = [f"livegate bench, {report['date']}, {report['machine']}", ""]
+    lines.append("| server | scenario | delivered ev/s | CPU us/event | p50 ms | p99 ms |")
+    lines.append("| --- | --- | ---: | ---: | ---: | ---: |")
+    for name, scen in res.items():
+        for key, value in scen.items():
+            if isinstance(value, dict) and "cpu_us_per_event" in value:
+                lines.append(f"| {name} | {key} | {value['delivered_per_s']:,.0f} | {value['cpu_us_per_event']} | "
+                             f"{value['p50_ms']} | {value['p99_ms']} |")
+    lines += ["", "| server | idle connections | KB/connection | CPU ms/connect |", "| --- | ---: | ---: | ---: |"]
+    for name, scen in res.items():
+        if "idle" in scen:
+            i = scen["idle"]
+            lines.append(f"| {name} | {i['connections']:,} | {i['kb_per_connection']} | {i['cpu_ms_per_connect']} |")
+    for pair, r in report.get("ratios", {}).items():
+        lines.append("")
+        lines.append(f"{pair}: " + "; ".join(
+            f"{scen} " + ", ".join(f"{k} {v}" for k, v in figs.items()) for scen, figs in r.items()))
+    if report.get("targets"):
+        lines.append("")
+        for name, t in report["targets"].items():
+            lines.append(f"- {name}: {t['value']} ({'met' if t['met'] else 'MISSED'})")
+    for note in report.get("notes", []):
+        lines.append(f"- note: {note}")
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}"
+
+
+async def main_async(s: Settings, servers: tuple[str, ...], work_dir: Path) -> dict[str, Any]:
+    import livegate
+
+    report: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "settings": {k: v for k, v in vars(s).items()},
+        "livegate_version": getattr(livegate, "__version__", "?"),
+        "results": {},
+        "notes": [],
+    }
+    fds = raise_nofile(s.idle + 2_000)
+    if fds < s.idle + 200:
+        report["notes"].append(f"RLIMIT_NOFILE is {fds}: idle measured with {fds - 500} connections, not {s.idle}")
+        s.idle = max(10, fds - 500)
+    cores = os.sched_getaffinity(0)
+    if s.server_core not in cores or s.load_core not in cores or s.server_core == s.load_core:
+        report["notes"].append(f"cannot pin server and load to different cores (have {sorted(cores)})")
+        s.server_core = s.load_core = None
+    if s.load_core is not None:
+        os.sched_setaffinity(0, {s.load_core})
+    # Delivery scenarios in interleaved rounds (A B C A B C ...), each figure the median of
+    # its rounds: a burst of load from elsewhere on the machine then hits every server alike.
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
+    for index in range(s.rounds):
+        for name in servers:
+            with Server(name, work_dir, server_core=s.server_core) as target:
+                rounds[name].append(await run_delivery(target, s))
+            print(f"  {name} delivery round {index + 1}/{s.rounds} done", file=sys.stderr, flush=True)
+    for name in servers:
+        entry = median_of_rounds(rounds[name])
+        with Server(name, work_dir, server_core=s.server_core) as target:
+            entry["idle"] = await run_idle(target, s)
+        report["results"][name] = entry
+        print(f"  {name} idle done", file=sys.stderr, flush=True)
+    if s.deflate and "livegate" in servers:
+        with Server("livegate-deflate", work_dir, env={"LIVEGATE_PERMESSAGE_DEFLATE": "1"},
+                    server_core=s.server_core) as target:
+            report["results"]["livegate-deflate"] = await run_delivery(target, s, scenarios=("rate",),
+                                                                       deflate_phases=True)
+        print("  livegate-deflate done", file=sys.stderr, flush=True)
+    add_ratios(report)
+    return report
+
+
+def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small numbers, finishes in < 60 s")
+    p.add_argument("--servers", default=",".join(SERVERS),
+                   help="comma-separated subset of " + ",".join(SERVERS) + ", plus livegate@<uvicorn ws impl> "
+                   "(livegate@wsproto, livegate@websockets) to compare WebSocket stacks")
+    p.add_argument("--users", type=int)
+    p.add_argument("--conns-per-user", type=int)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--max-seconds", type=float)
+    p.add_argument("--rate", type=int)
+    p.add_argument("--rate-seconds", type=float)
+    p.add_argument("--idle", type=int)
+    p.add_argument("--rounds", type=int, help="interleaved delivery rounds per server (median reported)")
+    p.add_argument("--no-deflate", action="store_true", help="skip the permessage-deflate comparison")
+    p.add_argument("--no-pin", action="store_true", help="do not pin server and load to cores")
+    p.add_argument("--out", type=Path, help="write the JSON report here")
+    p.add_argument("--profile", type=Path, help="sample servers with py-spy into this directory (dev only)")
+    args = p.parse_args(argv)
+    s = Settings.quick() if args.quick else Settings()
+    for name in ("users", "conns_per_user", "batch", "max_seconds", "rate", "rate_seconds", "idle", "rounds"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(s, name, value)
+    s.deflate = not args.no_deflate
+    s.profile_dir = args.profile
+    if args.no_pin:
+        s.server_core = s.load_core = None
+    return s, args
+
+
+def main(argv: list[str] | None = None) -> int:
+    s, args = parse(argv)
+    servers = tuple(x for x in args.servers.split(",") if x)
+    unknown = {x for x in servers if x not in SERVERS and not x.startswith("livegate@")}
+    if unknown:
+        raise SystemExit(f"unknown servers: {sorted(unknown)}")
+    import uvloop
+
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="livegate-bench-") as tmp:
+        report = uvloop.run(main_async(s, servers, Path(tmp)))
+    report["wall_seconds"] = round(time.monotonic() - started, 1)
+    print(markdown(report))
+    print(f"(wall time {report['wall_seconds']} s)")
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

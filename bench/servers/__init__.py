@@ -1,0 +1,1 @@
+"""The peers livegate is measured against, each written for the same job (bench/README.md)."""
