@@ -28,6 +28,7 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import msgspec
 import websockets
 from websockets.exceptions import ConnectionClosed
 
@@ -35,6 +36,7 @@ from livegate.errors import ContractError
 from livegate.protocol import codec, messages
 from livegate.protocol.codes import CLOSE_CODES, RECONNECT_CLOSE_CODES
 from livegate.protocol.cursor import StreamCursor
+from livegate.protocol.messages import Pong  # the name `messages` is also a method below
 
 log = logging.getLogger("livegate.client")
 TokenSource = str | Callable[[], str] | Callable[[], Awaitable[str]]
@@ -117,9 +119,9 @@ class LivegateClient:
             raise item
         return item
 
-    async def ping(self, timeout: float = 5.0) -> messages.Pong:
+    async def ping(self, timeout: float = 5.0) -> Pong:
         request_id = f"p{next(self._ids)}"
-        future: asyncio.Future[messages.Pong] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Pong] = asyncio.get_running_loop().create_future()
         self._pongs[request_id] = future
         await self._send(messages.Ping(id=request_id))
         try:
@@ -132,7 +134,7 @@ class LivegateClient:
         if isinstance(source, str):
             return source
         value = source()
-        return await value if inspect.isawaitable(value) else value  # type: ignore[return-value]
+        return await value if inspect.isawaitable(value) else value
 
     async def _send(self, message: Any) -> None:
         if self._ws is None:
@@ -180,7 +182,7 @@ class LivegateClient:
                 self._ws = ws
                 auth = messages.Auth(id=f"a{next(self._ids)}", token=await self._token(),
                                      resume=self.position if (self._resume_requested or self.welcomes)
-                                     and self.position else messages.UNSET)
+                                     and self.position else msgspec.UNSET)
                 await ws.send(codec.encode_text(auth))
                 async for frame in ws:
                     await self._handle(frame)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import wave
 
 import pytest
@@ -80,7 +81,7 @@ async def test_a_run_produces_real_files_and_streams_progress() -> None:
         assert event.preview_media_type == "image/jpeg"
         Image.open(io.BytesIO(event.preview or b"")).verify()
     texts = [e.partial_text or "" for e in events]
-    assert all(later.startswith(earlier) for earlier, later in zip(texts, texts[1:], strict=False))
+    assert all(later.startswith(earlier) for earlier, later in itertools.pairwise(texts))
     assert texts[-1] == text.text
     assert len(set(texts)) == len(texts)  # word by word: every step adds something
 
@@ -141,3 +142,31 @@ async def test_cancellation_stops_the_run_promptly() -> None:
 
 async def test_reattach_is_not_possible() -> None:
     assert await make().reattach(RecordingRunContext()) is None
+
+
+async def test_default_inputs_make_everything_at_once() -> None:
+    """What ``make run`` shows a newcomer: with no inputs at all, a 512x512 PNG, one
+    preview per step, the text streamed word by word and a WAV clip."""
+    from livegate.tools import build_tool, default_tool_specs
+
+    [spec] = default_tool_specs()
+    default = build_tool(spec)
+    assert spec.kind == "demo" and default.input_schema["properties"]["durationSeconds"]["default"] == 3
+    steps = default.input_schema["properties"]["steps"]["default"]
+    ctx = RecordingRunContext({})
+    outputs = await make(duration_seconds=0.2, steps=steps).run(ctx)
+    assert [(o.kind, o.media_type) for o in outputs] == [
+        ("image", "image/png"), ("text", "text/plain; charset=utf-8"), ("audio", "audio/wav")
+    ]
+    with Image.open(io.BytesIO(ctx.output_bytes(outputs[0].id))) as png:
+        assert (png.format, png.size) == ("PNG", (512, 512))
+    assert ctx.output_bytes(outputs[2].id)[:4] == b"RIFF"
+    assert [e.step for e in ctx.progress_events] == list(range(1, steps + 1))
+    assert len(ctx.previews) == steps and ctx.progress_events[-1].partial_text == outputs[1].text
+
+
+async def test_integral_numbers_count_as_integers() -> None:
+    """JSON Schema (and so the HTTP API) accepts ``2.0`` for an integer input."""
+    ctx = RecordingRunContext({"steps": 2.0, "durationSeconds": 0, "width": 64.0, "height": 64, "outputs": ["image"]})
+    [image] = await make().run(ctx)
+    assert [e.step for e in ctx.progress_events] == [1, 2] and (image.width, image.height) == (64, 64)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -63,7 +64,7 @@ async def test_chat_stream_publishes_the_growing_text(make: Any, fake_openai: Fa
     assert output.text == "Hello! How can I help?" == ctx.output_bytes(output.id).decode()
     texts = [e.partial_text for e in ctx.progress_events if e.partial_text]
     assert texts[0] == "Hello" and texts[-1] == "Hello! How can I help?"
-    assert all(b.startswith(a) for a, b in zip(texts, texts[1:], strict=False))
+    assert all(b.startswith(a) for a, b in itertools.pairwise(texts))
     assert ctx.fractions == sorted(ctx.fractions) and max(ctx.fractions) < 1
     sent = fake_openai.requests[0]
     assert sent.headers["authorization"] == "Bearer sk-test"
@@ -170,6 +171,22 @@ async def test_404_model_is_a_bad_request(make: Any, fake_openai: FakeOpenAI) ->
     error = await run_error(make(model="gpt-nonexistent"))
     assert error.code == "upstream_bad_request" and "model_not_found" in error.message
     assert api_calls(fake_openai) == 1
+
+
+async def test_400_invalid_request_is_a_bad_request_without_retry(make: Any, fake_openai: FakeOpenAI) -> None:
+    error = await run_error(make(extra_body={"model": 5}))  # the fake's answer to a request without a model
+    assert error.code == "upstream_bad_request" and "invalid_request_error" in error.message
+    assert api_calls(fake_openai) == 1
+
+
+async def test_5xx_backoff_grows_exponentially(make: Any, fake_openai: FakeOpenAI) -> None:
+    fake_openai.fail_next("500_server_error", times=3)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    [output] = await make(max_retries=3, retry_base_delay_seconds=0.04).run(RecordingRunContext({"prompt": "Hi"}))
+    # 0.04 + 0.08 + 0.16 s, each with at most 25 % jitter off
+    assert loop.time() - started >= 0.75 * 0.28
+    assert output.text and api_calls(fake_openai) == 4
 
 
 async def test_insufficient_quota_is_final_at_once(make: Any, fake_openai: FakeOpenAI) -> None:

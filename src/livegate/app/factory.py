@@ -5,10 +5,11 @@ from __future__ import annotations
 import mimetypes
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from litestar import Litestar, Request, WebSocket, get, websocket
 from litestar.response import File
+from litestar.types import ExceptionHandlersMap
 from litestar.static_files import create_static_files_router
 
 from livegate.app.gateway import Gateway
@@ -85,7 +86,7 @@ def create_app(config: Config | None = None, *, gateway: Gateway | None = None) 
         route_handlers=handlers,
         on_startup=[gw.start],
         on_shutdown=[gw.stop],
-        exception_handlers=EXCEPTION_HANDLERS,
+        exception_handlers=cast("ExceptionHandlersMap", EXCEPTION_HANDLERS),
         openapi_config=None,  # openapi.yaml is hand-written and served as is
         request_max_body_size=16 * 1024 * 1024,
     )

@@ -47,7 +47,11 @@ class Gateway:
         self._draining = False
 
     async def start(self) -> None:
+        """Start (or start again after :meth:`stop`: an app's lifespan may run more than once,
+        as in test clients): accept sessions, start the bus and the generation service."""
         self.config.warn_if_insecure()
+        self._draining = False
+        self.hub.accepting = True
         await self.bus.start()
         from livegate.service.generations import GenerationService
 

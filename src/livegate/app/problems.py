@@ -75,10 +75,10 @@ def problem_response(status: int, code: str, detail: str | None = None, *, error
 
 def item_from_validation(exc: msgspec.ValidationError, prefix: str = "$", index: int | None = None) -> http.ProblemItem:
     text = str(exc)
-    message, _, path = text.rpartition(" - at `")
-    if path:
+    message, found, path = text.rpartition(" - at `")
+    if found:
         path = prefix + path.rstrip("`")[1:]
-    else:
+    else:  # e.g. "Object missing required field `toolId`": the object itself is at fault
         message, path = text, prefix
     return http.ProblemItem(message=message, path=path, index=index if index is not None else msgspec.UNSET)
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 import msgspec
-from litestar import Request, Response, get, post
+from litestar import Request, Response, get, post, route
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import Parameter
 
@@ -14,32 +17,67 @@ from livegate.app.auth import bearer, require_user
 from livegate.app.gateway import Gateway
 from livegate.app.problems import ProblemError
 from livegate.app.routes_core import _json, decode_body
-from livegate.errors import AuthError, NotFound
+from livegate.errors import NotFound
 from livegate.protocol import http
 from livegate.service.generations import GenerationService, InputsInvalid
+from livegate.service.outputs import OUTPUT_ID
 
 _create_decoder = msgspec.json.Decoder(http.CreateGenerationRequest)
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$", re.ASCII)
+_INTEGER = re.compile(r"-?\d+", re.ASCII)
 PathStr = Annotated[str, Parameter()]
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 
 
-def parse_range(header: str, size: int) -> tuple[int, int] | None:
-    """One ``bytes=a-b`` range as inclusive ``(start, end)``; ``None`` = unsatisfiable.
-    Several ranges are answered with the first (allowed by RFC 9110)."""
+def parse_range(header: str, size: int) -> tuple[int, int] | None | Literal["ignore"]:
+    """One ``bytes=a-b`` range as inclusive ``(start, end)``; ``None``: unsatisfiable (416);
+    ``"ignore"``: not a byte range we understand, so RFC 9110 (14.2) has us ignore it and
+    send the whole output. Several ranges are answered with the first (allowed by RFC 9110)."""
     match = _RANGE.match(header.split(",")[0].strip())
     if not match or (not match.group(1) and not match.group(2)):
-        return None
+        return "ignore"
     if not match.group(1):  # suffix: the last N bytes
         length = int(match.group(2))
-        if length == 0:
+        if length == 0 or size == 0:
             return None
         return max(0, size - length), size - 1
     start = int(match.group(1))
-    end = int(match.group(2)) if match.group(2) else size - 1
-    if start >= size or end < start:
+    if match.group(2) and int(match.group(2)) < start:
+        return "ignore"  # syntactically invalid (RFC 9110 14.1.1): ignored, not refused
+    if start >= size:
         return None
+    end = int(match.group(2)) if match.group(2) else size - 1
     return start, min(end, size - 1)
+
+
+def content_disposition(filename: str) -> str:
+    """``inline`` with an ASCII ``filename`` and, when needed, the exact UTF-8 ``filename*``
+    (RFC 6266): upstream file names may hold any character, headers may not."""
+    ascii_name = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in filename) or "output"
+    value = f'inline; filename="{ascii_name}"'
+    if ascii_name != filename:
+        value += f"; filename*=UTF-8''{quote(filename, safe='')}"
+    return value
+
+
+def _read_span(path: Path, start: int, length: int) -> bytes:
+    with path.open("rb") as handle:
+        handle.seek(start)
+        return handle.read(length)
+
+
+def _query_problems(params: Any, headers: Any) -> list[http.ProblemItem]:
+    """openapi.yaml ``getOutput`` parameters: ``exp`` an integer, ``sig`` and ``Range`` at
+    most 200 characters."""
+    problems = []
+    exp = params.get("exp")
+    if exp is not None and not _INTEGER.fullmatch(exp):
+        problems.append(http.ProblemItem(message="exp must be an integer (Unix time)", path="$.query.exp"))
+    if len(params.get("sig") or "") > 200:
+        problems.append(http.ProblemItem(message="sig is longer than 200 characters", path="$.query.sig"))
+    if len(headers.get("range") or "") > 200:
+        problems.append(http.ProblemItem(message="Range is longer than 200 characters", path="$.headers.Range"))
+    return problems
 
 
 def generation_routes(gw: Gateway) -> list[HTTPRouteHandler]:
@@ -60,7 +98,6 @@ def generation_routes(gw: Gateway) -> list[HTTPRouteHandler]:
         user(request)
         return _json(http.ToolList(tools=service().tool_infos()))
 
-    @post("/v1/generations")
     async def create_generation(request: Request[Any, Any, Any]) -> Response[bytes]:
         """openapi.yaml ``createGeneration``."""
         user_id = user(request)
@@ -74,25 +111,38 @@ def generation_routes(gw: Gateway) -> list[HTTPRouteHandler]:
                                errors=exc.errors) from None
         return _json(generation, 202)
 
-    @get("/v1/generations")
     async def list_generations(request: Request[Any, Any, Any]) -> Response[bytes]:
         """openapi.yaml ``listGenerations``."""
         user_id = user(request)
         params = request.query_params
-        try:
-            limit = int(params.get("limit", "20"))
-        except ValueError:
-            limit = 0
+        problems = []
+        raw_limit = params.get("limit", "20")
+        limit = int(raw_limit) if _INTEGER.fullmatch(raw_limit) else 0
+        if not 1 <= limit <= 100:
+            problems.append(http.ProblemItem(message="limit must be an integer from 1 to 100", path="$.query.limit"))
         status = params.get("status")
-        if not 1 <= limit <= 100 or (status is not None and status not in STATUSES):
-            raise ProblemError(422, "validation_failed", "limit must be 1..100 and status a GenerationStatus",
-                               errors=[http.ProblemItem(message="invalid query parameter", path="$.query")])
+        if status is not None and status not in STATUSES:
+            problems.append(http.ProblemItem(message=f"status must be one of {', '.join(STATUSES)}",
+                                             path="$.query.status"))
+        cursor = params.get("cursor")
+        if cursor is not None and len(cursor) > 200:
+            problems.append(http.ProblemItem(message="cursor is longer than 200 characters", path="$.query.cursor"))
+        if problems:
+            raise ProblemError(422, "validation_failed", "Invalid query parameters", errors=problems)
         try:
-            page = await service().list(user_id, limit=limit, cursor=params.get("cursor"), status=status)
+            page = await service().list(user_id, limit=limit, cursor=cursor, status=status)
         except (ValueError, TypeError, UnicodeDecodeError):
-            raise ProblemError(422, "validation_failed", "Unknown cursor",
-                               errors=[http.ProblemItem(message="not a cursor of this API", path="$.cursor")]) from None
+            raise ProblemError(422, "validation_failed", "Unknown cursor", errors=[
+                http.ProblemItem(message="not a cursor of this API", path="$.query.cursor")]) from None
         return _json(page)
+
+    # One handler for both methods: Litestar's automatic OPTIONS answer (``Allow``) lists
+    # only the methods of the first handler registered on a path.
+    @route("/v1/generations", http_method=["GET", "POST"])
+    async def generations(request: Request[Any, Any, Any]) -> Response[bytes]:
+        if request.method == "POST":
+            return await create_generation(request)
+        return await list_generations(request)
 
     @get("/v1/generations/{generation_id:str}")
     async def get_generation(request: Request[Any, Any, Any], generation_id: PathStr) -> Response[bytes]:
@@ -114,50 +164,55 @@ def generation_routes(gw: Gateway) -> list[HTTPRouteHandler]:
 
     @get("/v1/outputs/{output_id:str}")
     async def get_output(request: Request[Any, Any, Any], output_id: PathStr) -> Response[bytes]:
-        """openapi.yaml ``getOutput``: the owner's Bearer token or a valid signature."""
+        """openapi.yaml ``getOutput``: the owner's Bearer token or a valid signature.
+
+        No credential, a bad token or a bad/expired signature: 401. Another user's output
+        is the same 404 as a missing one, so ids of others' outputs cannot be probed."""
         svc = service()
-        row = await svc.store.output(output_id) if len(output_id) <= 64 else None
-        missing = ProblemError(404, "not_found", "No such output")
-        if row is None:
-            if bearer(request) is None and "sig" not in request.query_params:
-                raise ProblemError(401, "unauthorized", "A user token or a signed URL is required",
-                                   headers={"WWW-Authenticate": 'Bearer realm="livegate"'})
-            raise missing
         params = request.query_params
-        if "sig" in params:
-            try:
-                expires = int(params.get("exp", ""))
-            except ValueError:
-                expires = 0
-            if not svc.outputs.signature_valid(row, expires, params["sig"]):
+        problems = _query_problems(params, request.headers)
+        if problems:
+            raise ProblemError(422, "validation_failed", "Invalid parameters", errors=problems)
+        signed = "sig" in params
+        if not signed and bearer(request) is None:
+            raise ProblemError(401, "unauthorized", "A user token or a signed URL is required",
+                               headers={"WWW-Authenticate": 'Bearer realm="livegate"'})
+        row = await svc.store.output(output_id) if OUTPUT_ID.fullmatch(output_id) else None
+        missing = ProblemError(404, "not_found", "No such output")
+        if signed:
+            expires = int(params.get("exp") or 0)
+            if row is None or not svc.outputs.signature_valid(row, expires, params["sig"]):
                 raise ProblemError(401, "unauthorized", "The signed URL is invalid or expired")
         else:
-            if bearer(request) is None:
-                raise ProblemError(401, "unauthorized", "A user token or a signed URL is required",
-                                   headers={"WWW-Authenticate": 'Bearer realm="livegate"'})
-            try:
-                owner = require_user(request, gw.verifier)
-            except AuthError:
-                raise ProblemError(401, "unauthorized", "Invalid token") from None
-            if owner != row.user_id:
+            owner = require_user(request, gw.verifier)  # 401 for a bad token
+            if row is None or owner != row.user_id:
                 raise missing
+        assert row is not None
+        path = svc.outputs.path_for(row.id)
         try:
-            data = svc.outputs.path_for(row.id).read_bytes()
+            size = path.stat().st_size
         except OSError:
             raise missing from None
-        headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=3600",
-                   "X-Content-Type-Options": "nosniff"}
+        # the stored media type as is (Litestar would append a second charset to text/*)
+        headers = {"content-type": row.media_type, "Accept-Ranges": "bytes",
+                   "Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"}
         if row.filename:
-            headers["Content-Disposition"] = f'inline; filename="{row.filename.replace(chr(34), "")}"'
+            headers["Content-Disposition"] = content_disposition(row.filename)
+        span: tuple[int, int] | None | str = "ignore"
         range_header = request.headers.get("range")
         if range_header:
-            span = parse_range(range_header, len(data))
+            span = parse_range(range_header, size)
             if span is None:
-                raise ProblemError(416, "range_not_satisfiable", f"The output has {len(data)} bytes",
-                                   headers={"Content-Range": f"bytes */{len(data)}"})
-            start, end = span
-            headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-            return Response(data[start:end + 1], status_code=206, media_type=row.media_type, headers=headers)
+                raise ProblemError(416, "range_not_satisfiable", f"The output has {size} bytes",
+                                   headers={"Content-Range": f"bytes */{size}"})
+        start, end = span if isinstance(span, tuple) else (0, size - 1)
+        try:
+            data = await asyncio.to_thread(_read_span, path, start, end - start + 1)
+        except OSError:
+            raise missing from None
+        if isinstance(span, tuple):
+            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+            return Response(data, status_code=206, media_type=row.media_type, headers=headers)
         return Response(data, media_type=row.media_type, headers=headers)
 
-    return [list_tools, create_generation, list_generations, get_generation, cancel_generation, get_output]
+    return [list_tools, generations, get_generation, cancel_generation, get_output]

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from litestar import WebSocket
 from litestar.exceptions import WebSocketDisconnect
+from litestar.types import WebSocketSendEvent
 
 from livegate.bus import StreamEvent, Subscription
 from livegate.errors import BusError
@@ -38,8 +39,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("livegate.ws")
 
 
+def _text_frame(text: str) -> WebSocketSendEvent:
+    return {"type": "websocket.send", "text": text, "bytes": None}
+
+
 class Connection:
-    def __init__(self, socket: WebSocket, gateway: Gateway) -> None:
+    def __init__(self, socket: WebSocket[Any, Any, Any], gateway: Gateway) -> None:
         self.socket = socket
         self.gw = gateway
         self.id = "c-" + secrets.token_hex(6)
@@ -244,7 +249,7 @@ class Connection:
             if item.replay is not None:
                 for event in item.replay:
                     if event.offset > self._last_sent:
-                        await send({"type": "websocket.send", "text": event.data})
+                        await send(_text_frame(event.data))
                         self._last_sent = event.offset
                         sent += 1
                 continue
@@ -252,12 +257,12 @@ class Connection:
                 if item.offset <= self._last_sent:
                     continue
                 self._last_sent = item.offset
-                await send({"type": "websocket.send", "text": item.frame()})
+                await send(_text_frame(item.frame()))
                 sent += 1
                 if item.published_at:
                     latency.observe(max(0.0, time.time() - item.published_at))
             else:
-                await send({"type": "websocket.send", "text": item.data})
+                await send(_text_frame(item.data))
 
     def _wake_writer(self) -> None:
         waiting = self._writer_waiting

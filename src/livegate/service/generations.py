@@ -116,6 +116,9 @@ class GenerationService:
                 log.info("re-attaching generation", extra={"generation_id": row.id, "user_id": row.user_id})
                 self._rows[row.id] = row
                 self._launch(row, reattach=True)
+            elif tool is None:
+                reason = f"The tool {row.tool_id!r} is no longer configured"
+                await self._finish(row, "failed", error={"code": "tool_error", "message": reason})
             else:
                 reason = "The gateway restarted while this run was in flight and could not re-attach to it"
                 await self._finish(row, "failed", error={"code": "interrupted_by_restart", "message": reason})

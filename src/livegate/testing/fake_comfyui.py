@@ -15,8 +15,9 @@ prompt (none connected: dropped). ``POST /interrupt`` lands at the next node sta
 progress tick, as real ComfyUI's does. A reconnecting client gets no replay, only ``status``
 (with ``sid``) and ``executing {node}`` without prompt_id. History holds every finished run.
 
-Test hooks: :meth:`drop_connections`, :attr:`accept_websockets`, :meth:`wait_for_node`,
-:meth:`wait_for_history`. Run by hand: ``python -m livegate.testing.fake_comfyui --port 8188``.
+Test hooks: :meth:`drop_connections`, :attr:`accept_websockets`, :meth:`pause` /
+:meth:`resume`, :meth:`wait_for_node`, :meth:`wait_for_history`. Run by hand:
+``python -m livegate.testing.fake_comfyui --port 8188``.
 """
 
 from __future__ import annotations
@@ -157,6 +158,8 @@ class FakeComfyUI:
         self._conns: dict[str, _Conn] = {}
         self._all_conns: set[_Conn] = set()
         self._wakeup = asyncio.Event()
+        self._resumed = asyncio.Event()
+        self._resumed.set()
         self._changed = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._server = BackgroundServer(strip_marked_content_type(self._app()), host=host, port=port)
@@ -200,6 +203,14 @@ class FakeComfyUI:
             if name not in self.scripts and name != "synth":
                 raise ValueError(f"unknown scenario {name!r}; known: {sorted(self.scripts)}")
         self._forced.extend(names)
+
+    def pause(self) -> None:
+        """Hold the running prompt before its next frame (the queue and HTTP still answer)
+        until :meth:`resume`: a test can then do things "while node N runs"."""
+        self._resumed.clear()
+
+    def resume(self) -> None:
+        self._resumed.set()
 
     async def drop_connections(self, code: int = 1011) -> None:
         """Close every WebSocket from the server side (runs continue)."""
@@ -327,6 +338,10 @@ class FakeComfyUI:
             delay = start + frame.at * self.speed - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if not self._resumed.is_set():  # paused by the test: the run stands still
+                paused_at = loop.time()
+                await self._resumed.wait()
+                start += loop.time() - paused_at
             if self._interrupt and _is_progress_tick(frames, index):
                 # the progress hook checks for an interrupt before it reports anything
                 messages.append(await self._interrupted(item, finished))

@@ -59,6 +59,7 @@ class RecordingRunContext:
         self._generation_id = generation_id
         self._user_id = user_id
         self._upstream_ref = upstream_ref
+        self.detaching = False  # set to True to act as a stopping gateway would
         self.progress_events: list[ProgressEvent] = []
         self.outputs: dict[str, bytes] = {}
         self.stored: list[StoredOutput] = []

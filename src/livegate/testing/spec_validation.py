@@ -14,12 +14,14 @@ import yaml
 
 @functools.cache
 def asyncapi_document() -> dict[str, Any]:
-    return yaml.safe_load(resources.files("livegate.specs").joinpath("asyncapi.yaml").read_text())
+    document: dict[str, Any] = yaml.safe_load(resources.files("livegate.specs").joinpath("asyncapi.yaml").read_text())
+    return document
 
 
 @functools.cache
 def openapi_document() -> dict[str, Any]:
-    return yaml.safe_load(resources.files("livegate.specs").joinpath("openapi.yaml").read_text())
+    document: dict[str, Any] = yaml.safe_load(resources.files("livegate.specs").joinpath("openapi.yaml").read_text())
+    return document
 
 
 @functools.cache

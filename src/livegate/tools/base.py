@@ -9,7 +9,8 @@ what the tool reports into the contract events ``generationProgress`` and
 Cancellation is asyncio cancellation: when the user cancels or the tool's timeout fires,
 the service cancels the task running :meth:`Tool.run`; a tool that started upstream work
 (a ComfyUI prompt, an HTTP stream) must stop it in its ``except CancelledError`` /
-``finally`` block and re-raise.
+``finally`` block and re-raise — unless :attr:`RunContext.detaching` says the gateway is
+stopping, in which case work that can be re-attached after the restart is left running.
 
 Errors: a tool raises :class:`livegate.errors.ToolError` with a contract
 ``GenerationErrorCode``; anything else is reported as ``tool_error``.
@@ -53,6 +54,12 @@ class RunContext(Protocol):
     @property
     def upstream_ref(self) -> str | None:
         """The reference saved by :meth:`save_upstream_ref` (set when re-attaching)."""
+
+    @property
+    def detaching(self) -> bool:
+        """``True`` when the run is being cancelled because the *gateway* stops, not
+        because the user cancelled or the timeout fired: leave re-attachable upstream
+        work running (the next start re-attaches to it by :attr:`upstream_ref`)."""
 
     async def progress(
         self,

@@ -11,9 +11,11 @@ Reliability: a dropped WebSocket is reopened with backoff, and after every disco
 read, so a completion is never missed — ComfyUI replays nothing on reconnect. A ``{}``
 history means queued or running, or deleted: ``GET /queue`` tells which.
 
-Cancellation: a running prompt gets ``POST /interrupt {prompt_id}`` (it lands at ComfyUI's
-next node or progress tick), a pending one ``POST /queue {"delete": [id]}``; the run then
-waits, at most ``cancel_timeout_seconds``, for ComfyUI to confirm before re-raising.
+Cancellation (by the user or a timeout; a stopping gateway, ``ctx.detaching``, leaves the
+prompt running for the next start to re-attach): a running prompt gets
+``POST /interrupt {prompt_id}`` (it lands at ComfyUI's next node or progress tick), a
+pending one ``POST /queue {"delete": [id]}``; the run then waits, at most
+``cancel_timeout_seconds``, for ComfyUI to confirm before re-raising.
 :meth:`ComfyUITool.reattach` follows a prompt by the saved id after a gateway restart.
 """
 
@@ -46,8 +48,8 @@ from livegate.tools.comfyui_tracker import (
     ProgressUpdate,
     ShowFile,
     Succeeded,
-    succeeded,
     outputs_from_history,
+    succeeded,
 )
 from livegate.tools.settings import SettingsReader, ToolConfigError, check_schema, validate_inputs
 
@@ -148,7 +150,10 @@ class _Run:
                     backoff = min(backoff * 2, tool.reconnect_max_delay)
                 continue
             try:
-                frame = await asyncio.wait_for(self.ws.recv(), max(0.0, next_poll - loop.time()))
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancel that lands as a frame arrives, and the run would go on regardless
+                async with asyncio.timeout(max(0.0, next_poll - loop.time())):
+                    frame = await self.ws.recv()
             except TimeoutError:
                 next_poll = loop.time() + tool.poll_interval
                 outcome = await self.poll()
@@ -296,7 +301,7 @@ class ComfyUITool:
             await ctx.progress(0.0, message="Queued on ComfyUI")
             return await self._finish(run)
         except asyncio.CancelledError:
-            if submitting:
+            if submitting and not ctx.detaching:
                 await self._stop_upstream(run)
             raise
         finally:
@@ -328,7 +333,8 @@ class ComfyUITool:
             await run.connect()
             return await self._finish(run)
         except asyncio.CancelledError:
-            await self._stop_upstream(run)
+            if not ctx.detaching:
+                await self._stop_upstream(run)
             raise
         finally:
             await run.close()
@@ -376,9 +382,8 @@ class ComfyUITool:
             kind = _kind(media_type)
             width = height = None
             if kind == "image":
-                with contextlib.suppress(UnidentifiedImageError, OSError):
-                    with Image.open(io.BytesIO(data)) as image:
-                        width, height = image.size
+                with contextlib.suppress(UnidentifiedImageError, OSError), Image.open(io.BytesIO(data)) as image:
+                    width, height = image.size
             stored.append(
                 await ctx.store_output(
                     data, kind=kind, media_type=media_type, filename=filename, width=width, height=height

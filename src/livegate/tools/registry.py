@@ -1,9 +1,10 @@
-"""Which tools exist: a TOML file of ``[[tools]]`` tables, built through a kind table.
+"""Which tools exist: a TOML file of ``[[tools]]`` tables (or the same as YAML, a
+``tools:`` list), built through a kind table.
 
 ::
 
     [[tools]]
-    id = "demo"                  # unique; [A-Za-z0-9][A-Za-z0-9_.-]*
+    id = "demo"                  # unique; [a-z0-9][a-z0-9_-]* (asyncapi.yaml ToolId)
     kind = "demo"                # a key of KINDS
     title = "Demo (no network)"  # default: the id
     timeout_seconds = 120        # default 600
@@ -39,7 +40,7 @@ __all__ = [
     "parse_tool_specs",
 ]
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")  # asyncapi.yaml ToolId
 _KEYS = {"id", "kind", "title", "timeout_seconds", "max_concurrency", "settings"}
 HERE = Path(__file__).resolve().parent
 
@@ -103,7 +104,7 @@ def parse_tool_specs(
         if not isinstance(entry, Mapping):
             raise ToolConfigError(f"{where}: must be a table")
         tool_id = entry.get("id")
-        if not isinstance(tool_id, str) or not _ID.match(tool_id):
+        if not isinstance(tool_id, str) or not _ID.fullmatch(tool_id):
             raise ToolConfigError(f"{where}: 'id' must match {_ID.pattern}, got {tool_id!r}")
         where = f"{source}: tool {tool_id!r}"
         if tool_id in seen:
@@ -139,14 +140,28 @@ def parse_tool_specs(
 
 
 def load_tool_specs(path: str | Path) -> list[ToolSpec]:
-    """Read a tools TOML file; relative file settings resolve against its directory."""
+    """Read a tools file — TOML, or YAML when it is named ``*.yaml`` / ``*.yml`` (the same
+    document: a ``tools`` list of tables); relative file settings resolve against its
+    directory."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ToolConfigError(f"cannot read tools config {path}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ToolConfigError(f"{path}: invalid TOML: {exc}") from None
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ToolConfigError(f"{path}: invalid YAML: {exc}") from None
+        if not isinstance(data, Mapping):
+            raise ToolConfigError(f"{path}: the document must be a mapping with a 'tools' list")
+    else:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ToolConfigError(f"{path}: invalid TOML: {exc}") from None
     return parse_tool_specs(data, base_dir=path.resolve().parent, source=str(path))
 
 

@@ -4,7 +4,8 @@ which tool and which key is wrong.
 * :class:`ToolConfigError` — the tools config is wrong (unknown kind, bad or unknown
   setting, unreadable workflow file). Raised when tools are loaded or built, never while a
   generation runs.
-* :func:`validate_inputs` — JSON Schema 2020-12 validation plus top-level defaults; a
+* :func:`validate_inputs` — JSON Schema 2020-12 validation plus top-level defaults
+  (integral numbers such as ``2.0`` become ``int`` where the schema says ``integer``); a
   refusal is ``ToolError(code="invalid_inputs")``.
 """
 
@@ -113,4 +114,19 @@ def validate_inputs(schema: Mapping[str, Any], inputs: Mapping[str, Any]) -> dic
     if error is not None:
         path = "/".join(str(p) for p in error.absolute_path) or "(root)"
         raise ToolError(f"invalid inputs at {path}: {error.message}", code="invalid_inputs")
-    return filled
+    return _integers(schema, filled)
+
+
+def _integers(schema: Any, value: Any) -> Any:
+    """JSON Schema counts ``2.0`` as an integer: hand the tool an ``int`` for it."""
+    if not isinstance(schema, Mapping):
+        return value
+    types = schema.get("type")
+    if isinstance(value, float) and (types == "integer" or (isinstance(types, list) and "integer" in types)):
+        return int(value) if value.is_integer() else value
+    if isinstance(value, dict):
+        props = schema.get("properties") or {}
+        return {k: _integers(props.get(k), v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integers(schema.get("items"), v) for v in value]
+    return value
