@@ -40,6 +40,7 @@ run: $(STAMP)
 
 test: $(STAMP) system-deps
 	$(BIN)/livegate contract check
+	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest -n $(WORKERS) --dist loadfile -p no:cacheprovider
 
 contract: $(STAMP)
@@ -47,6 +48,7 @@ contract: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import signal
@@ -52,10 +53,8 @@ def rss_bytes(pid: int) -> int:
 def pin(pid: int, cores: set[int]) -> None:
     """Pin every thread of ``pid`` (affinity is per thread on Linux)."""
     for task in os.listdir(f"/proc/{pid}/task"):
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.sched_setaffinity(int(task), cores)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 @dataclass

@@ -54,7 +54,7 @@ class Floor:
             first = await asyncio.wait_for(ws.recv(), 5)
             auth = self.auth_decoder.decode(first)
             user = jwt.decode(auth.token, self.secret, algorithms=["HS256"])["sub"]
-        except Exception:  # noqa: BLE001 - any bad auth frame or token is a refusal
+        except Exception:
             await ws.close(4401, "auth failed")
             return
         conns = self.by_user.setdefault(user, set())

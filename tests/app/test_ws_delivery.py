@@ -10,7 +10,7 @@ import httpx
 from livegate.protocol import http
 from livegate.testing.gateway import running_gateway
 
-from .conftest import note, progress
+from .conftest import note
 
 
 async def test_every_tab_of_a_user_gets_every_event_and_nobody_else(gateway, connect) -> None:

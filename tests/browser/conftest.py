@@ -185,11 +185,14 @@ async def run_demo(
         await win.get_by_label("Prompt").fill(prompt)
     await win.get_by_label("Steps").fill(str(steps))
     await win.get_by_label("Duration (s)").fill(str(duration))
+    # A window shows one run: wait for the run element of *this* click, not an earlier one.
+    previous = await win.locator(".run").get_attribute("data-generation-id") if await win.locator(".run").count() else None
     await win.get_by_role("button", name="Run").click()
-    run = win.locator(".run")
+    selector = ".run" if previous is None else f".run:not([data-generation-id={previous}])"
+    run = win.locator(selector)
     await run.wait_for()
     gen_id = await run.get_attribute("data-generation-id")
-    assert gen_id and gen_id.startswith("gen_"), gen_id
+    assert gen_id and gen_id.startswith("gen_") and gen_id != previous, gen_id
     return gen_id
 
 

@@ -43,7 +43,7 @@ async def _render(base: str, *, allow_origin: str | None) -> dict[str, str]:
 
             async def guard(route):  # type: ignore[no-untyped-def]
                 url = route.request.url
-                local = url.startswith("file://") or url.startswith("data:") or (
+                local = url.startswith(("file://", "data:")) or (
                     allow_origin is not None and url.startswith(allow_origin))
                 if local:
                     await route.continue_()

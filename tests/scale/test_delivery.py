@@ -131,7 +131,9 @@ async def _move_clients(cluster: Cluster, how: str) -> tuple[list[ResumingClient
             # re-raises the SIGTERM it handled, hence -15).
             assert await asyncio.to_thread(victim.terminate) in (0, -15)
             assert "Application shutdown complete" in victim.log_tail(200)
-        moved = lambda: [c for c in clients if len(c.welcomes) >= 2]
+        def moved() -> list[Any]:
+            return [c for c in clients if len(c.welcomes) >= 2]
+
         await eventually(lambda: len(moved()) == 2, timeout=15.0, what="the victim's two clients reconnected")
         assert cluster.balancer.open_links(victim.port) == 0
         await publisher.wait_batches(20)  # and the stream goes on after the move

@@ -18,7 +18,7 @@ LEGAL = {(a, b) for a, targets in TRANSITIONS.items() for b in targets}
 def test_states_are_the_contracts_generation_status() -> None:
     enum = asyncapi_document()["components"]["schemas"]["GenerationStatus"]["enum"]
     assert list(TRANSITIONS) == enum
-    assert FINAL == {"completed", "failed", "cancelled"}
+    assert {"completed", "failed", "cancelled"} == FINAL
 
 
 def test_the_docstring_diagram_is_the_table() -> None:

@@ -78,7 +78,7 @@ def test_frames_of_other_prompts_are_ignored() -> None:
 
 
 def test_cached_trace_counts_cached_nodes_as_done() -> None:
-    tracker, actions = track("cached")
+    _tracker, actions = track("cached")
     assert isinstance(actions[-1], Succeeded)
     assert actions[-1].files == (OutputFile("9", "gateway_capture_00001_.png"),)
     assert max(u.fraction for u in progress(actions)) == 0.99
@@ -134,7 +134,7 @@ def test_queue_trace_keeps_prompts_apart() -> None:
 
 
 def test_reconnect_trace_accepts_the_prompt_less_executing() -> None:
-    tracker, actions = track("reconnect")
+    _tracker, actions = track("reconnect")
     assert any(isinstance(a, ProgressUpdate) and a.message == "Running ImageBlur (node 3)" for a in actions)
     assert actions[-1] == Succeeded((OutputFile("5", "gateway_slow_00002_.png"),))
     fractions = [u.fraction for u in progress(actions)]

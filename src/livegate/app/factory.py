@@ -9,8 +9,8 @@ from typing import Any, cast
 
 from litestar import Litestar, Request, WebSocket, get, websocket
 from litestar.response import File
-from litestar.types import ExceptionHandlersMap
 from litestar.static_files import create_static_files_router
+from litestar.types import ExceptionHandlersMap
 
 from livegate.app.gateway import Gateway
 from livegate.app.problems import EXCEPTION_HANDLERS

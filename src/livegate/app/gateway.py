@@ -4,6 +4,7 @@ publisher and the generation service. Routes and the WebSocket pump receive it."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,7 @@ class Gateway:
         self.generations: GenerationService | None = None
         self.started_at = time.time()
         self._draining = False
+        self._connection_left = asyncio.Event()  # drain() waits on it
 
     async def start(self) -> None:
         """Start (or start again after :meth:`stop`: an app's lifespan may run more than once,
@@ -76,9 +78,18 @@ class Gateway:
             log.info("draining %d connections", len(connections))
         for connection in connections:
             connection.request_close("server_restart", "The server is restarting; reconnect and resume", flush=True)
-        deadline = time.monotonic() + timeout
-        while self.connections and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self.connections:
+                    self._connection_left.clear()
+                    await self._connection_left.wait()
+
+    def add_connection(self, connection: Connection) -> None:
+        self.connections.add(connection)
+
+    def remove_connection(self, connection: Connection) -> None:
+        self.connections.discard(connection)
+        self._connection_left.set()
 
     def _on_stream_reset(self, user_id: str) -> None:
         """The bus lost this stream's history (e.g. Redis restarted empty: a new epoch). Its

@@ -29,7 +29,7 @@ PathStr = Annotated[str, Parameter()]
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 
 
-def parse_range(header: str, size: int) -> tuple[int, int] | None | Literal["ignore"]:
+def parse_range(header: str, size: int) -> tuple[int, int] | Literal["ignore"] | None:
     """One ``bytes=a-b`` range as inclusive ``(start, end)``; ``None``: unsatisfiable (416);
     ``"ignore"``: not a byte range we understand, so RFC 9110 (14.2) has us ignore it and
     send the whole output. Several ranges are answered with the first (allowed by RFC 9110)."""
@@ -198,7 +198,7 @@ def generation_routes(gw: Gateway) -> list[HTTPRouteHandler]:
                    "Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"}
         if row.filename:
             headers["Content-Disposition"] = content_disposition(row.filename)
-        span: tuple[int, int] | None | str = "ignore"
+        span: tuple[int, int] | str | None = "ignore"
         range_header = request.headers.get("range")
         if range_header:
             span = parse_range(range_header, size)

@@ -68,7 +68,7 @@ class Connection:
 
     async def run(self) -> None:
         await self.socket.accept()
-        self.gw.connections.add(self)
+        self.gw.add_connection(self)
         writer = asyncio.create_task(self._writer(), name=f"ws-writer-{self.id}")
         self._rearm_timer()
         try:
@@ -91,7 +91,7 @@ class Connection:
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await writer
-            self.gw.connections.discard(self)
+            self.gw.remove_connection(self)
 
     def _origin_error(self) -> str | None:
         allowed = self.gw.config.allowed_origins

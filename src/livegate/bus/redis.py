@@ -257,6 +257,7 @@ class RedisBus(Bus):
         self._confirms: deque[_StreamState | None] = deque()  # SUBSCRIBE replies expected, in order
         self._initial_pending = 0
         self._subscribed = False  # connected, every channel confirmed, back-filled
+        self._subscribed_changed = asyncio.Event()  # set whenever _subscribed turns True
         self._resync: set[str] = set()
         self._force_reconnect = False
         self._probe_sent: tuple[bytes, float] | None = None
@@ -293,9 +294,13 @@ class RedisBus(Bus):
             asyncio.create_task(self._reader(), name="redis-bus-reader"),
             asyncio.create_task(self._prober(), name="redis-bus-prober"),
         ]
-        deadline = time.monotonic() + (self._connect_timeout * 2 if wait is None else wait)
-        while not self._subscribed and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        # Wait (bounded) for the first subscription; a bus that cannot subscribe yet still
+        # starts, reports not ready, and keeps retrying in the reader.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._connect_timeout * 2 if wait is None else wait):
+                while not self._subscribed:
+                    self._subscribed_changed.clear()
+                    await self._subscribed_changed.wait()
 
     async def stop(self) -> None:
         tasks = self._tasks + [s.establish for s in self._streams.values() if s.establish]
@@ -614,6 +619,7 @@ class RedisBus(Bus):
             if self._initial_pending == 0:
                 await self._backfill_all()
                 self._subscribed = True
+                self._subscribed_changed.set()
                 if self._down_since is not None:
                     log.warning("redis pub/sub re-established after %.1fs; %d streams back-filled",
                                 time.monotonic() - self._down_since, len(self._streams))

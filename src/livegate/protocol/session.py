@@ -39,6 +39,7 @@ from livegate.protocol import codec, messages
 from livegate.protocol.auth import Claims, TokenVerifier
 from livegate.protocol.codes import CLOSE_CODES, FATAL_CLOSE
 
+
 class State(enum.Enum):
     AWAITING_AUTH = "awaiting_auth"
     AUTHENTICATING = "authenticating"

@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import msgspec
 
 from livegate.errors import BusError, IllegalTransition, NotFound, ToolError
-from livegate.protocol import http, messages
+from livegate.protocol import http
 from livegate.service.lifecycle import FINAL, check_transition
 from livegate.service.outputs import OutputStore
 from livegate.service.publisher import Publisher
@@ -33,8 +34,11 @@ from livegate.service.run_context import ServiceRunContext
 from livegate.service.store import GenerationRow, GenerationStore, decode_cursor, encode_cursor
 from livegate.tools.base import StoredOutput, Tool
 
+# (spelled out here: inside GenerationService the name `list` is the method `list`)
+StoredOutputs = list[StoredOutput]
+
 log = logging.getLogger("livegate.generations")
-_UNSET = messages.UNSET
+_UNSET = msgspec.UNSET
 
 
 def _ts(value: float | None) -> Any:
@@ -262,7 +266,7 @@ class GenerationService:
             self._contexts.pop(row.id, None)
             self._schedule()
 
-    async def _complete(self, row: GenerationRow, outputs: list[StoredOutput]) -> None:
+    async def _complete(self, row: GenerationRow, outputs: StoredOutputs) -> None:
         row.output_ids = [o.id for o in outputs]
         await self._finish(row, "completed")
 
@@ -284,10 +288,10 @@ class GenerationService:
         await self._publish_update(row)
 
     async def _publish_update(self, row: GenerationRow) -> None:
-        outputs = _UNSET
+        outputs: list[http.Output] | msgspec.UnsetType = _UNSET
         if row.status == "completed":
             outputs = [self.outputs.describe(o) for o in await self.store.outputs(row.output_ids)]
-        error = _UNSET
+        error: http.GenerationError | msgspec.UnsetType = _UNSET
         if row.error:
             error = http.GenerationError(code=row.error["code"], message=row.error["message"],
                                          node_id=row.error.get("nodeId", _UNSET))

@@ -15,11 +15,13 @@ import secrets
 import time
 from pathlib import Path
 
-from livegate.protocol import http, messages
+import msgspec
+
+from livegate.protocol import http
 from livegate.service.store import OutputRow
 
 OUTPUT_ID = re.compile(r"^out_[0-9a-f]{16}$")
-_UNSET = messages.UNSET
+_UNSET = msgspec.UNSET
 
 
 def _opt(value: object) -> object:

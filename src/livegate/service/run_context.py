@@ -15,14 +15,16 @@ import base64
 import time
 from typing import TYPE_CHECKING, Any
 
-from livegate.protocol import http, messages
+import msgspec
+
+from livegate.protocol import http
 from livegate.service.store import GenerationRow, OutputRow
 from livegate.tools.base import OutputKind, StoredOutput
 
 if TYPE_CHECKING:
     from livegate.service.generations import GenerationService
 
-_UNSET = messages.UNSET
+_UNSET = msgspec.UNSET
 INLINE_TEXT_LIMIT = 16 * 1024
 
 

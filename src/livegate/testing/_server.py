@@ -15,7 +15,7 @@ from typing import Any
 
 import uvicorn
 
-__all__ = ["BackgroundServer", "NO_CONTENT_TYPE", "find_fixtures_dir", "strip_marked_content_type"]
+__all__ = ["NO_CONTENT_TYPE", "BackgroundServer", "find_fixtures_dir", "strip_marked_content_type"]
 
 # Litestar always sets a content-type. Real ComfyUI answers some requests (POST /queue,
 # /interrupt, /view 404) with an empty body and no content-type at all; a handler marks such

@@ -82,7 +82,7 @@ class _Item:
 @dataclass(eq=False, slots=True)
 class _Conn:
     sid: str
-    socket: WebSocket
+    socket: WebSocket[Any, Any, Any]
     flags: dict[str, Any] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     closed: bool = False
@@ -491,10 +491,10 @@ class FakeComfyUI:
             return _json({node_class: info} if info is not None else {})
 
         @websocket(["/ws", "/api/ws"])
-        async def ws(socket: WebSocket) -> None:
+        async def ws(socket: WebSocket[Any, Any, Any]) -> None:
             await fake._serve_socket(socket)
 
-        handlers = [post_prompt, get_prompt, get_queue, post_queue, post_interrupt, get_history]
+        handlers: list[Any] = [post_prompt, get_prompt, get_queue, post_queue, post_interrupt, get_history]
         handlers += [get_history_one, post_history, view, system_stats, features]
         handlers += [object_info_all, object_info, ws]
         return Litestar(handlers, openapi_config=None, logging_config=None, debug=False)
@@ -558,7 +558,7 @@ class FakeComfyUI:
             headers={"Content-Disposition": f'filename="{filename}"'},
         )
 
-    async def _serve_socket(self, socket: WebSocket) -> None:
+    async def _serve_socket(self, socket: WebSocket[Any, Any, Any]) -> None:
         if not self.accept_websockets:
             await socket.close(code=1013)  # before accept: the client sees HTTP 403
             return
@@ -577,7 +577,8 @@ class FakeComfyUI:
                 event = await socket.receive()
                 if event["type"] == "websocket.disconnect":
                     break
-                message = _loads(event.get("text") or b"")
+                text = event.get("text")
+                message = _loads(text if isinstance(text, str) else b"")
                 if isinstance(message, dict) and message.get("type") == "feature_flags":
                     conn.flags = dict(message.get("data") or {})
                     reply = {"type": "feature_flags", "data": self.static.body("get_features")}
@@ -601,7 +602,8 @@ def _loads(raw: bytes | str) -> Any:
 
 def _prepare(frame: ScriptFrame, old_pid: str, new_pid: str) -> dict[str, Any]:
     assert frame.msg is not None
-    msg = substitute(frame.msg, old_pid, new_pid) if old_pid != new_pid else json.loads(json.dumps(frame.msg))
+    msg: dict[str, Any] = (substitute(frame.msg, old_pid, new_pid) if old_pid != new_pid
+                           else json.loads(json.dumps(frame.msg)))
     if isinstance(msg.get("data"), dict) and "timestamp" in msg["data"]:
         msg["data"]["timestamp"] = _now_ms()
     return msg
@@ -641,7 +643,7 @@ def _is_progress_tick(frames: tuple[ScriptFrame, ...], index: int) -> bool:
         return False
     for later in frames[index + 1 :]:
         if later.msg is not None:
-            return later.msg["type"] == "progress"
+            return bool(later.msg["type"] == "progress")
     return False
 
 

@@ -18,12 +18,14 @@ import asyncio
 import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from livegate.tools.base import OutputKind, StoredOutput
 
 __all__ = ["ProgressEvent", "RecordingRunContext"]
 
+
+_T = TypeVar("_T")
 
 @dataclass(frozen=True, slots=True)
 class ProgressEvent:
@@ -176,7 +178,7 @@ class RecordingRunContext:
         """Wait until ``condition()`` (re-checked after every recorded call) is true."""
         await self._wait(lambda: True if condition() else None, timeout, "condition")
 
-    async def _wait(self, find: Callable[[], Any], timeout: float, what: str) -> Any:
+    async def _wait(self, find: Callable[[], _T | None], timeout: float, what: str) -> _T:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:

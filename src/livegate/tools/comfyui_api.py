@@ -106,7 +106,7 @@ class ComfyAPI:
         for where in ("running", "pending"):
             for item in body.get(f"queue_{where}") or []:
                 if isinstance(item, list) and len(item) > 2 and item[1] == prompt_id:
-                    return QueueState(where, item)  # type: ignore[arg-type]
+                    return QueueState(where, item)
         return QueueState("absent")
 
     async def interrupt(self, prompt_id: str) -> None:

@@ -160,7 +160,8 @@ def summarise_validation_error(body: Any) -> str:
     """A readable one-liner for a ``POST /prompt`` 400 body (``error`` + ``node_errors``)."""
     if not isinstance(body, Mapping):
         return "ComfyUI refused the prompt"
-    error = body.get("error") if isinstance(body.get("error"), Mapping) else {}
+    raw_error = body.get("error")
+    error: Mapping[str, Any] = raw_error if isinstance(raw_error, Mapping) else {}
     parts = [str(error.get("message") or "ComfyUI refused the prompt").rstrip(".")]
     if error.get("details"):
         parts[0] += f": {error['details']}"
@@ -239,7 +240,8 @@ class ComfyRunTracker:
     def _text(self, type_: str, data: Mapping[str, Any]) -> list[Action]:
         if type_ == "executing" and "prompt_id" not in data:
             # sent on reconnect to the client owning the running prompt: that is us
-            return self._node_started(data.get("node")) if data.get("node") else []
+            node = data.get("node")
+            return self._node_started(str(node)) if node else []
         if not self._ours(data):
             return []
         if type_ == "execution_start":

@@ -41,7 +41,7 @@ import math
 import os
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -102,7 +102,7 @@ def status_error(status: int, body: bytes, headers: httpx.Headers) -> ToolError:
 def _should_retry(status: int, body: bytes, headers: httpx.Headers) -> bool:
     override = headers.get("x-should-retry")
     if override in ("true", "false"):
-        return override == "true"
+        return bool(override == "true")
     fields = _error_fields(body)
     if "insufficient_quota" in (fields.get("code"), fields.get("type")):
         return False  # a quota does not come back by waiting
@@ -140,7 +140,8 @@ def retry_delay(
         return None
     if wait is not None and wait > 0:
         return wait
-    return min(base * 2**attempt, cap) * (1 - 0.25 * jitter)
+    backoff: float = min(base * 2**attempt, cap) * (1 - 0.25 * jitter)
+    return backoff
 
 
 class OpenAITool:
@@ -299,7 +300,7 @@ class OpenAITool:
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
-    async def _events(self, response: httpx.Response, what: str) -> AsyncIterator[SSEEvent]:
+    async def _events(self, response: httpx.Response, what: str) -> AsyncGenerator[SSEEvent, None]:
         """SSE events of ``response``; transport failures mapped, the response closed."""
         decoder = SSEDecoder()
         rid = response.headers.get("x-request-id")

@@ -80,8 +80,8 @@ KINDS: Mapping[str, ToolKind] = {
 
 def _number(entry: Mapping[str, Any], key: str, default: float, where: str, *, integer: bool) -> Any:
     value = entry.get(key, default)
-    kinds: tuple[type, ...] = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or value <= 0:
+    wrong_type = isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int))
+    if wrong_type or value <= 0:
         kind = "a positive integer" if integer else "a positive number"
         raise ToolConfigError(f"{where}: {key!r} must be {kind}, got {value!r}")
     return value
@@ -113,7 +113,7 @@ def parse_tool_specs(
         if set(entry) - _KEYS:
             raise ToolConfigError(f"{where}: unknown key(s) {sorted(set(entry) - _KEYS)}")
         kind = entry.get("kind")
-        if kind not in KINDS:
+        if not isinstance(kind, str) or kind not in KINDS:
             raise ToolConfigError(f"{where}: unknown kind {kind!r}; known kinds: {', '.join(sorted(KINDS))}")
         title = entry.get("title", tool_id)
         if not isinstance(title, str) or not title:

@@ -72,8 +72,7 @@ class SettingsReader:
         value = self._get(key, default)
         if value is default or value is None:
             return value
-        kinds: tuple[type, ...] = (int,) if integer else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kinds):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
             raise self.error(key, f"must be {'an integer' if integer else 'a number'}")
         if minimum is not None and value < minimum:
             raise self.error(key, f"must be >= {minimum}; got {value}")
@@ -114,7 +113,8 @@ def validate_inputs(schema: Mapping[str, Any], inputs: Mapping[str, Any]) -> dic
     if error is not None:
         path = "/".join(str(p) for p in error.absolute_path) or "(root)"
         raise ToolError(f"invalid inputs at {path}: {error.message}", code="invalid_inputs")
-    return _integers(schema, filled)
+    integral: dict[str, Any] = _integers(schema, filled)
+    return integral
 
 
 def _integers(schema: Any, value: Any) -> Any:

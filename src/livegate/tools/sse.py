@@ -84,12 +84,10 @@ class SSEDecoder:
             self._data.append(value)
         elif name == "event":
             self._event = value
-        elif name == "id":
-            if "\0" not in value:
-                self._id = value
-        elif name == "retry":
-            if value.isdigit():
-                self._retry = int(value)
+        elif name == "id" and "\0" not in value:  # an id with NUL is ignored (WHATWG)
+            self._id = value
+        elif name == "retry" and value.isdigit():  # a non-digit retry is ignored (WHATWG)
+            self._retry = int(value)
         return None
 
     def _dispatch(self) -> SSEEvent | None:
