@@ -259,6 +259,36 @@ class Publisher:
             raise RuntimeError(f"publish answered {status!r}: {body_out[:300]!r}")
 
 
+class RoundRobinPublisher:
+    """Keep-alive publishers to one or more ports; each ``post`` goes to the next port.
+
+    With one port it is a :class:`Publisher`. ``first`` picks the port of the first post (so two
+    concurrent loops over two ports start on different ones).
+    """
+
+    def __init__(self, host: str, ports: tuple[int, ...], service_token: str, first: int = 0) -> None:
+        self.publishers = [Publisher(host, port, service_token) for port in ports]
+        self.next = first
+
+    async def __aenter__(self) -> Self:
+        try:
+            for pub in self.publishers:
+                await pub.__aenter__()
+        except BaseException:
+            await self.__aexit__()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for pub in self.publishers:
+            await pub.__aexit__()
+
+    async def post(self, body: bytes) -> None:
+        pub = self.publishers[self.next % len(self.publishers)]
+        self.next += 1
+        await pub.post(body)
+
+
 class Workload:
     """Events of ~300 bytes (as delivered) to random users, in batches."""
 

@@ -1,4 +1,9 @@
-"""Server processes under test: start, pin to a core, read CPU time and RSS, stop by PID."""
+"""Server processes under test: start, pin to a core, read CPU time and RSS, stop by PID.
+
+A target is one server process, or (``livegate-redis2``) two ``livegate serve`` processes on
+one real ``redis-server``: then ``pids``/``ws_ports``/``publish_ports`` list both gateways and
+``redis_pid`` is the Redis child.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import httpx
 
 from livegate.testing.gateway import TEST_SECRET, TEST_SERVICE_TOKEN
 from livegate.testing.process import GatewayProcess
+from livegate.testing.redis_server import RedisServer
 
 BENCH_DIR = Path(__file__).resolve().parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -59,7 +65,12 @@ def pin(pid: int, cores: set[int]) -> None:
 
 @dataclass
 class Target:
-    """Where a server under test listens and how its clients speak."""
+    """Where a server under test listens and how its clients speak.
+
+    ``pid``/``ws_port``/``publish_port`` are the (first) server process; a target of several
+    gateway processes lists all of them in ``pids``/``ws_ports``/``publish_ports`` (same order)
+    and its Redis in ``redis_pid``. For a single process they default to the one process.
+    """
 
     name: str
     pid: int
@@ -68,6 +79,22 @@ class Target:
     publish_port: int
     dialect: str
     service_token: str
+    pids: tuple[int, ...] = ()
+    ws_ports: tuple[int, ...] = ()
+    publish_ports: tuple[int, ...] = ()
+    redis_pid: int | None = None
+
+    def __post_init__(self) -> None:
+        self.pids = self.pids or (self.pid,)
+        self.ws_ports = self.ws_ports or (self.ws_port,)
+        self.publish_ports = self.publish_ports or (self.publish_port,)
+
+    def all_pids(self) -> tuple[int, ...]:
+        """Every process of the target (gateways, then Redis if any)."""
+        return self.pids + ((self.redis_pid,) if self.redis_pid is not None else ())
+
+
+REDIS_GATEWAYS = {"livegate-redis2": 2}  # target name -> gateway processes on one Redis
 
 
 class Server:
@@ -80,23 +107,48 @@ class Server:
         self.env = env or {}
         self.server_core = server_core
         self._gateway: GatewayProcess | None = None
+        self._gateways: list[GatewayProcess] = []
+        self._redis: RedisServer | None = None
         self._popen: subprocess.Popen[bytes] | None = None
         self.target: Target | None = None
 
     def __enter__(self) -> Target:
         # Children inherit the creator's affinity: spawn from the server core, then go back.
         mine = os.sched_getaffinity(0)
-        if self.server_core is not None:
-            os.sched_setaffinity(0, {self.server_core})
         try:
-            self.target = self._start()
-        finally:
-            os.sched_setaffinity(0, mine)
-        if self.server_core is not None:
-            pin(self.target.pid, {self.server_core})
+            if self.server_core is not None:
+                os.sched_setaffinity(0, {self.server_core})
+            try:
+                self.target = self._start()
+            finally:
+                os.sched_setaffinity(0, mine)
+            if self.server_core is not None:
+                for pid in self.target.all_pids():
+                    pin(pid, {self.server_core})
+        except BaseException:
+            self.__exit__()  # a half-started target (e.g. Redis up, one gateway failed): stop it all
+            raise
         return self.target
 
+    def _start_redis_gateways(self, count: int) -> Target:
+        """``count`` ``livegate serve`` processes on one memory-only ``redis-server`` child."""
+        self._redis = RedisServer()
+        self._redis.start()
+        assert self._redis.pid is not None
+        env = {"LIVEGATE_REDIS_URL": self._redis.url, "LIVEGATE_LOG_LEVEL": "WARNING", **self.env}
+        for i in range(count):
+            gateway = GatewayProcess(self.data_dir / f"{self.name}-{i}", env=env, startup_timeout=30)
+            self._gateways.append(gateway)  # before start(): stopped in __exit__ even if start fails
+            gateway.start()
+        pids = tuple(g.pid for g in self._gateways if g.pid is not None)
+        ports = tuple(g.port for g in self._gateways)
+        assert len(pids) == count
+        return Target(self.name, pids[0], ports[0], "/v1/ws", ports[0], "livegate", TEST_SERVICE_TOKEN,
+                      pids=pids, ws_ports=ports, publish_ports=ports, redis_pid=self._redis.pid)
+
     def _start(self) -> Target:
+        if self.name in REDIS_GATEWAYS:
+            return self._start_redis_gateways(REDIS_GATEWAYS[self.name])
         if self.name == "livegate@granian":
             port = free_port()
             env = GatewayProcess(self.data_dir / self.name, env={"LIVEGATE_LOG_LEVEL": "WARNING", **self.env},
@@ -186,6 +238,11 @@ class Server:
         if self._gateway is not None:
             self._gateway.kill()  # the bench does not test shutdown; don't wait for drains
             self._gateway = None
+        while self._gateways:
+            self._gateways.pop().kill()  # by PID, bounded wait (GatewayProcess.stop_timeout)
+        if self._redis is not None:
+            redis, self._redis = self._redis, None
+            redis.close()  # by PID: SIGTERM, SIGKILL after 5 s; removes its temp dir
         if self._popen is not None:
             if self._popen.poll() is None:
                 self._popen.send_signal(signal.SIGKILL)

@@ -9,7 +9,12 @@ Servers (each its own process, pinned to one core; the load generator to another
 * ``livegate``  a real ``livegate serve`` (the whole contract on: auth, validation,
   offsets, history, bounded queues, metrics);
 * ``floor``     a hand-written ``websockets`` + uvloop + msgspec server (bench/servers/floor.py);
-* ``socketio``  python-socketio on uvicorn + uvloop (bench/servers/sio.py).
+* ``socketio``  python-socketio on uvicorn + uvloop (bench/servers/sio.py);
+* ``livegate-redis2``  two ``livegate serve`` processes on one real ``redis-server`` (memory
+  only): connection i of each user goes to process i % 2, so every event needs the Redis
+  fan-out; publish batches alternate between the two processes. CPU is both gateways +
+  redis-server (split reported), memory both gateways (Redis RSS reported apart). Reported
+  as a ratio to ``livegate`` (the embedded default) of the same run. Not in the default list.
 
 Scenarios (bench/README.md): ``max`` (as fast as the server delivers, closed loop with a
 bounded number of undelivered events), ``rate`` (a fixed events/s), ``idle`` (many idle
@@ -37,12 +42,22 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench/run.py`
 
-from bench.loadgen import Publisher, Stats, Workload, close_clients, open_clients, wait_for
-from bench.procs import Server, Target, cpu_seconds, raise_nofile, rss_bytes
+from bench.loadgen import (
+    RoundRobinPublisher,
+    Stats,
+    Workload,
+    WsClient,
+    close_clients,
+    open_clients,
+    wait_for,
+)
+from bench.procs import REDIS_GATEWAYS, Server, Target, cpu_seconds, raise_nofile, rss_bytes
 from livegate.protocol.auth import mint_token
 from livegate.testing.gateway import TEST_SECRET
 
-SERVERS = ("livegate", "floor", "socketio")
+SERVERS = ("livegate", "floor", "socketio")  # the default list
+OPTIONAL = tuple(REDIS_GATEWAYS)  # livegate-redis2: selectable with --servers
+BASELINE = "livegate"  # the embedded default the multi-process targets are compared to
 FIGURES = ("delivered_per_s", "cpu_us_per_event", "p50_ms", "p99_ms")
 
 
@@ -80,26 +95,63 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))]
 
 
-def figures(stats: Stats, cpu: float, seconds: float, published: int, expected: int) -> dict[str, Any]:
+def cpu_split(target: Target) -> tuple[float, float]:
+    """CPU seconds so far of the target's server processes, and of its Redis (0 without one)."""
+    gateways = sum(cpu_seconds(pid) for pid in target.pids)
+    return gateways, (cpu_seconds(target.redis_pid) if target.redis_pid is not None else 0.0)
+
+
+def figures(stats: Stats, cpu: tuple[float, float], seconds: float, published: int, expected: int,
+            target: Target) -> dict[str, Any]:
+    """``cpu`` is (server processes, Redis) over the scenario; the per-event figure is their sum."""
     lat = sorted(stats.latencies)
     delivered = stats.delivered
-    return {
+    gateways_cpu, redis_cpu = cpu
+    out = {
         "published": published,
         "delivered": delivered,
         "expected": expected,
         "seconds": round(seconds, 3),
         "delivered_per_s": round(delivered / seconds, 1) if seconds > 0 else 0.0,
-        "cpu_s": round(cpu, 3),
-        "cpu_us_per_event": round(cpu * 1e6 / delivered, 2) if delivered else float("nan"),
+        "cpu_s": round(gateways_cpu + redis_cpu, 3),
+        "cpu_us_per_event": per_event(gateways_cpu + redis_cpu, delivered),
         "p50_ms": round(percentile(lat, 0.50) * 1000, 2),
         "p99_ms": round(percentile(lat, 0.99) * 1000, 2),
         "compressed_frames": stats.compressed,
         "bytes_per_event": round(stats.bytes_received / delivered, 1) if delivered else float("nan"),
     }
+    if target.redis_pid is not None:
+        out["cpu_us_per_event_gateways"] = per_event(gateways_cpu, delivered)
+        out["cpu_us_per_event_redis"] = per_event(redis_cpu, delivered)
+    return out
+
+
+def per_event(cpu: float, delivered: int) -> float:
+    return round(cpu * 1e6 / delivered, 2) if delivered else float("nan")
 
 
 def tokens_for(users: int, per_user: int, prefix: str = "u") -> list[str]:
     return [mint_token(TEST_SECRET, f"{prefix}{u}", ttl_seconds=3600) for u in range(users) for _ in range(per_user)]
+
+
+async def open_target_clients(stats: Stats, target: Target, users: int, per_user: int, prefix: str = "u",
+                              **kwargs: Any) -> list[WsClient]:
+    """``per_user`` connections per user; connection i of a user goes to ``ws_ports[i % len]``, so on a
+    multi-process target a user's connections sit on different processes (the Redis fan-out case)."""
+    tokens = tokens_for(users, per_user, prefix)
+    ports = target.ws_ports
+    clients: list[WsClient] = []
+    for index, port in enumerate(ports):
+        mine = [tok for j, tok in enumerate(tokens) if (j % per_user) % len(ports) == index]
+        if mine:
+            clients += await open_clients(stats, host="127.0.0.1", port=port, path=target.ws_path,
+                                          dialect=target.dialect, tokens=mine, **kwargs)
+    return clients
+
+
+def publisher(target: Target, first: int = 0) -> RoundRobinPublisher:
+    """Keep-alive publisher(s); batches alternate between the target's publish ports."""
+    return RoundRobinPublisher("127.0.0.1", target.publish_ports, target.service_token, first=first)
 
 
 async def scenario_max(target: Target, s: Settings, stats: Stats, work: Workload) -> dict[str, Any]:
@@ -109,10 +161,10 @@ async def scenario_max(target: Target, s: Settings, stats: Stats, work: Workload
     counters = {"expected": 0, "published": 0, "batches": 0}
     started = time.monotonic()
     deadline = started + s.max_seconds
-    cpu0 = cpu_seconds(target.pid)
+    cpu0 = cpu_split(target)
 
-    async def publish_loop() -> None:
-        async with Publisher("127.0.0.1", target.publish_port, target.service_token) as pub:
+    async def publish_loop(index: int) -> None:
+        async with publisher(target, first=index) as pub:
             while time.monotonic() < deadline and counters["batches"] < s.max_batches:
                 if not await wait_for(lambda: counters["expected"] - stats.delivered < s.window_events,
                                       max(0.0, deadline - time.monotonic()), step=0.0005):
@@ -123,12 +175,13 @@ async def scenario_max(target: Target, s: Settings, stats: Stats, work: Workload
                 counters["expected"] += len(targets) * s.conns_per_user
                 await pub.post(body)
 
-    await asyncio.gather(*(publish_loop() for _ in range(s.publishers)))
+    await asyncio.gather(*(publish_loop(i) for i in range(s.publishers)))
     await wait_for(lambda: stats.delivered >= counters["expected"], s.drain_timeout)
     seconds = time.monotonic() - started
-    cpu = cpu_seconds(target.pid) - cpu0
+    cpu1 = cpu_split(target)
     stats.record_latency = False
-    return figures(stats, cpu, seconds, counters["published"], counters["expected"])
+    return figures(stats, (cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]), seconds, counters["published"],
+                   counters["expected"], target)
 
 
 async def scenario_rate(target: Target, s: Settings, stats: Stats, work: Workload) -> dict[str, Any]:
@@ -139,8 +192,8 @@ async def scenario_rate(target: Target, s: Settings, stats: Stats, work: Workloa
     count = max(1, int(s.rate_seconds / interval))
     expected = published = 0
     started = time.monotonic()
-    cpu0 = cpu_seconds(target.pid)
-    async with Publisher("127.0.0.1", target.publish_port, target.service_token) as pub:
+    cpu0 = cpu_split(target)
+    async with publisher(target) as pub:
         for i in range(count):
             delay = started + i * interval - time.monotonic()
             if delay > 0:
@@ -151,9 +204,9 @@ async def scenario_rate(target: Target, s: Settings, stats: Stats, work: Workloa
             await pub.post(body)
     await wait_for(lambda: stats.delivered >= expected, s.drain_timeout)
     seconds = time.monotonic() - started
-    cpu = cpu_seconds(target.pid) - cpu0
+    cpu1 = cpu_split(target)
     stats.record_latency = False
-    out = figures(stats, cpu, seconds, published, expected)
+    out = figures(stats, (cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]), seconds, published, expected, target)
     out["target_rate"] = s.rate
     return out
 
@@ -161,7 +214,7 @@ async def scenario_rate(target: Target, s: Settings, stats: Stats, work: Workloa
 async def warm_up(target: Target, s: Settings, stats: Stats, work: Workload, batches: int = 10) -> None:
     stats.reset()
     expected = 0
-    async with Publisher("127.0.0.1", target.publish_port, target.service_token) as pub:
+    async with publisher(target) as pub:
         for _ in range(batches):
             body, targets = work.body()
             expected += len(targets) * s.conns_per_user
@@ -177,9 +230,7 @@ async def run_delivery(target: Target, s: Settings, *, scenarios: tuple[str, ...
     results: dict[str, Any] = {}
     phases = [(False, "")] if not deflate_phases else [(False, "deflate_off"), (True, "deflate_on")]
     for deflate, label in phases:
-        clients = await open_clients(stats, host="127.0.0.1", port=target.ws_port, path=target.ws_path,
-                                     dialect=target.dialect, tokens=tokens_for(s.users, s.conns_per_user),
-                                     deflate=deflate)
+        clients = await open_target_clients(stats, target, s.users, s.conns_per_user, deflate=deflate)
         try:
             await warm_up(target, s, stats, work)
             for name in scenarios:
@@ -197,7 +248,8 @@ async def run_delivery(target: Target, s: Settings, *, scenarios: tuple[str, ...
 
 
 def start_profiler(target: Target, s: Settings, scenario: str) -> subprocess.Popen[bytes] | None:
-    """``--profile DIR``: py-spy (installed by hand, for profiling only) samples the server."""
+    """``--profile DIR``: py-spy (installed by hand, for profiling only) samples the server (the first
+    process of a multi-process target)."""
     if s.profile_dir is None:
         return None
     spy = Path(sys.executable).parent / "py-spy"
@@ -217,36 +269,49 @@ def stop_profiler(profiler: subprocess.Popen[bytes] | None) -> None:
 
 
 async def run_idle(target: Target, s: Settings) -> dict[str, Any]:
-    """RSS delta per idle authenticated connection (after a warm-up set of connections)."""
+    """RSS delta per idle authenticated connection (after a warm-up set of connections).
+
+    RSS is that of the server processes (both gateways of a multi-process target); Redis's RSS
+    is reported apart. CPU per connect is servers + Redis (split reported with Redis)."""
     stats = Stats()
     per_user = 2
     users = max(1, s.idle // per_user)
-    warm = await open_clients(stats, host="127.0.0.1", port=target.ws_port, path=target.ws_path,
-                              dialect=target.dialect, tokens=tokens_for(10, 2, prefix="warm"))
+    warm = await open_target_clients(stats, target, 10, per_user, prefix="warm")
     await asyncio.sleep(0.5)
-    rss0 = rss_bytes(target.pid)
-    cpu0 = cpu_seconds(target.pid)
+    rss0 = sum(rss_bytes(pid) for pid in target.pids)
+    redis_rss0 = rss_bytes(target.redis_pid) if target.redis_pid is not None else 0
+    cpu0 = cpu_split(target)
     started = time.monotonic()
     clients: list[Any] = []
     try:
-        clients = await open_clients(stats, host="127.0.0.1", port=target.ws_port, path=target.ws_path,
-                                     dialect=target.dialect, tokens=tokens_for(users, per_user),
-                                     timeout=300.0)
+        clients = await open_target_clients(stats, target, users, per_user, timeout=300.0)
         connect_seconds = time.monotonic() - started
-        cpu = cpu_seconds(target.pid) - cpu0
+        cpu1 = cpu_split(target)
         await asyncio.sleep(1.0)
-        rss1 = rss_bytes(target.pid)
+        rss1 = sum(rss_bytes(pid) for pid in target.pids)
+        redis_rss1 = rss_bytes(target.redis_pid) if target.redis_pid is not None else 0
     finally:
         await close_clients(clients + warm, timeout=30)
     n = len(clients)
-    return {
+    gateways_cpu, redis_cpu = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+    out = {
         "connections": n,
         "rss_before_mb": round(rss0 / 2**20, 1),
         "rss_after_mb": round(rss1 / 2**20, 1),
         "kb_per_connection": round((rss1 - rss0) / n / 1024, 2),
         "connect_seconds": round(connect_seconds, 2),
-        "cpu_ms_per_connect": round(cpu * 1000 / n, 3),
+        "cpu_ms_per_connect": round((gateways_cpu + redis_cpu) * 1000 / n, 3),
     }
+    if target.redis_pid is not None:
+        out.update({
+            "processes": len(target.pids),
+            "redis_rss_before_mb": round(redis_rss0 / 2**20, 1),
+            "redis_rss_after_mb": round(redis_rss1 / 2**20, 1),
+            "redis_kb_per_connection": round((redis_rss1 - redis_rss0) / n / 1024, 2),
+            "cpu_ms_per_connect_gateways": round(gateways_cpu * 1000 / n, 3),
+            "cpu_ms_per_connect_redis": round(redis_cpu * 1000 / n, 3),
+        })
+    return out
 
 
 # -- report ------------------------------------------------------------------------------
@@ -299,6 +364,19 @@ def add_ratios(report: dict[str, Any]) -> None:
             r["idle"] = {"kb_per_connection": ratio(lg["idle"]["kb_per_connection"],
                                                     other["idle"]["kb_per_connection"])}
         ratios[f"livegate/{peer}"] = r
+    # Multi-process targets against the embedded default of the same run (target / livegate):
+    # every delivery figure, and per idle connection the memory and the connect CPU.
+    for name in OPTIONAL:
+        other = res.get(name)
+        if not other:
+            continue
+        r = {}
+        for scen in ("max", "rate"):
+            if scen in lg and scen in other:
+                r[scen] = {f: ratio(other[scen][f], lg[scen][f]) for f in FIGURES}
+        if "idle" in lg and "idle" in other:
+            r["idle"] = {f: ratio(other["idle"][f], lg["idle"][f]) for f in ("kb_per_connection", "cpu_ms_per_connect")}
+        ratios[f"{name}/{BASELINE}"] = r
     report["ratios"] = ratios
     targets: dict[str, Any] = {}
     cpu = lg.get("max", {}).get("cpu_us_per_event")
@@ -332,6 +410,17 @@ def markdown(report: dict[str, Any]) -> str:
         if "idle" in scen:
             i = scen["idle"]
             lines.append(f"| {name} | {i['connections']:,} | {i['kb_per_connection']} | {i['cpu_ms_per_connect']} |")
+    for name, scen in res.items():
+        split = [f"{key} {v['cpu_us_per_event_gateways']} + {v['cpu_us_per_event_redis']}" for key, v in scen.items()
+                 if isinstance(v, dict) and "cpu_us_per_event_redis" in v]
+        if split:
+            lines += ["", f"{name}: CPU us/event gateways + redis: " + "; ".join(split)]
+            if "idle" in scen:
+                i = scen["idle"]
+                lines.append(f"{name}: idle, gateways' RSS {i['rss_before_mb']} -> {i['rss_after_mb']} MB (in KB/connection "
+                             f"above); redis RSS {i['redis_rss_before_mb']} -> {i['redis_rss_after_mb']} MB "
+                             f"({i['redis_kb_per_connection']} KB/connection); CPU ms/connect gateways "
+                             f"{i['cpu_ms_per_connect_gateways']} + redis {i['cpu_ms_per_connect_redis']}")
     for pair, r in report.get("ratios", {}).items():
         lines.append("")
         lines.append(f"{pair}: " + "; ".join(
@@ -406,7 +495,8 @@ def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small numbers, finishes in < 60 s")
     p.add_argument("--servers", default=",".join(SERVERS),
-                   help="comma-separated subset of " + ",".join(SERVERS) + ", plus livegate@<uvicorn ws impl> "
+                   help="comma-separated subset of " + ",".join(SERVERS) + ", plus " + ",".join(OPTIONAL)
+                   + " (2 gateway processes + Redis) and livegate@<uvicorn ws impl> "
                    "(livegate@wsproto, livegate@websockets) to compare WebSocket stacks")
     p.add_argument("--users", type=int)
     p.add_argument("--conns-per-user", type=int)
@@ -436,7 +526,7 @@ def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
 def main(argv: list[str] | None = None) -> int:
     s, args = parse(argv)
     servers = tuple(x for x in args.servers.split(",") if x)
-    unknown = {x for x in servers if x not in SERVERS and not x.startswith("livegate@")}
+    unknown = {x for x in servers if x not in SERVERS + OPTIONAL and not x.startswith("livegate@")}
     if unknown:
         raise SystemExit(f"unknown servers: {sorted(unknown)}")
     import uvloop

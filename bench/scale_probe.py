@@ -43,24 +43,13 @@ import httpx
 import redis.asyncio as aioredis
 import websockets
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench/scale_probe.py`
+
+from bench.procs import cpu_seconds, rss_bytes
 from livegate.bus.base import PublishItem
 from livegate.bus.redis import RedisBus
 from livegate.testing.process import GatewayProcess
 from livegate.testing.redis_server import RedisServer
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 async def redis_cpu(client: aioredis.Redis) -> float:

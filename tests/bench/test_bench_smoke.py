@@ -1,4 +1,5 @@
-"""bench/run.py runs end to end with tiny numbers and reports every figure (no speed asserted)."""
+"""bench/run.py runs end to end with tiny numbers and reports every figure (no speed asserted),
+including the 2 processes + Redis target (``livegate-redis2``) and its ratio to the embedded default."""
 
 from __future__ import annotations
 
@@ -15,14 +16,15 @@ def test_quick_bench_reports_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--users", "10", "--idle", "40",
-         "--max-seconds", "0.5", "--rate", "1000", "--rate-seconds", "0.5", "--out", str(out)],
+         "--max-seconds", "0.5", "--rate", "1000", "--rate-seconds", "0.5", "--out", str(out),
+         "--servers", "livegate,floor,socketio,livegate-redis2"],
         cwd=ROOT, capture_output=True, text=True, timeout=110, check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(out.read_text())
     results = report["results"]
-    assert set(results) == {"livegate", "floor", "socketio", "livegate-deflate"}
-    for name in ("livegate", "floor", "socketio"):
+    assert set(results) == {"livegate", "floor", "socketio", "livegate-redis2", "livegate-deflate"}
+    for name in ("livegate", "floor", "socketio", "livegate-redis2"):
         for scenario in ("max", "rate"):
             figures = results[name][scenario]
             # every published event reached both connections of its user
@@ -31,10 +33,26 @@ def test_quick_bench_reports_every_figure(tmp_path: Path) -> None:
                 assert isinstance(figures[key], float) and math.isfinite(figures[key]), (name, scenario, key)
         idle = results[name]["idle"]
         assert idle["connections"] == 40 and math.isfinite(idle["kb_per_connection"])
+    # 2 gateways + Redis: CPU split into gateways and redis-server, Redis RSS reported apart
+    for scenario in ("max", "rate"):
+        figures = results["livegate-redis2"][scenario]
+        for key in ("cpu_us_per_event_gateways", "cpu_us_per_event_redis"):
+            assert isinstance(figures[key], float) and math.isfinite(figures[key]), (scenario, key)
+    idle = results["livegate-redis2"]["idle"]
+    assert idle["processes"] == 2
+    for key in ("redis_rss_after_mb", "redis_kb_per_connection", "cpu_ms_per_connect_gateways",
+                "cpu_ms_per_connect_redis"):
+        assert math.isfinite(idle[key]), key
     deflate = results["livegate-deflate"]
     assert deflate["deflate_on"]["compressed_frames"] > 0 and deflate["deflate_off"]["compressed_frames"] == 0
     assert deflate["deflate_on"]["delivered"] == deflate["deflate_on"]["expected"]
-    for peer in ("livegate/floor", "livegate/socketio"):
+    for peer in ("livegate/floor", "livegate/socketio", "livegate-redis2/livegate"):
         assert set(report["ratios"][peer]) == {"max", "rate", "idle"}
+    redis2 = report["ratios"]["livegate-redis2/livegate"]
+    for scenario in ("max", "rate"):
+        assert set(redis2[scenario]) == {"delivered_per_s", "cpu_us_per_event", "p50_ms", "p99_ms"}
+        assert all(math.isfinite(v) for v in redis2[scenario].values()), redis2
+    assert set(redis2["idle"]) == {"kb_per_connection", "cpu_ms_per_connect"}
     assert len(report["targets"]) == 4
     assert "| livegate | max |" in proc.stdout
+    assert "| livegate-redis2 | max |" in proc.stdout and "livegate-redis2/livegate:" in proc.stdout
