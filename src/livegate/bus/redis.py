@@ -8,13 +8,13 @@ Key layout (``{user}`` is a Redis Cluster hash tag: one user's keys and channel 
     lg:{user}:c   channel one message per event: "<epoch> <offset> <published_at> <klen>\\n<k><body>"
     lg:probe:<process>    this process's liveness probe channel
 
-Offsets are assigned by ``_PUBLISH`` (Lua, EVALSHA), for every stream of one call: it
+Offsets are assigned by ``redis_wire.PUBLISH`` (Lua, EVALSHA), for every stream of one call: it
 makes the epoch when the meta hash is gone (a new random epoch, so history lost in Redis
 means ``recovered: false``), INCRs ``top``, XADDs, trims, sets TTLs and PUBLISHes, all
 atomically, so the order of messages on the channel is the offset order. One call carries
-the streams of up to ``_ITEMS_PER_CALL`` items (a plain Redis allows a script several
+the streams of up to ``wire.ITEMS_PER_CALL`` items (a plain Redis allows a script several
 users' keys; on Redis Cluster the calls would be grouped by hash slot, see
-docs/scaling.md). ``_READ`` is the one atomic look behind :meth:`read`.
+docs/scaling.md). ``redis_wire.READ`` is the one atomic look behind :meth:`read`.
 
 Fan-out: one pub/sub connection per process, owned by the *reader* task, which is also the
 only place that calls listeners, so each stream's listeners see offsets in order. It keeps
@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import random
@@ -58,6 +57,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from livegate.bus import redis_wire as wire
 from livegate.bus.base import (
     Bus,
     Listener,
@@ -73,91 +73,6 @@ from livegate.errors import BusUnavailable
 __all__ = ["RedisBus"]
 
 log = logging.getLogger("livegate.bus.redis")
-
-# KEYS: meta_1, stream_1, ..., meta_k, stream_k (the streams of one call).
-# ARGV: max_events, max_age_ms, meta_ttl_ms, stream_ttl_ms, then per stream: epoch
-# candidate, channel, n, then n x (body, key) ("-" = no key, "+k" = key k).
-# Returns {epoch_1, first_offset_1, ..., epoch_k, first_offset_k}; a stream's n offsets
-# are first_offset .. first_offset + n - 1.
-_PUBLISH = """
-local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local published = now[1] .. '.' .. string.format('%06d', tonumber(now[2]))
-local horizon = tostring(now_ms - tonumber(ARGV[2]))
-local result = {}
-local a = 5
-for s = 1, #KEYS, 2 do
-  local meta, log = KEYS[s], KEYS[s + 1]
-  local epoch = redis.call('HGET', meta, 'epoch')
-  if not epoch then
-    epoch = ARGV[a]
-    redis.call('DEL', log)
-    redis.call('HSET', meta, 'epoch', epoch, 'top', 0)
-  end
-  local channel, n = ARGV[a + 1], tonumber(ARGV[a + 2])
-  a = a + 3
-  local offset = redis.call('HINCRBY', meta, 'top', n) - n
-  result[#result + 1] = epoch
-  result[#result + 1] = offset + 1
-  for i = 1, n do
-    offset = offset + 1
-    local body, key = ARGV[a], ARGV[a + 1]
-    a = a + 2
-    redis.call('XADD', log, '*', 'o', offset, 'd', body, 'k', key, 't', published)
-    redis.call('PUBLISH', channel, epoch .. ' ' .. offset .. ' ' .. published .. ' ' .. #key .. '\\n' .. key .. body)
-  end
-  redis.call('XTRIM', log, 'MAXLEN', '=', ARGV[1])
-  redis.call('XTRIM', log, 'MINID', horizon)
-  redis.call('PEXPIRE', meta, ARGV[3])
-  redis.call('PEXPIRE', log, ARGV[4])
-end
-return result
-"""
-
-# KEYS: meta, stream. ARGV: epoch candidate, after ("" = none), max_age_ms, meta_ttl_ms.
-# Returns {epoch, top, first_available, entries newest first}.
-_READ = """
-local meta, log = KEYS[1], KEYS[2]
-local epoch = redis.call('HGET', meta, 'epoch')
-local top = 0
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('DEL', log)
-  redis.call('HSET', meta, 'epoch', epoch, 'top', 0)
-else
-  top = tonumber(redis.call('HGET', meta, 'top'))
-end
-redis.call('PEXPIRE', meta, ARGV[4])
-local now = redis.call('TIME')
-local horizon = tostring(tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - tonumber(ARGV[3]))
-local first_available = top + 1
-local oldest = redis.call('XRANGE', log, horizon, '+', 'COUNT', 1)
-if #oldest > 0 then
-  first_available = tonumber(oldest[1][2][2])
-end
-local entries = {}
-if ARGV[2] ~= '' then
-  local wanted = top - tonumber(ARGV[2])
-  if wanted > 0 then
-    entries = redis.call('XREVRANGE', log, '+', horizon, 'COUNT', wanted)
-  end
-end
-return {epoch, top, first_available, entries}
-"""
-
-
-class _Script:
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
-
-
-_PUBLISH_SCRIPT = _Script(_PUBLISH)
-# Items per publish script call: big enough to amortise the call, small enough that one
-# call blocks Redis for about a millisecond.
-_ITEMS_PER_CALL = 200
-_READ_SCRIPT = _Script(_READ)
-
 
 class _Stale(Exception):
     """The pub/sub connection is open but no longer delivers (probe lost, or 0 receivers)."""
@@ -339,19 +254,19 @@ class RedisBus(Bus):
             if not item.body.startswith(b"{") or len(item.body) < 3:
                 raise ValueError("event body must be a non-empty JSON object")
             by_stream.setdefault(item.stream, []).append(item)
-        # One atomic script call per group of streams (up to _ITEMS_PER_CALL items) keeps each
+        # One atomic script call per group of streams (up to wire.ITEMS_PER_CALL items) keeps each
         # stream's items in order; the groups are pipelined on one connection.
         groups: list[list[str]] = [[]]
         size = 0
         for stream, batch in by_stream.items():
-            if groups[-1] and size + len(batch) > _ITEMS_PER_CALL:
+            if groups[-1] and size + len(batch) > wire.ITEMS_PER_CALL:
                 groups.append([])
                 size = 0
             groups[-1].append(stream)
             size += len(batch)
         calls = [self._publish_args(group, by_stream) for group in groups]
         try:
-            results = await self._eval_many(_PUBLISH_SCRIPT, calls)
+            results = await self._eval_many(wire.PUBLISH_SCRIPT, calls)
         except (TimeoutError, RedisError, OSError) as exc:
             # The replies are lost: some calls may have been applied, none is reported.
             raise BusUnavailable(f"Redis publish failed: {exc}", published=[]) from exc
@@ -359,7 +274,7 @@ class RedisBus(Bus):
         for group, result in zip(groups, results, strict=True):
             for j, stream in enumerate(group):
                 firsts[stream] = result if isinstance(result, Exception) else (
-                    _text(result[2 * j]), int(result[2 * j + 1]))
+                    wire.text(result[2 * j]), int(result[2 * j + 1]))
         positions: list[Position] = []
         seen: dict[str, int] = {}
         for item in items:
@@ -389,14 +304,14 @@ class RedisBus(Bus):
             raise BusUnavailable(f"Redis read failed: {exc}") from exc
         epoch, top, first, rows = raw
         return ReadResult(epoch=epoch, top=top, first_available=first,
-                          events=[_event_from_row(row, epoch) for row in rows])
+                          events=[wire.event_from_row(row, epoch) for row in rows])
 
     async def _read_raw(self, stream: str, after: int | None) -> tuple[str, int, int, list[Any]]:
         """``(epoch, top, first_available, rows oldest first)``; raises redis-py errors."""
-        (result,) = await self._eval_many(_READ_SCRIPT, [self._read_args(stream, after)])
+        (result,) = await self._eval_many(wire.READ_SCRIPT, [self._read_args(stream, after)])
         if isinstance(result, Exception):
             raise result
-        return _parse_read(result)
+        return wire.parse_read(result)
 
     def _read_args(self, stream: str, after: int | None) -> tuple[list[str], list[Any]]:
         args = [secrets.token_hex(8), "" if after is None else after, int(self.max_age * 1000),
@@ -404,7 +319,7 @@ class RedisBus(Bus):
         return list(self._keys(stream)), args
 
     async def _eval_many(
-        self, script: _Script, calls: Sequence[tuple[list[str], list[Any]]]
+        self, script: wire.Script, calls: Sequence[tuple[list[str], list[Any]]]
     ) -> list[Any]:
         """EVALSHA each call (pipelined on one connection); load the script and redo calls
         refused NOSCRIPT (a refused call did nothing). Per-call errors come back as
@@ -412,7 +327,7 @@ class RedisBus(Bus):
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
         for attempt in range(2):
-            replies = await self._roundtrip([_pack_evalsha(script.sha, *calls[i]) for i in todo])
+            replies = await self._roundtrip([wire.pack_evalsha(script.sha, *calls[i]) for i in todo])
             missing = []
             for i, reply in zip(todo, replies, strict=True):
                 results[i] = reply
@@ -630,12 +545,12 @@ class RedisBus(Bus):
         states = [s for s in self._streams.values() if s.buffer is None]
         for start in range(0, len(states), 200):
             chunk = states[start:start + 200]
-            results = await self._eval_many(_READ_SCRIPT, [self._read_args(s.stream, s.last) for s in chunk])
+            results = await self._eval_many(wire.READ_SCRIPT, [self._read_args(s.stream, s.last) for s in chunk])
             for state, result in zip(chunk, results, strict=True):
                 if isinstance(result, Exception):
                     raise result
                 if self._streams.get(state.stream) is state:
-                    self._apply_read(state, _parse_read(result))
+                    self._apply_read(state, wire.parse_read(result))
 
     async def _fill(self, state: _StreamState) -> None:
         read = await self._read_raw(state.stream, state.last)
@@ -648,7 +563,7 @@ class RedisBus(Bus):
             self._reset(state, epoch, top)  # new epoch, rewound, or the gap was trimmed away
             return
         for row in rows:
-            event = _event_from_row(row, epoch)
+            event = wire.event_from_row(row, epoch)
             if event.offset == state.last + 1:
                 self.stats["backfilled"] += 1
                 self._dispatch(state, event)
@@ -662,7 +577,7 @@ class RedisBus(Bus):
         state = self._by_channel.get(channel)
         if state is None:
             return  # unsubscribed meanwhile
-        message = _parse_message(data)
+        message = wire.parse_message(data)
         if self._on_message(state, *message):
             return
         await self._fill(state)
@@ -727,51 +642,3 @@ class RedisBus(Bus):
             if receivers == 0 and self._probe_sent is not None:
                 self.stats["stale"] += 1
                 self._force_reconnect = True
-
-
-def _arg(value: bytes | str | int) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode()
-    return b"%d" % value
-
-
-def _pack_evalsha(sha: str, keys: list[str], args: list[Any]) -> bytes:
-    """``EVALSHA sha numkeys keys... args...`` in RESP."""
-    parts = [b"EVALSHA", sha.encode(), b"%d" % len(keys), *map(_arg, keys), *map(_arg, args)]
-    out = [b"*%d\r\n" % len(parts)]
-    for part in parts:
-        out.append(b"$%d\r\n%s\r\n" % (len(part), part))
-    return b"".join(out)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _parse_read(result: list[Any]) -> tuple[str, int, int, list[Any]]:
-    epoch, top, first, rows = result
-    return _text(epoch), int(top), int(first), rows[::-1]
-
-
-def _event_from_row(row: list[Any], epoch: str) -> StreamEvent:
-    # row = [id, [b"o", offset, b"d", body, b"k", key, b"t", published_at]]
-    fields = row[1]
-    offset = int(fields[1])
-    key = fields[5]
-    return StreamEvent(
-        offset,
-        splice_position(fields[3], epoch, offset),
-        key[1:].decode() if key[:1] == b"+" else None,
-        float(fields[7]),
-    )
-
-
-def _parse_message(data: bytes) -> tuple[str, int, float, str | None, bytes]:
-    head, _, rest = data.partition(b"\n")
-    epoch, offset, published_at, key_length = head.split(b" ")
-    n = int(key_length)
-    key = rest[:n]
-    return (epoch.decode(), int(offset), float(published_at),
-            key[1:].decode() if key[:1] == b"+" else None, rest[n:])
