@@ -2,7 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+
+class _CountersCollector(Collector):
+    """Exports a ``{kind: count}`` callable (the bus's :meth:`~livegate.bus.base.Bus.counters`)
+    as one labelled counter, read at scrape time."""
+
+    def __init__(self, name: str, documentation: str, read: Callable[[], dict[str, int]]) -> None:
+        self._name, self._documentation, self._read = name, documentation, read
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self._name, self._documentation, labels=["kind"])
+        for kind, value in sorted(self._read().items()):
+            family.add_metric([kind], value)
+        yield family
 
 
 class Metrics:
@@ -33,3 +51,9 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=r,
         )
+
+    def watch_bus(self, counters: Callable[[], dict[str, int]]) -> None:
+        """Export the bus's recovery counters as ``livegate_bus_recoveries_total{kind}``."""
+        self.registry.register(_CountersCollector(
+            "livegate_bus_recoveries", "What the bus recovered from: reconnects, back-filled events, "
+            "dropped duplicates, stream resets, stale subscriptions", counters))

@@ -198,6 +198,7 @@ async def test_a_killed_subscriber_reconnects_and_back_fills(
         await recorder.wait_for(21)
         assert_contiguous(recorder.offsets, 1, 21)
     assert bus.stats["reconnects"] > reconnects
+    assert bus.counters()["reconnects"] == bus.stats["reconnects"]
     await eventually(lambda: healthy(bus), what="healthy again")
 
 

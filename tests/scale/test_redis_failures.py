@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 import websockets
@@ -203,6 +204,13 @@ async def test_killed_pubsub_connections_are_reestablished_and_back_filled(clust
             assert_exact_stream(client.frames, expected, epoch)  # back-filled, same connection
             assert len(client.welcomes) == 1
         assert await _all_ready(gws, True)
+        # ... and every process says so on /metrics (an operator's view of the same recovery).
+        async with httpx.AsyncClient(timeout=5) as http_client:
+            for gw in gws:
+                text = (await http_client.get(f"{gw.http_url}/metrics")).text
+                reconnects = [line for line in text.splitlines()
+                              if line.startswith('livegate_bus_recoveries_total{kind="reconnects"}')]
+                assert reconnects and float(reconnects[0].split()[-1]) >= 1, text[-2000:]
     finally:
         await admin.aclose()
         await close_all(clients)

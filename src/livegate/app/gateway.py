@@ -29,6 +29,7 @@ class Gateway:
         self.config = config
         self.metrics = Metrics()
         self.bus = bus or create_bus(config)
+        self.metrics.watch_bus(self.bus.counters)
         self.hub = Hub(config.max_connections_per_user)
         self.bus.on_stream_reset = self._on_stream_reset
         self.verifier = TokenVerifier.from_config(config)

@@ -137,3 +137,8 @@ class Bus(ABC):
     @abstractmethod
     async def health(self) -> dict[str, bool]:
         """Named readiness checks; all ``True`` when the bus can deliver."""
+
+    def counters(self) -> dict[str, int]:
+        """Monotonic counts of what the bus recovered from (reconnects, back-filled events,
+        dropped duplicates, stream resets...), exported on ``/metrics``. None by default."""
+        return {}

@@ -235,6 +235,9 @@ class RedisBus(Bus):
                 await pool.disconnect()
         self._pool = self._sub_pool = None
 
+    def counters(self) -> dict[str, int]:
+        return dict(self.stats)
+
     async def health(self) -> dict[str, bool]:
         ok = False
         if self._client is not None:

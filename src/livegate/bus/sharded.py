@@ -14,6 +14,7 @@ the same notion of "slot". Changing the shard list moves streams: their clients 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
@@ -51,6 +52,12 @@ class ShardedBus(Bus):
 
     def shard_of(self, stream: str) -> Bus:
         return self.shards[self.shard_index(stream)]
+
+    def counters(self) -> dict[str, int]:
+        total: Counter[str] = Counter()
+        for shard in self.shards:
+            total.update(shard.counters())
+        return dict(total)
 
     async def start(self) -> None:
         await asyncio.gather(*(shard.start() for shard in self.shards))
