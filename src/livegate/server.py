@@ -8,13 +8,20 @@ could flush, hence :class:`GatewayServer`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import socket
+from typing import Any, ClassVar
 
 import uvicorn
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+from websockets.protocol import State
 
 from livegate.app import Gateway, create_app
+from livegate.app.ws import SEND_TEXT_EXTENSION
 from livegate.config import Config
 from livegate.protocol.codes import CLOSE_CODES
 
@@ -31,13 +38,158 @@ class GatewayServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+class _LeanEvent:
+    """The part of :class:`asyncio.Event` uvicorn's protocol uses (``set``, ``clear``,
+    ``is_set``, ``wait``) without the deque every Event holds (~600 bytes per connection):
+    the waiters' list exists only while someone waits (a paused transport)."""
+
+    __slots__ = ("_value", "_waiters")
+
+    def __init__(self) -> None:
+        self._value = False
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._value
+
+    def set(self) -> None:
+        self._value = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._value = False
+
+    async def wait(self) -> bool:
+        if self._value:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if self._waiters is not None and waiter in self._waiters:
+                self._waiters.remove(waiter)
+        return True
+
+
+class _LeanQueue:
+    """The part of an unbounded :class:`asyncio.Queue` uvicorn's protocol uses (``put_nowait``,
+    ``get``, ``empty``) without the three deques and the Event each Queue holds (~3 KB per
+    connection). A WebSocket's receive queue is short and read by one task."""
+
+    __slots__ = ("_getters", "_items")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._getters: list[asyncio.Future[None]] = []
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        self._wake_next()
+
+    async def get(self) -> Any:
+        while not self._items:
+            getter = asyncio.get_running_loop().create_future()
+            self._getters.append(getter)
+            try:
+                await getter
+            except BaseException:
+                with contextlib.suppress(ValueError):
+                    self._getters.remove(getter)
+                if self._items:
+                    self._wake_next()  # a cancelled getter passes its wake-up on, as asyncio.Queue does
+                raise
+        return self._items.pop(0)
+
+    def _wake_next(self) -> None:
+        while self._getters:
+            getter = self._getters.pop(0)
+            if not getter.done():
+                getter.set_result(None)
+                return
+
+
 class HeartbeatClosingProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol, closing a peer that misses the heartbeat with the
-    contract's 4002 ``heartbeat_timeout`` (asyncapi.yaml ``x-close-codes``) instead of 1011.
+    contract's 4002 ``heartbeat_timeout`` (asyncapi.yaml ``x-close-codes``) instead of 1011,
+    and offering the app a synchronous text send (the ``livegate.send_text`` ASGI extension).
 
     The transport owns WebSocket pings (browsers answer them without the page's help), so the
     timeout is noticed here, not in the session; everything else is uvicorn's.
+
+    Memory per idle connection (bench/README.md): uvicorn's receive queue and ``writable``
+    event are swapped for lean equivalents, its attributes live in slots, and the handshake's
+    request and response (with their header objects) are dropped once the response is written.
     """
+
+    # uvicorn 0.54's per-connection attributes: as slots, not in an instance dict of ~40 keys
+    # (~1.5 KB per connection: too many keys for CPython's shared-key dicts). An attribute a
+    # later uvicorn adds still works (in the instance dict, as before).
+    __slots__ = (
+        "app", "app_state", "asgi_version", "client", "close_sent", "close_timeout", "close_timer", "config",
+        "conn", "connections", "curr_msg_data_type", "default_headers", "disconnected", "frames",
+        "handshake_complete", "handshake_initiated", "initial_response", "last_ping_rtt", "logger", "loop",
+        "pending_ping_payload", "ping_interval", "ping_sent_at", "ping_timeout", "ping_timer", "pong_timer",
+        "queue", "read_paused", "request", "response", "root_path", "scheme", "scope", "server", "tasks",
+        "transport", "writable",
+    )
+
+    #: The last text :meth:`send_text_now` framed without extensions, and its frame.
+    _last_frame: ClassVar[tuple[str | None, bytes]] = (None, b"")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queue = _LeanQueue()  # type: ignore[assignment]
+        self.writable = _LeanEvent()  # type: ignore[assignment]
+        self.writable.set()
+
+    def start_keepalive(self) -> None:
+        # Called once, right after uvicorn wrote the handshake's response (websocket.accept):
+        # neither the request nor the response is read again (the scope has its own headers).
+        self.request = self.response = None  # type: ignore[assignment]
+        super().start_keepalive()
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        # uvicorn built the scope and created the app's task, which has not run yet.
+        if self.response.status_code == 101:
+            self.scope["extensions"][SEND_TEXT_EXTENSION] = {"send": self.send_text_now}
+
+    def send_text_now(self, text: str) -> bool:
+        """Frame ``text`` and write it to the transport now, if the connection can take it as
+        uvicorn's ``websocket.send`` would without waiting; else return ``False`` (the caller
+        then sends through ASGI). This skips, per frame, the awaits of Litestar's and uvicorn's
+        ``send`` and the writer task's wake-up: the fan-out's largest cost (bench/README.md).
+
+        "Without waiting" is uvicorn's own flow control: the handshake is done, no close was
+        sent or received, the peer is connected and the transport is under its high-water mark.
+        Never raises: it runs inside the bus's fan-out to every listener."""
+        conn = self.conn
+        if (self.close_sent or self.disconnected or not self.handshake_complete or self.initial_response
+                is not None or conn.state is not State.OPEN or not self.writable.is_set()
+                or self.transport.is_closing()):
+            return False
+        if conn.extensions or conn.writes or conn.expect_continuation_frame or conn.debug:
+            # permessage-deflate (per-connection compressor state), or anything unusual: as uvicorn.
+            conn.send_text(text.encode())
+            self.transport.write(b"".join(conn.data_to_send()))
+            return True
+        # Plain frames are the same bytes for every connection, and every recipient of an event
+        # is handed the same str (the bus encodes it once): frame it once per event.
+        cached = HeartbeatClosingProtocol._last_frame
+        if cached[0] is not text:
+            cached = HeartbeatClosingProtocol._last_frame = (
+                text, Frame(Opcode.TEXT, text.encode()).serialize(mask=False, extensions=[]))
+        self.transport.write(cached[1])
+        return True
 
     def keepalive_timeout(self) -> None:
         self.pong_timer = None

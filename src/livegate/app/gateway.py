@@ -9,6 +9,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from livegate.app.ws import LoopIterations
 from livegate.bus import Bus, create_bus
 from livegate.bus.hub import Hub
 from livegate.config import Config
@@ -44,6 +45,7 @@ class Gateway:
         )
         self.publisher = Publisher(self.bus, self.metrics)
         self.connections: set[Connection] = set()
+        self.loop_iterations = LoopIterations()  # the WebSocket fast path's burst accounting (ws.py)
         self.generations: GenerationService | None = None
         self.started_at = time.time()
         self._draining = False

@@ -1,10 +1,20 @@
 """The WebSocket pump for asyncapi.yaml's ``/v1/ws`` channel.
 
-Two tasks per connection, both thin: the *reader* feeds frames into the sans-I/O
-:class:`~livegate.protocol.session.Session` and the *writer* is the only task that sends,
-draining the bounded
+Up to two tasks per connection, both thin: the *reader* feeds frames into the sans-I/O
+:class:`~livegate.protocol.session.Session` and the *writer* drains the bounded
 :class:`~livegate.protocol.outbox.Outbox`. Decisions live in the protocol core; this
 module only carries effects out.
+
+The fast path: under livegate's own uvicorn protocol (server.py) the scope carries the
+``livegate.send_text`` extension, a synchronous "frame and write this now". When nothing is
+queued or in the writer's hands and the transport is under its high-water mark, a frame is
+written at once from where it is made (the bus listener, the session's effects), as
+``websockets.broadcast`` does, instead of waking the writer and going through the ASGI
+``send`` layers. Everything else (a paused transport, a backlog, a replay, the close) goes
+through the outbox and the writer, which is made on first need: an idle connection has none.
+The queued path's semantics hold: events with a conflation key are always queued (so a burst
+of them conflates as before), and the bytes written at once in one loop iteration count
+against the outbox's bound as if they had been queued (a burst over the bound is 4001).
 
 Resume without a seam: subscribe first (live events are held back), read history after
 the asked offset, send ``welcome``, replay, then release the held-back live events with
@@ -18,8 +28,8 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, cast
 
 from litestar import WebSocket
 from litestar.exceptions import WebSocketDisconnect
@@ -39,17 +49,71 @@ if TYPE_CHECKING:
 log = logging.getLogger("livegate.ws")
 
 
+#: The ASGI scope extension that server.py's protocol sets: ``{"send": Callable[[str], bool]}``.
+SEND_TEXT_EXTENSION = "livegate.send_text"
+
+
+class LoopIterations:
+    """Counts event-loop iterations, lazily: reading :meth:`current` schedules one callback
+    that advances it, so only iterations in which someone asked cost anything (one handle
+    per publish batch, not one per recipient). The fast path's burst accounting uses it:
+    the queued path's writer drained its queue only in a later iteration."""
+
+    __slots__ = ("_loop", "_pending", "value")
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending = False
+
+    def current(self) -> int:
+        loop = asyncio.get_running_loop()
+        if not self._pending or loop is not self._loop:  # a new loop never runs the old one's callback
+            self._pending, self._loop = True, loop
+            loop.call_soon(self._advance)
+        return self.value
+
+    def _advance(self) -> None:
+        self.value += 1
+        self._pending = False
+
+
 def _text_frame(text: str) -> WebSocketSendEvent:
     return {"type": "websocket.send", "text": text, "bytes": None}
 
 
 class Connection:
+    __slots__ = (
+        "_burst_at",
+        "_burst_bytes",
+        "_close",
+        "_held_back",
+        "_iterations",
+        "_last_queued",
+        "_last_sent",
+        "_metrics",
+        "_registered_user",
+        "_send",
+        "_send_now",
+        "_subscription",
+        "_timer",
+        "_timer_off",
+        "_writer",
+        "_writer_waiting",
+        "gw",
+        "id",
+        "outbox",
+        "session",
+        "socket",
+    )
+
     def __init__(self, socket: WebSocket[Any, Any, Any], gateway: Gateway) -> None:
         self.socket = socket
         self.gw = gateway
         self.id = "c-" + secrets.token_hex(6)
         self.session = Session(gateway.verifier, gateway.limits, self.id, now=time.time())
         self.outbox = Outbox(gateway.config.queue_max_bytes)
+        self._writer: asyncio.Task[None] | None = None  # made when a frame must wait (_wake_writer)
         # The idle writer's wake-up: a bare future made only while it waits (an Event holds
         # a deque, ~600 bytes per connection, measured in bench/README.md).
         self._writer_waiting: asyncio.Future[None] | None = None
@@ -62,6 +126,13 @@ class Connection:
         self._last_sent = 0  # highest stream offset written to the socket
         self._registered_user: str | None = None
         self._send = socket.send
+        # The protocol's synchronous send, or None under other servers (then every frame takes
+        # the writer and ASGI path, as before).
+        extension = (socket.scope.get("extensions") or {}).get(SEND_TEXT_EXTENSION)
+        self._send_now = cast("Callable[[str], bool]", extension["send"]) if extension else None
+        self._iterations = gateway.loop_iterations
+        self._burst_at = -1  # the loop iteration of the frames written at once, and their size
+        self._burst_bytes = 0
         self._metrics = gateway.metrics
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -69,7 +140,6 @@ class Connection:
     async def run(self) -> None:
         await self.socket.accept()
         self.gw.add_connection(self)
-        writer = asyncio.create_task(self._writer(), name=f"ws-writer-{self.id}")
         self._rearm_timer()
         try:
             origin_error = self._origin_error()
@@ -84,13 +154,15 @@ class Connection:
             if self._timer is not None:
                 self._timer.cancel()
             await self._leave_stream()
-            if self._close is not None:
-                # Let the writer flush what is queued and send the close, within bounds.
-                with contextlib.suppress(asyncio.TimeoutError, Exception):
-                    await asyncio.wait_for(asyncio.shield(writer), self.gw.config.shutdown_grace_seconds)
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await writer
+            writer = self._writer  # a close always has one (_wake_writer)
+            if writer is not None:
+                if self._close is not None:
+                    # Let the writer flush what is queued and send the close, within bounds.
+                    with contextlib.suppress(asyncio.TimeoutError, Exception):
+                        await asyncio.wait_for(asyncio.shield(writer), self.gw.config.shutdown_grace_seconds)
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await writer
             self.gw.remove_connection(self)
 
     def _origin_error(self) -> str | None:
@@ -143,7 +215,9 @@ class Connection:
                     self._metrics.frames_refused.labels(message.code).inc()
                     if message.code in FATAL_CLOSE and message.code.startswith("token_"):
                         self._metrics.auth_failures.labels(message.code).inc()
-                self.outbox.push(Outgoing(codec.encode_text(message)))
+                text = codec.encode_text(message)
+                if not self._sent_now(text):
+                    self.outbox.push(Outgoing(text))
             elif isinstance(effect, Close):
                 self._close = effect
                 self._metrics.closes.labels(str(effect.code)).inc()
@@ -182,6 +256,7 @@ class Connection:
                                              request_id=auth.request_id))
         if isinstance(plan, Replay) and read.events:
             self.outbox.push(Outgoing("", replay=read.events))
+            self._wake_writer()  # the welcome may have gone out at once: nothing else wakes it
         self._last_queued = read.top
         self._last_sent = plan.after if isinstance(plan, Replay) else read.top
         held, self._held_back = self._held_back, None
@@ -200,8 +275,21 @@ class Connection:
         if event.offset <= self._last_queued or self._close is not None:
             return
         self._last_queued = event.offset
-        if not self.outbox.push(Outgoing(event.data, offset=event.offset, conflation_key=event.conflation_key,
-                                         published_at=event.published_at)):
+        if event.conflation_key is None and self._sent_now(event.data):
+            # Nothing was queued or in the writer's hands, so this offset is the next on the
+            # wire (above _last_sent, which is at most the _last_queued before it).
+            self._last_sent = event.offset
+            self._metrics.events_delivered.inc()
+            if event.published_at:
+                self._metrics.delivery_latency.observe(max(0.0, time.time() - event.published_at))
+            return
+        within_bound = self.outbox.push(Outgoing(event.data, offset=event.offset,
+                                                 conflation_key=event.conflation_key,
+                                                 published_at=event.published_at))
+        if within_bound and self._burst_bytes and self._burst_at == self._iterations.value:
+            # This iteration's frames written at once would still be in the queue: count them.
+            within_bound = self.outbox.bytes + self._burst_bytes <= self.outbox.max_bytes
+        if not within_bound:
             self._metrics.slow_consumer_closes.inc()
             log.warning("slow consumer", extra={"connection_id": self.id, "user_id": self._registered_user,
                                                 "queued_bytes": self.outbox.bytes})
@@ -221,7 +309,27 @@ class Connection:
 
     # -- writer and timer -----------------------------------------------------------------
 
-    async def _writer(self) -> None:
+    def _sent_now(self, text: str) -> bool:
+        """Write ``text`` at once through the protocol's synchronous send, when that keeps the
+        order and the bounds of the queued path: no close decided, nothing queued, the writer
+        absent or parked (not holding a popped item or a replay), this iteration's burst within
+        the outbox's bound, and the protocol able to write without waiting (it says no while the
+        transport is over its high-water mark, where the queued path would wait too; the outbox
+        then fills and bounds as before)."""
+        send_now = self._send_now
+        if (send_now is None or self._close is not None or self.outbox
+                or (self._writer is not None and self._writer_waiting is None)):
+            return False
+        iteration = self._iterations.current()
+        if iteration != self._burst_at:
+            self._burst_at, self._burst_bytes = iteration, 0
+        burst = self._burst_bytes + len(text)
+        if burst > self.outbox.max_bytes or not send_now(text):
+            return False  # queued instead; over the bound, the push reports the overflow
+        self._burst_bytes = burst
+        return True
+
+    async def _write_loop(self) -> None:
         send = self._send
         outbox = self.outbox
         delivered = self._metrics.events_delivered
@@ -265,6 +373,11 @@ class Connection:
                 await send(_text_frame(item.data))
 
     def _wake_writer(self) -> None:
+        if self._writer is None:
+            if not self.outbox and self._close is None:
+                return  # nothing to wait for: stay without a writer
+            self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.id}")
+            return
         waiting = self._writer_waiting
         if waiting is not None and not waiting.done():
             waiting.set_result(None)

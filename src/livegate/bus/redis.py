@@ -222,9 +222,11 @@ class RedisBus(Bus):
         self._tasks = []
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if tasks:
+            # Bounded: a task that does not end on cancel is reported, not waited on forever.
+            _done, stuck = await asyncio.wait(tasks, timeout=5.0)
+            for task in stuck:
+                log.error("redis bus task %s did not stop on cancel", task.get_name())
         self._streams.clear()
         self._by_channel.clear()
         if self._client is not None:
@@ -242,7 +244,8 @@ class RedisBus(Bus):
         ok = False
         if self._client is not None:
             try:
-                ok = bool(await asyncio.wait_for(self._client.ping(), self._timeout))
+                async with asyncio.timeout(self._timeout):
+                    ok = bool(await self._client.ping())
             except (TimeoutError, RedisError, OSError):
                 ok = False
         return {"bus": ok, "subscriber": self._subscribed}
@@ -404,7 +407,8 @@ class RedisBus(Bus):
     async def _establish(self, state: _StreamState) -> None:
         """Wait for the SUBSCRIBE confirmation, then take the baseline position."""
         try:
-            await asyncio.wait_for(state.confirmed.wait(), self._timeout + self._connect_timeout)
+            async with asyncio.timeout(self._timeout + self._connect_timeout):
+                await state.confirmed.wait()
         except TimeoutError:
             raise BusUnavailable("Redis did not confirm the subscription in time") from None
         epoch, top, _first, _rows = await self._read_raw(state.stream, None)
@@ -479,7 +483,10 @@ class RedisBus(Bus):
     async def _connect(self) -> AbstractConnection:
         assert self._sub_pool is not None
         conn: AbstractConnection = self._sub_pool.make_connection()  # type: ignore[no-untyped-call]
-        await asyncio.wait_for(conn.connect(), self._connect_timeout + self._timeout)  # type: ignore[no-untyped-call]
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that lands
+        # as the inner call completes, and stop() would then wait for a reader that never ends.
+        async with asyncio.timeout(self._connect_timeout + self._timeout):
+            await conn.connect()  # type: ignore[no-untyped-call]
         async with self._send_lock:
             self._generation += 1
             self._force_reconnect = False
