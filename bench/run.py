@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,13 +51,22 @@ from bench.loadgen import (
     open_clients,
     wait_for,
 )
-from bench.procs import REDIS_GATEWAYS, Server, Target, cpu_seconds, raise_nofile, rss_bytes
+from bench.procs import (
+    BENCH_DIR,
+    REDIS_GATEWAYS,
+    Server,
+    Target,
+    cpu_seconds,
+    raise_nofile,
+    rss_bytes,
+)
 from livegate.protocol.auth import mint_token
 from livegate.testing.gateway import TEST_SECRET
 
 SERVERS = ("livegate", "floor", "socketio")  # the default list
 OPTIONAL = tuple(REDIS_GATEWAYS)  # livegate-redis2: selectable with --servers
 BASELINE = "livegate"  # the embedded default the multi-process targets are compared to
+BEFORE = "livegate-before"  # --baseline REF: livegate's source at a git ref, in the same run
 FIGURES = ("delivered_per_s", "cpu_us_per_event", "p50_ms", "p99_ms")
 
 
@@ -79,6 +88,7 @@ class Settings:
     drain_timeout: float = 30.0
     profile_dir: Path | None = None
     rounds: int = 3
+    server_env: dict[str, dict[str, str]] = field(default_factory=dict)  # per target name
 
     @classmethod
     def quick(cls) -> Settings:
@@ -377,6 +387,13 @@ def add_ratios(report: dict[str, Any]) -> None:
         if "idle" in lg and "idle" in other:
             r["idle"] = {f: ratio(other["idle"][f], lg["idle"][f]) for f in ("kb_per_connection", "cpu_ms_per_connect")}
         ratios[f"{name}/{BASELINE}"] = r
+    before = res.get(BEFORE)
+    if before:  # --baseline: this code against the code at the ref (livegate / livegate-before)
+        r = {scen: {f: ratio(lg[scen][f], before[scen][f]) for f in FIGURES}
+             for scen in ("max", "rate") if scen in lg and scen in before}
+        if "idle" in lg and "idle" in before:
+            r["idle"] = {f: ratio(lg["idle"][f], before["idle"][f]) for f in ("kb_per_connection", "cpu_ms_per_connect")}
+        ratios[f"{BASELINE}/{BEFORE}"] = r
     report["ratios"] = ratios
     targets: dict[str, Any] = {}
     cpu = lg.get("max", {}).get("cpu_us_per_event")
@@ -472,12 +489,12 @@ async def main_async(s: Settings, servers: tuple[str, ...], work_dir: Path) -> d
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
     for index in range(s.rounds):
         for name in servers:
-            with Server(name, work_dir, server_core=s.server_core) as target:
+            with Server(name, work_dir, env=s.server_env.get(name), server_core=s.server_core) as target:
                 rounds[name].append(await run_delivery(target, s))
             print(f"  {name} delivery round {index + 1}/{s.rounds} done", file=sys.stderr, flush=True)
     for name in servers:
         entry = median_of_rounds(rounds[name])
-        with Server(name, work_dir, server_core=s.server_core) as target:
+        with Server(name, work_dir, env=s.server_env.get(name), server_core=s.server_core) as target:
             entry["idle"] = await run_idle(target, s)
         report["results"][name] = entry
         print(f"  {name} idle done", file=sys.stderr, flush=True)
@@ -510,6 +527,9 @@ def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     p.add_argument("--no-pin", action="store_true", help="do not pin server and load to cores")
     p.add_argument("--out", type=Path, help="write the JSON report here")
     p.add_argument("--profile", type=Path, help="sample servers with py-spy into this directory (dev only)")
+    p.add_argument("--baseline", metavar="GITREF",
+                   help=f"also run livegate's src/ at this git ref as {BEFORE!r}, interleaved with the "
+                   "current code, and report livegate/livegate-before (before/after in one run)")
     args = p.parse_args(argv)
     s = Settings.quick() if args.quick else Settings()
     for name in ("users", "conns_per_user", "batch", "max_seconds", "rate", "rate_seconds", "idle", "rounds"):
@@ -523,6 +543,19 @@ def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     return s, args
 
 
+def export_source(ref: str, into: Path) -> Path:
+    """``src/`` of this repository at ``ref`` (``git archive``), for ``--baseline``: the child
+    gets it first on ``PYTHONPATH``, ahead of the editable install of the working tree."""
+    repo = BENCH_DIR.parent
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", ref, "src"],
+                             capture_output=True, check=False, timeout=60)
+    if archive.returncode != 0:
+        raise SystemExit(f"--baseline {ref}: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True, timeout=60)
+    return into / "src"
+
+
 def main(argv: list[str] | None = None) -> int:
     s, args = parse(argv)
     servers = tuple(x for x in args.servers.split(",") if x)
@@ -533,6 +566,12 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="livegate-bench-") as tmp:
+        if args.baseline:
+            source = export_source(args.baseline, Path(tmp) / "baseline")
+            s.server_env[BEFORE] = {"PYTHONPATH": str(source)}
+            if BEFORE not in servers:
+                at = servers.index(BASELINE) + 1 if BASELINE in servers else 0
+                servers = (*servers[:at], BEFORE, *servers[at:])
         report = uvloop.run(main_async(s, servers, Path(tmp)))
     report["wall_seconds"] = round(time.monotonic() - started, 1)
     print(markdown(report))

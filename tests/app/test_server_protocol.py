@@ -42,3 +42,54 @@ async def test_connections_get_the_fast_send_extension_and_use_it(tmp_path: Path
         assert '"now"' in await ws.recv()
         # Written at once: no writer task was ever needed for this idle-then-live connection.
         assert connection._writer is None
+
+
+def test_fast_path_frames_are_the_bytes_websockets_would_send() -> None:
+    from websockets.frames import Frame, Opcode
+
+    from livegate.server import unmasked_text_frame
+
+    for text in ("", "a", "x" * 125, "x" * 126, "x" * 127, "é" * 63, "€" * 42, "x" * 65535, "x" * 65536,
+                 '{"type":"notification","message":"' + "ü" * 40_000 + '"}'):
+        payload = text.encode()
+        assert unmasked_text_frame(payload) == Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[]), \
+            len(payload)
+
+
+def test_every_recipient_of_an_event_gets_its_frame_and_the_next_event_a_new_one() -> None:
+    # The frame of the last text is kept between calls (one encode per event, not per
+    # recipient); a new text must never get the previous frame.
+    from livegate.server import _LAST_FRAME, unmasked_text_frame
+
+    first, second = '{"offset":1}', '{"offset":2}'
+    tab, other_tab = _OpenProtocol(), _OpenProtocol()
+    for protocol, text in ((tab, first), (other_tab, first), (tab, second), (other_tab, second), (tab, first)):
+        assert HeartbeatClosingProtocol.send_text_now(protocol, text)  # type: ignore[arg-type]
+        assert _LAST_FRAME.text is text
+    assert tab.written == [unmasked_text_frame(t.encode()) for t in (first, second, first)]
+    assert other_tab.written == [unmasked_text_frame(t.encode()) for t in (first, second)]
+
+
+class _OpenProtocol:
+    """What send_text_now reads of an open, writable connection without extensions; it is its
+    own transport and keeps what was written."""
+
+    def __init__(self) -> None:
+        from websockets.protocol import State
+
+        from livegate.server import _LeanEvent
+
+        self.close_sent = self.disconnected = False
+        self.handshake_complete, self.initial_response = True, None
+        self.writable = _LeanEvent()
+        self.writable.set()
+        self.conn = type("Conn", (), {"state": State.OPEN, "extensions": [], "writes": [],
+                                      "expect_continuation_frame": False, "debug": False})()
+        self.transport = self
+        self.written: list[bytes] = []
+
+    def is_closing(self) -> bool:
+        return False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)

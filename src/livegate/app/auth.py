@@ -14,7 +14,10 @@ from livegate.protocol.auth import TokenVerifier
 
 
 def bearer(request: Request[Any, Any, Any]) -> str | None:
-    header = request.headers.get("authorization", "")
+    return bearer_token(request.headers.get("authorization", ""))
+
+
+def bearer_token(header: str) -> str | None:
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         return None
@@ -34,8 +37,8 @@ def require_user(request: Request[Any, Any, Any], verifier: TokenVerifier) -> st
                            headers={"WWW-Authenticate": 'Bearer realm="livegate", error="invalid_token"'}) from None
 
 
-def require_service(request: Request[Any, Any, Any], service_token: str | None) -> None:
-    token = bearer(request)
+def check_service(authorization: str, service_token: str | None) -> None:
+    token = bearer_token(authorization)
     if not service_token or token is None or not hmac.compare_digest(token.encode(), service_token.encode()):
         raise ProblemError(401, "unauthorized", "The service credential is required (LIVEGATE_SERVICE_TOKEN)",
                            headers={"WWW-Authenticate": 'Bearer realm="livegate-service"'})

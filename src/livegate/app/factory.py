@@ -14,7 +14,7 @@ from litestar.types import ExceptionHandlersMap
 
 from livegate.app.gateway import Gateway
 from livegate.app.problems import EXCEPTION_HANDLERS
-from livegate.app.routes_core import core_routes
+from livegate.app.routes_core import MAX_BODY_BYTES, core_routes
 from livegate.app.routes_generations import generation_routes
 from livegate.app.ws import serve_websocket
 from livegate.config import Config
@@ -88,7 +88,7 @@ def create_app(config: Config | None = None, *, gateway: Gateway | None = None) 
         on_shutdown=[gw.stop],
         exception_handlers=cast("ExceptionHandlersMap", EXCEPTION_HANDLERS),
         openapi_config=None,  # openapi.yaml is hand-written and served as is
-        request_max_body_size=16 * 1024 * 1024,
+        request_max_body_size=MAX_BODY_BYTES,
     )
     app.state.gateway = gw
     return app

@@ -87,6 +87,7 @@ class Connection:
         "_burst_at",
         "_burst_bytes",
         "_close",
+        "_deliveries",
         "_held_back",
         "_iterations",
         "_last_queued",
@@ -134,6 +135,7 @@ class Connection:
         self._burst_at = -1  # the loop iteration of the frames written at once, and their size
         self._burst_bytes = 0
         self._metrics = gateway.metrics
+        self._deliveries = gateway.metrics.deliveries
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -279,9 +281,7 @@ class Connection:
             # Nothing was queued or in the writer's hands, so this offset is the next on the
             # wire (above _last_sent, which is at most the _last_queued before it).
             self._last_sent = event.offset
-            self._metrics.events_delivered.inc()
-            if event.published_at:
-                self._metrics.delivery_latency.observe(max(0.0, time.time() - event.published_at))
+            self._deliveries.record(event.published_at)
             return
         within_bound = self.outbox.push(Outgoing(event.data, offset=event.offset,
                                                  conflation_key=event.conflation_key,
@@ -317,7 +317,7 @@ class Connection:
         transport is over its high-water mark, where the queued path would wait too; the outbox
         then fills and bounds as before)."""
         send_now = self._send_now
-        if (send_now is None or self._close is not None or self.outbox
+        if (send_now is None or self._close is not None or self.outbox.items
                 or (self._writer is not None and self._writer_waiting is None)):
             return False
         iteration = self._iterations.current()
@@ -332,16 +332,11 @@ class Connection:
     async def _write_loop(self) -> None:
         send = self._send
         outbox = self.outbox
-        delivered = self._metrics.events_delivered
-        latency = self._metrics.delivery_latency
+        deliveries = self._deliveries
         conflated_seen = 0
-        sent = 0  # deliveries not yet added to the metric: counted once per drained queue
         while True:
             item = outbox.pop()
             if item is None:
-                if sent:
-                    delivered.inc(sent)
-                    sent = 0
                 if outbox.conflated != conflated_seen:
                     self._metrics.events_conflated.inc(outbox.conflated - conflated_seen)
                     conflated_seen = outbox.conflated
@@ -355,26 +350,26 @@ class Connection:
                     self._writer_waiting = None
                 continue
             if item.replay is not None:
+                replayed = 0
                 for event in item.replay:
                     if event.offset > self._last_sent:
                         await send(_text_frame(event.data))
                         self._last_sent = event.offset
-                        sent += 1
+                        replayed += 1
+                deliveries.record_untimed(replayed)
                 continue
             if item.offset is not None:
                 if item.offset <= self._last_sent:
                     continue
                 self._last_sent = item.offset
                 await send(_text_frame(item.frame()))
-                sent += 1
-                if item.published_at:
-                    latency.observe(max(0.0, time.time() - item.published_at))
+                deliveries.record(item.published_at)
             else:
                 await send(_text_frame(item.data))
 
     def _wake_writer(self) -> None:
         if self._writer is None:
-            if not self.outbox and self._close is None:
+            if not self.outbox.items and self._close is None:
                 return  # nothing to wait for: stay without a writer
             self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.id}")
             return

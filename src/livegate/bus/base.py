@@ -14,32 +14,34 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+
+import msgspec
+
+# The values handed along the publish and fan-out path are msgspec Structs, not frozen
+# dataclasses: a frozen dataclass's __init__ sets each field through object.__setattr__
+# (~0.35 us per object, three objects per published event, measured in bench/README.md);
+# a Struct's is ~0.01 us. gc=False: they hold only atomic values, never a cycle.
 
 
-@dataclass(frozen=True, slots=True)
-class StreamEvent:
+class StreamEvent(msgspec.Struct, frozen=True, gc=False):
     offset: int
     data: str  # the whole frame, with epoch and offset in it
     conflation_key: str | None = None
     published_at: float = 0.0  # wall clock (time.time()) when the bus accepted it
 
 
-@dataclass(frozen=True, slots=True)
-class Position:
+class Position(msgspec.Struct, frozen=True, gc=False):
     epoch: str
     offset: int
 
 
-@dataclass(frozen=True, slots=True)
-class PublishItem:
+class PublishItem(msgspec.Struct, frozen=True, gc=False):
     stream: str
     body: bytes  # a JSON object without epoch/offset
     conflation_key: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ReadResult:
+class ReadResult(msgspec.Struct, frozen=True):
     """One atomic look at a stream: its epoch, newest offset, oldest offset still kept
     (``top + 1`` when history is empty) and the events after the asked offset."""
 
@@ -59,10 +61,10 @@ class Subscription(ABC):
 
 def splice_position(body: bytes, epoch: str, offset: int) -> str:
     """Put ``epoch`` and ``offset`` first in a JSON object body (once per event)."""
-    text = body.decode()
-    if not text.startswith("{") or len(text) < 3:
+    if body[:1] != b"{" or len(body) < 3:
         raise ValueError("event body must be a non-empty JSON object")
-    return '{"epoch":"' + epoch + '","offset":' + str(offset) + "," + text[1:]
+    return f'{{"epoch":"{epoch}","offset":{offset},{body[1:].decode()}'
+
 
 
 class LocalFanout:

@@ -37,8 +37,13 @@ _Entry = tuple[float, int, str, "str | None", float]
 @dataclass
 class _Stream:
     epoch: str
+    max_events: int
     top: int = 0
-    history: deque[_Entry] = field(default_factory=deque)
+    # Bounded in count by the deque itself (an append past maxlen drops the oldest), in age by _trim.
+    history: deque[_Entry] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.history = deque(maxlen=self.max_events)
 
 
 class _MemorySubscription(Subscription):
@@ -76,32 +81,35 @@ class MemoryBus(Bus):
     def _stream(self, name: str) -> _Stream:
         stream = self._streams.get(name)
         if stream is None:
-            stream = self._streams[name] = _Stream(epoch=secrets.token_hex(8))
+            stream = self._streams[name] = _Stream(epoch=secrets.token_hex(8), max_events=self.max_events)
         return stream
 
     def _trim(self, stream: _Stream, now: float) -> None:
         history = stream.history
-        while len(history) > self.max_events:
-            history.popleft()
         horizon = now - self.max_age
         while history and history[0][0] < horizon:
             history.popleft()
 
     async def publish(self, items: Sequence[PublishItem]) -> list[Position]:
         # No await inside: appending and fanning out is atomic in the event loop, which
-        # is what keeps live delivery and history reads seamless.
+        # is what keeps live delivery and history reads seamless. (Per event on the hot
+        # path: the age trim runs only when the oldest entry is past the horizon.)
         now = self._clock()
         wall = time.time()
+        horizon = now - self.max_age
+        streams, dispatch = self._streams, self._fanout.dispatch
         positions = []
         for item in items:
-            stream = self._stream(item.stream)
-            stream.top += 1
-            data = splice_position(item.body, stream.epoch, stream.top)
-            stream.history.append((now, stream.top, data, item.conflation_key, wall))
-            event = StreamEvent(stream.top, data, item.conflation_key, wall)
-            self._trim(stream, now)
-            positions.append(Position(stream.epoch, stream.top))
-            self._fanout.dispatch(item.stream, event)
+            name, key = item.stream, item.conflation_key
+            stream = streams.get(name) or self._stream(name)
+            top = stream.top = stream.top + 1
+            data = splice_position(item.body, stream.epoch, top)
+            history = stream.history
+            history.append((now, top, data, key, wall))
+            if history[0][0] < horizon:
+                self._trim(stream, now)
+            positions.append(Position(stream.epoch, top))
+            dispatch(name, StreamEvent(top, data, key, wall))
         return positions
 
     async def read(self, stream: str, after: int | None) -> ReadResult:

@@ -43,14 +43,17 @@ class Outgoing:
 class Outbox:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._items: OrderedDict[int, Outgoing] = OrderedDict()
+        #: The queued items in order, by push sequence. Read-only outside this class; its
+        #: truthiness is the fan-out's "anything queued?" (a C call, where ``len(outbox)``
+        #: is a Python one on every delivery).
+        self.items: OrderedDict[int, Outgoing] = OrderedDict()
         self._by_key: dict[str, int] = {}
         self._seq = 0
         self.bytes = 0
         self.conflated = 0  # events dropped in favour of a newer one (for metrics)
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self.items)
 
     def push(self, item: Outgoing) -> bool:
         """Queue ``item``; return ``False`` when the queue is over its byte bound."""
@@ -58,7 +61,7 @@ class Outbox:
         if key is not None:
             older_seq = self._by_key.pop(key, None)
             if older_seq is not None:
-                older = self._items.pop(older_seq)
+                older = self.items.pop(older_seq)
                 self.bytes -= len(older.data)
                 supersedes = item.supersedes if item.supersedes is not None else []
                 supersedes.extend(older.supersedes or ())
@@ -67,16 +70,16 @@ class Outbox:
                 item.supersedes = supersedes
                 self.conflated += 1
         self._seq += 1
-        self._items[self._seq] = item
+        self.items[self._seq] = item
         if key is not None:
             self._by_key[key] = self._seq
         self.bytes += len(item.data)
         return self.bytes <= self.max_bytes
 
     def pop(self) -> Outgoing | None:
-        if not self._items:
+        if not self.items:
             return None
-        seq, item = self._items.popitem(last=False)
+        seq, item = self.items.popitem(last=False)
         if item.conflation_key is not None and self._by_key.get(item.conflation_key) == seq:
             del self._by_key[item.conflation_key]
         self.bytes -= len(item.data)

@@ -29,11 +29,15 @@ def utc_timestamp(now: datetime | None = None) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-def to_bus_item(user_id: str, event: StreamEventInput, timestamp: str) -> PublishItem:
-    body = _encoder.encode(event)
-    stamped = b'{"timestamp":"' + timestamp.encode() + b'",' + body[1:]
-    key = event.generation_id if isinstance(event, http.GenerationProgressInput) else None
-    return PublishItem(stream=user_id, body=stamped, conflation_key=key)
+def timestamp_prefix(timestamp: str) -> bytes:
+    """The start of every body of one publish: ``{"timestamp":"...",``."""
+    return b'{"timestamp":"' + timestamp.encode() + b'",'
+
+
+def to_bus_item(user_id: str, event: StreamEventInput, prefix: bytes) -> PublishItem:
+    """``prefix`` is :func:`timestamp_prefix` of the publish (made once per batch)."""
+    key = event.generation_id if type(event) is http.GenerationProgressInput else None
+    return PublishItem(user_id, prefix + _encoder.encode(event)[1:], key)
 
 
 class Publisher:
@@ -44,8 +48,8 @@ class Publisher:
     async def publish(self, events: Sequence[tuple[str, StreamEventInput]]) -> list[Position]:
         """Append events (``(user_id, event)`` pairs) in order; raise ``BusUnavailable``
         (with the positions of those appended before the failure) when the bus is down."""
-        timestamp = utc_timestamp()
-        items = [to_bus_item(user_id, event, timestamp) for user_id, event in events]
+        prefix = timestamp_prefix(utc_timestamp())
+        items = [to_bus_item(user_id, event, prefix) for user_id, event in events]
         try:
             positions = await self.bus.publish(items)
         except BusUnavailable as exc:
