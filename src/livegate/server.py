@@ -18,7 +18,9 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
-from websockets.protocol import State
+from websockets.protocol import Protocol, State
+from websockets.server import ServerProtocol
+from websockets.streams import StreamReader
 
 from livegate.app import Gateway, create_app
 from livegate.app.ws import SEND_TEXT_EXTENSION
@@ -182,7 +184,28 @@ class HeartbeatClosingProtocol(WebSocketsSansIOProtocol):
         # Called once, right after uvicorn wrote the handshake's response (websocket.accept):
         # neither the request nor the response is read again (the scope has its own headers).
         self.request = self.response = None  # type: ignore[assignment]
+        self._drop_handshake_parser()
         super().start_keepalive()
+
+    def _drop_handshake_parser(self) -> None:
+        """websockets' ``ServerProtocol.parse()`` reads the handshake request, then ends in
+        ``yield from Protocol.parse(self)`` (frames) for the connection's lifetime: its suspended
+        frame keeps the request and its headers alive (~1.7 KB per connection, bench/README.md).
+
+        Between two frames (the frame parser waits in ``reader.at_eof()`` on an empty buffer)
+        a fresh ``Protocol.parse`` generator is the same parser: its loop keeps no state across
+        frames but the protocol's attributes. Dropping the old chain closes it (GeneratorExit
+        is caught nowhere in it). Mid-frame, or on any other shape, nothing is changed."""
+        conn = self.conn
+        outer = conn.parser
+        inner = getattr(outer, "gi_yieldfrom", None)
+        waiting = getattr(inner, "gi_yieldfrom", None)
+        if (getattr(outer, "gi_code", None) is ServerProtocol.parse.__code__
+                and getattr(inner, "gi_code", None) is Protocol.parse.__code__
+                and getattr(waiting, "gi_code", None) is StreamReader.at_eof.__code__
+                and not conn.reader.buffer and not conn.reader.eof):
+            conn.parser = Protocol.parse(conn)
+            next(conn.parser)  # start it: it stops in reader.at_eof(), as the old one was
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)

@@ -5,6 +5,7 @@ the fast send path or the per-connection memory savings quietly stop working."""
 from __future__ import annotations
 
 import inspect
+import json
 import re
 from pathlib import Path
 
@@ -42,6 +43,22 @@ async def test_connections_get_the_fast_send_extension_and_use_it(tmp_path: Path
         assert '"now"' in await ws.recv()
         # Written at once: no writer task was ever needed for this idle-then-live connection.
         assert connection._writer is None
+
+
+async def test_the_handshake_parser_is_dropped_and_frames_still_parse(tmp_path: Path) -> None:
+    from websockets.protocol import Protocol
+
+    async with running_gateway(tmp_path) as gw, websockets.connect(gw.ws_url, compression=None) as ws:
+        await ws.send('{"type":"auth","token":"' + gw.token("alice") + '"}')
+        assert '"welcome"' in await ws.recv()
+        (connection,) = gw.gateway.connections
+        protocol = connection.socket.scope["extensions"][SEND_TEXT_EXTENSION]["send"].__self__
+        assert protocol.conn.parser.gi_code is Protocol.parse.__code__  # the frame parser, driven directly
+        # Frames with 7-bit and 16-bit lengths still parse, in order.
+        for size in (10, 300, 60_000):
+            await ws.send('{"type":"ping","id":"p' + str(size) + '"' + " " * size + "}")  # JSON whitespace
+        answers = [json.loads(await ws.recv()) for _ in range(3)]
+        assert [(a["type"], a["id"]) for a in answers] == [("pong", "p10"), ("pong", "p300"), ("pong", "p60000")]
 
 
 def test_fast_path_frames_are_the_bytes_websockets_would_send() -> None:

@@ -13,7 +13,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from livegate.bus.base import (
     Bus,
@@ -34,16 +34,15 @@ from livegate.bus.base import (
 _Entry = tuple[float, int, str, "str | None", float]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Stream:
     epoch: str
-    max_events: int
     top: int = 0
-    # Bounded in count by the deque itself (an append past maxlen drops the oldest), in age by _trim.
-    history: deque[_Entry] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.history = deque(maxlen=self.max_events)
+    # Bounded in count by the deque itself (an append past maxlen drops the oldest), in age by
+    # _trim. None until the first event, and again once everything aged out (sweep): an empty
+    # deque is ~600 bytes, and most streams of connected users hold nothing most of the time
+    # (bench/README.md, memory per idle connection).
+    history: deque[_Entry] | None = None
 
 
 class _MemorySubscription(Subscription):
@@ -81,7 +80,7 @@ class MemoryBus(Bus):
     def _stream(self, name: str) -> _Stream:
         stream = self._streams.get(name)
         if stream is None:
-            stream = self._streams[name] = _Stream(epoch=secrets.token_hex(8), max_events=self.max_events)
+            stream = self._streams[name] = _Stream(epoch=secrets.token_hex(8))
         return stream
 
     def _trim(self, stream: _Stream, now: float) -> None:
@@ -105,6 +104,8 @@ class MemoryBus(Bus):
             top = stream.top = stream.top + 1
             data = splice_position(item.body, stream.epoch, top)
             history = stream.history
+            if history is None:
+                history = stream.history = deque(maxlen=self.max_events)
             history.append((now, top, data, key, wall))
             if history[0][0] < horizon:
                 self._trim(stream, now)
@@ -117,7 +118,7 @@ class MemoryBus(Bus):
         self._trim(s, self._clock())
         first = s.history[0][1] if s.history else s.top + 1
         events = [] if after is None else [StreamEvent(offset, data, key, published)
-                                           for _, offset, data, key, published in s.history if offset > after]
+                                           for _, offset, data, key, published in s.history or () if offset > after]
         return ReadResult(epoch=s.epoch, top=s.top, first_available=first, events=events)
 
     async def subscribe(self, stream: str, listener: Listener) -> Subscription:
@@ -128,13 +129,15 @@ class MemoryBus(Bus):
         return {"bus": True}
 
     def sweep(self) -> None:
-        """Drop aged history, and streams that hold nothing and have no listener."""
+        """Drop aged history, and the deque of a stream left with none."""
         now = self._clock()
         for name in list(self._streams):
             stream = self._streams[name]
             self._trim(stream, now)
-            # An empty stream without listeners keeps its epoch and top (cheap) so that
-            # a client resuming at `top` still recovers; nothing else to free.
+            if stream.history is not None and not stream.history:
+                stream.history = None  # everything aged out: give the deque back
+            # An empty stream keeps its epoch and top (cheap) so that a client resuming at
+            # `top` still recovers.
 
     async def _sweep_forever(self) -> None:
         while True:
