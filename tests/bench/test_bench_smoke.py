@@ -56,3 +56,19 @@ def test_quick_bench_reports_every_figure(tmp_path: Path) -> None:
     assert len(report["targets"]) == 4
     assert "| livegate | max |" in proc.stdout
     assert "| livegate-redis2 | max |" in proc.stdout and "livegate-redis2/livegate:" in proc.stdout
+
+
+def test_baseline_source_is_what_the_child_imports(tmp_path: Path) -> None:
+    # --baseline GITREF runs `livegate serve` with src/ of that ref first on PYTHONPATH: the
+    # child must import livegate from there, not from the editable install of the working tree.
+    sys.path.insert(0, str(ROOT))
+    try:
+        from bench.run import export_source
+    finally:
+        sys.path.remove(str(ROOT))
+    source = export_source("HEAD", tmp_path / "baseline")
+    assert (source / "livegate" / "server.py").is_file()
+    probe = subprocess.run([sys.executable, "-c", "import livegate.server; print(livegate.server.__file__)"],
+                           env={"PYTHONPATH": str(source), "PATH": "/usr/bin:/bin"}, capture_output=True,
+                           text=True, timeout=60, check=True)
+    assert Path(probe.stdout.strip()).resolve() == (source / "livegate" / "server.py").resolve()
