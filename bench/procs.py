@@ -147,8 +147,9 @@ class Server:
                       pids=pids, ws_ports=ports, publish_ports=ports, redis_pid=self._redis.pid)
 
     def _start(self) -> Target:
-        if self.name in REDIS_GATEWAYS:
-            return self._start_redis_gateways(REDIS_GATEWAYS[self.name])
+        redis_gateways = REDIS_GATEWAYS.get(self.name.removesuffix("-before"))  # --baseline's twin too
+        if redis_gateways:
+            return self._start_redis_gateways(redis_gateways)
         if self.name == "livegate@granian":
             port = free_port()
             env = GatewayProcess(self.data_dir / self.name, env={"LIVEGATE_LOG_LEVEL": "WARNING", **self.env},

@@ -358,13 +358,11 @@ def ratio(a: float, b: float) -> float:
 
 def add_ratios(report: dict[str, Any]) -> None:
     res = report["results"]
-    lg = res.get("livegate")
-    if not lg:
-        return
+    lg = res.get("livegate") or {}
     ratios: dict[str, Any] = {}
     for peer in ("floor", "socketio"):
         other = res.get(peer)
-        if not other:
+        if not other or not lg:
             continue
         r: dict[str, Any] = {}
         for scen in ("max", "rate"):
@@ -378,7 +376,7 @@ def add_ratios(report: dict[str, Any]) -> None:
     # every delivery figure, and per idle connection the memory and the connect CPU.
     for name in OPTIONAL:
         other = res.get(name)
-        if not other:
+        if not other or not lg:
             continue
         r = {}
         for scen in ("max", "rate"):
@@ -387,15 +385,22 @@ def add_ratios(report: dict[str, Any]) -> None:
         if "idle" in lg and "idle" in other:
             r["idle"] = {f: ratio(other["idle"][f], lg["idle"][f]) for f in ("kb_per_connection", "cpu_ms_per_connect")}
         ratios[f"{name}/{BASELINE}"] = r
-    before = res.get(BEFORE)
-    if before:  # --baseline: this code against the code at the ref (livegate / livegate-before)
-        r = {scen: {f: ratio(lg[scen][f], before[scen][f]) for f in FIGURES}
-             for scen in ("max", "rate") if scen in lg and scen in before}
-        if "idle" in lg and "idle" in before:
-            r["idle"] = {f: ratio(lg["idle"][f], before["idle"][f]) for f in ("kb_per_connection", "cpu_ms_per_connect")}
-        ratios[f"{BASELINE}/{BEFORE}"] = r
+    # --baseline: this code against the code at the ref (livegate / livegate-before, and
+    # livegate-redis2 / livegate-redis2-before when the Redis pair runs too).
+    for now_name in (BASELINE, *OPTIONAL):
+        now, before = res.get(now_name), res.get(now_name + "-before")
+        if not now or not before:
+            continue
+        r = {scen: {f: ratio(now[scen][f], before[scen][f]) for f in FIGURES}
+             for scen in ("max", "rate") if scen in now and scen in before}
+        if "idle" in now and "idle" in before:
+            r["idle"] = {f: ratio(now["idle"][f], before["idle"][f]) for f in ("kb_per_connection", "cpu_ms_per_connect")}
+        ratios[f"{now_name}/{now_name}-before"] = r
     report["ratios"] = ratios
     targets: dict[str, Any] = {}
+    report["targets"] = targets
+    if not lg:
+        return
     cpu = lg.get("max", {}).get("cpu_us_per_event")
     if "floor" in res and "max" in res["floor"]:
         v = ratio(cpu, res["floor"]["max"]["cpu_us_per_event"])
@@ -409,7 +414,6 @@ def add_ratios(report: dict[str, Any]) -> None:
     if "idle" in lg:
         v = lg["idle"]["kb_per_connection"]
         targets["KB per idle connection <= 20"] = {"value": v, "met": v <= 20}
-    report["targets"] = targets
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -568,10 +572,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="livegate-bench-") as tmp:
         if args.baseline:
             source = export_source(args.baseline, Path(tmp) / "baseline")
-            s.server_env[BEFORE] = {"PYTHONPATH": str(source)}
-            if BEFORE not in servers:
-                at = servers.index(BASELINE) + 1 if BASELINE in servers else 0
-                servers = (*servers[:at], BEFORE, *servers[at:])
+            for name in [n for n in (BASELINE, *OPTIONAL) if n in servers] or [BASELINE]:
+                twin = name + "-before"  # the same target on the ref's code, right after it
+                s.server_env[twin] = {"PYTHONPATH": str(source)}
+                if twin not in servers:
+                    at = servers.index(name) + 1 if name in servers else 0
+                    servers = (*servers[:at], twin, *servers[at:])
         report = uvloop.run(main_async(s, servers, Path(tmp)))
     report["wall_seconds"] = round(time.monotonic() - started, 1)
     print(markdown(report))
