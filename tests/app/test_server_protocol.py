@@ -45,6 +45,27 @@ async def test_connections_get_the_fast_send_extension_and_use_it(tmp_path: Path
         assert connection._writer is None
 
 
+async def test_the_writer_replays_through_the_synchronous_send_in_order(tmp_path: Path) -> None:
+    # A resume replay goes through the writer (ws.py _write): at once while the transport takes
+    # it, through ASGI send when it is paused; either way every offset once, in order.
+    async with running_gateway(tmp_path) as gw:
+        async with httpx.AsyncClient(base_url=gw.http_url) as client:
+            for start in range(0, 300, 100):
+                published = await client.post(
+                    "/v1/events", headers={"Authorization": f"Bearer {gw.gateway.config.service_token}"},
+                    json={"events": [{"userId": "alice", "event": {"type": "notification", "level": "info",
+                                                                   "message": f"m{n}"}} for n in range(start, start + 100)]})
+        epoch = published.json()["results"][0]["epoch"]
+        async with websockets.connect(gw.ws_url, compression=None, max_queue=None) as ws:
+            await ws.send(json.dumps({"type": "auth", "token": gw.token("alice"), "resume": {"epoch": epoch, "offset": 0}}))
+            welcome = json.loads(await ws.recv())
+            assert welcome["type"] == "welcome" and welcome["recovered"] is True
+            replayed = [json.loads(await ws.recv()) for _ in range(300)]
+            assert [(e["offset"], e["message"]) for e in replayed] == [(n + 1, f"m{n}") for n in range(300)]
+            (connection,) = gw.gateway.connections
+            assert connection._written_at_once > 0
+
+
 async def test_the_handshake_parser_is_dropped_and_frames_still_parse(tmp_path: Path) -> None:
     from websockets.protocol import Protocol
 

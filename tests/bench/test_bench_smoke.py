@@ -72,3 +72,16 @@ def test_baseline_source_is_what_the_child_imports(tmp_path: Path) -> None:
                            env={"PYTHONPATH": str(source), "PATH": "/usr/bin:/bin"}, capture_output=True,
                            text=True, timeout=60, check=True)
     assert Path(probe.stdout.strip()).resolve() == (source / "livegate" / "server.py").resolve()
+
+
+def test_queued_probe_reports_both_figures(tmp_path: Path) -> None:
+    out = tmp_path / "queued.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "queued_probe.py"), "--rounds", "1", "--resumes", "5",
+         "--progress-batches", "5", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=110, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    figures = json.loads(out.read_text())["livegate"]
+    for key in ("replay", "progress"):
+        assert isinstance(figures[key], float) and math.isfinite(figures[key]) and figures[key] >= 0, key

@@ -101,6 +101,7 @@ class Connection:
         "_timer_off",
         "_writer",
         "_writer_waiting",
+        "_written_at_once",
         "gw",
         "id",
         "outbox",
@@ -118,6 +119,7 @@ class Connection:
         # The idle writer's wake-up: a bare future made only while it waits (an Event holds
         # a deque, ~600 bytes per connection, measured in bench/README.md).
         self._writer_waiting: asyncio.Future[None] | None = None
+        self._written_at_once = 0  # frames the writer wrote through the synchronous send (_write)
         self._timer: asyncio.TimerHandle | None = None  # the session's next deadline, on the loop
         self._timer_off = False  # the connection ended: never re-arm
         self._close: Close | None = None
@@ -330,9 +332,9 @@ class Connection:
         return True
 
     async def _write_loop(self) -> None:
-        send = self._send
         outbox = self.outbox
         deliveries = self._deliveries
+        write = self._write
         conflated_seen = 0
         while True:
             item = outbox.pop()
@@ -353,7 +355,7 @@ class Connection:
                 replayed = 0
                 for event in item.replay:
                     if event.offset > self._last_sent:
-                        await send(_text_frame(event.data))
+                        await write(event.data)
                         self._last_sent = event.offset
                         replayed += 1
                 deliveries.record_untimed(replayed)
@@ -362,10 +364,24 @@ class Connection:
                 if item.offset <= self._last_sent:
                     continue
                 self._last_sent = item.offset
-                await send(_text_frame(item.frame()))
+                await write(item.frame())
                 deliveries.record(item.published_at)
             else:
-                await send(_text_frame(item.data))
+                await write(item.data)
+
+    async def _write(self, text: str) -> None:
+        """The writer's send of one frame: at once through the protocol's synchronous send when
+        it can take it (the writer holds the connection's order: nothing else writes while it
+        holds an item), else through ASGI ``send``, which waits while the transport is paused.
+        Every 64 frames written at once it yields, so a long replay to a fast reader does not
+        hold the loop."""
+        send_now = self._send_now
+        if send_now is not None and send_now(text):
+            self._written_at_once += 1
+            if self._written_at_once % 64 == 0:
+                await asyncio.sleep(0)
+            return
+        await self._send(_text_frame(text))
 
     def _wake_writer(self) -> None:
         if self._writer is None:
