@@ -214,6 +214,8 @@ async def test_metrics_count_what_happened(gateway, connect) -> None:
         text = (await client.get("/metrics")).text
         assert 'livegate_events_published_total{type="notification"} 1.0' in text
         assert "livegate_events_delivered_total 1.0" in text
+        assert "livegate_publish_to_send_seconds_count 1.0" in text  # that delivery, timed
+        assert 'livegate_publish_to_send_seconds_bucket{le="+Inf"} 1.0' in text
         assert "livegate_connections 1.0" in text
         assert (await client.get("/readyz")).json() == {"status": "ok", "checks": {"bus": True, "database": True,
                                                                                    "accepting": True}}
