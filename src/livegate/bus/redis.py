@@ -123,8 +123,9 @@ def _complete_replies(conn: AbstractConnection, limit: int = 1000) -> list[Any]:
     """Replies already complete in the buffer of ``conn``'s hiredis parser (at most ``limit``),
     checked as redis-py's ``read_response`` checks them; none with another parser or a closed
     one (every reply then goes through ``read_response``). A partial reply stays buffered for
-    the next ``read_response``, which waits for its rest under the pump's timeout. redis-py's
-    parser internals (pinned major): tests/bus/test_redis_bus.py fails if they move."""
+    the next ``read_response``, which waits for its rest under the pump's timeout. These are
+    redis-py's parser internals: it is pinned to one minor in pyproject.toml, and
+    tests/bus/test_redis_bus.py fails if they move."""
     parser = getattr(conn, "_parser", None)
     reader = getattr(parser, "_reader", None)
     if reader is None or not getattr(parser, "_connected", False):
