@@ -95,6 +95,7 @@ class Target:
 
 
 REDIS_GATEWAYS = {"livegate-redis2": 2}  # target name -> gateway processes on one Redis
+BEFORE_SUFFIX = "-before"  # run.py --baseline: a target's twin on livegate's source at a git ref
 
 
 class Server:
@@ -147,7 +148,7 @@ class Server:
                       pids=pids, ws_ports=ports, publish_ports=ports, redis_pid=self._redis.pid)
 
     def _start(self) -> Target:
-        redis_gateways = REDIS_GATEWAYS.get(self.name.removesuffix("-before"))  # --baseline's twin too
+        redis_gateways = REDIS_GATEWAYS.get(self.name.removesuffix(BEFORE_SUFFIX))  # --baseline's twin too
         if redis_gateways:
             return self._start_redis_gateways(redis_gateways)
         if self.name == "livegate@granian":

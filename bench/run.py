@@ -52,6 +52,7 @@ from bench.loadgen import (
     wait_for,
 )
 from bench.procs import (
+    BEFORE_SUFFIX,
     BENCH_DIR,
     REDIS_GATEWAYS,
     Server,
@@ -66,7 +67,6 @@ from livegate.testing.gateway import TEST_SECRET
 SERVERS = ("livegate", "floor", "socketio")  # the default list
 OPTIONAL = tuple(REDIS_GATEWAYS)  # livegate-redis2: selectable with --servers
 BASELINE = "livegate"  # the embedded default the multi-process targets are compared to
-BEFORE = "livegate-before"  # --baseline REF: livegate's source at a git ref, in the same run
 FIGURES = ("delivered_per_s", "cpu_us_per_event", "p50_ms", "p99_ms")
 
 
@@ -388,14 +388,14 @@ def add_ratios(report: dict[str, Any]) -> None:
     # --baseline: this code against the code at the ref (livegate / livegate-before, and
     # livegate-redis2 / livegate-redis2-before when the Redis pair runs too).
     for now_name in (BASELINE, *OPTIONAL):
-        now, before = res.get(now_name), res.get(now_name + "-before")
+        now, before = res.get(now_name), res.get(now_name + BEFORE_SUFFIX)
         if not now or not before:
             continue
         r = {scen: {f: ratio(now[scen][f], before[scen][f]) for f in FIGURES}
              for scen in ("max", "rate") if scen in now and scen in before}
         if "idle" in now and "idle" in before:
             r["idle"] = {f: ratio(now["idle"][f], before["idle"][f]) for f in ("kb_per_connection", "cpu_ms_per_connect")}
-        ratios[f"{now_name}/{now_name}-before"] = r
+        ratios[f"{now_name}/{now_name}{BEFORE_SUFFIX}"] = r
     report["ratios"] = ratios
     targets: dict[str, Any] = {}
     report["targets"] = targets
@@ -532,7 +532,7 @@ def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     p.add_argument("--out", type=Path, help="write the JSON report here")
     p.add_argument("--profile", type=Path, help="sample servers with py-spy into this directory (dev only)")
     p.add_argument("--baseline", metavar="GITREF",
-                   help=f"also run livegate's src/ at this git ref as {BEFORE!r}, interleaved with the "
+                   help=f"also run livegate's src/ at this git ref as {BASELINE + BEFORE_SUFFIX!r}, interleaved with the "
                    "current code, and report livegate/livegate-before (before/after in one run)")
     args = p.parse_args(argv)
     s = Settings.quick() if args.quick else Settings()
@@ -573,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.baseline:
             source = export_source(args.baseline, Path(tmp) / "baseline")
             for name in [n for n in (BASELINE, *OPTIONAL) if n in servers] or [BASELINE]:
-                twin = name + "-before"  # the same target on the ref's code, right after it
+                twin = name + BEFORE_SUFFIX  # the same target on the ref's code, right after it
                 s.server_env[twin] = {"PYTHONPATH": str(source)}
                 if twin not in servers:
                     at = servers.index(name) + 1 if name in servers else 0
