@@ -73,6 +73,10 @@ class Config:
     tools_file: str | None = None
     output_url_ttl_seconds: int = 3600
     max_concurrency_per_user: int = 4
+    database_url: str | None = None
+    run_worker: bool = True
+    worker_concurrency: int = 32
+    takeover_seconds: float = 30.0
     log_level: str = "INFO"
     insecure_defaults_used: tuple[str, ...] = field(default=())
 
@@ -120,6 +124,10 @@ class Config:
             tools_file=_env("LIVEGATE_TOOLS_FILE"),
             output_url_ttl_seconds=_int("LIVEGATE_OUTPUT_URL_TTL", 3600),
             max_concurrency_per_user=_int("LIVEGATE_MAX_CONCURRENCY_PER_USER", 4),
+            database_url=_env("LIVEGATE_DATABASE_URL"),
+            run_worker=_bool("LIVEGATE_RUN_WORKER", True),
+            worker_concurrency=_int("LIVEGATE_WORKER_CONCURRENCY", 32),
+            takeover_seconds=_float("LIVEGATE_TAKEOVER_SECONDS", 30.0),
             log_level=_env("LIVEGATE_LOG_LEVEL", "INFO") or "INFO",
             insecure_defaults_used=tuple(insecure),
         )

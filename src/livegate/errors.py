@@ -7,6 +7,7 @@
     ├── AuthError                token refused (``code`` is an ErrorCode from asyncapi.yaml)
     ├── BusError                 the bus cannot publish or read (Redis down, ...)
     │   └── BusUnavailable
+    ├── StoreUnavailable         the database cannot be reached (HTTP 503 + Retry-After)
     ├── IllegalTransition        generation state machine refused a move
     ├── NotFound
     └── ToolError                a tool run failed (``code`` is a GenerationErrorCode)
@@ -51,6 +52,12 @@ class BusUnavailable(BusError):
     def __init__(self, message: str, *, published: list | None = None) -> None:  # type: ignore[type-arg]
         super().__init__(message)
         self.published = list(published or [])
+
+
+class StoreUnavailable(LivegateError):
+    """The store (SQLite file or PostgreSQL) cannot be reached; retry later."""
+
+    code = "database_unavailable"
 
 
 class IllegalTransition(LivegateError):

@@ -268,11 +268,21 @@ async def test_unreachable_upstream_is_unavailable() -> None:
 # -- the rest of the contract -----------------------------------------------------------------
 
 
-async def test_reattach_is_impossible_and_inputs_are_checked(make: Any) -> None:
+async def test_takeover_after_the_request_went_upstream_is_refused_and_inputs_are_checked(make: Any) -> None:
     tool = make()
-    assert await tool.reattach(RecordingRunContext(upstream_ref="x")) is None
+    sent = RecordingRunContext({"prompt": "x"}, upstream_ref="x")
+    await sent.mark_request_sent()  # what the run did before its process died
+    assert await tool.reattach(sent) is None  # never sent twice: it cost money, its answer is gone
+    assert (await run_error(tool, {"prompt": ""})).code == "invalid_inputs"
     assert (await run_error(tool, {"prompt": ""})).code == "invalid_inputs"
     assert (await run_error(tool, {"prompt": "x", "temperature": 3})).code == "invalid_inputs"
+
+
+async def test_takeover_before_the_request_went_upstream_runs_it(make: Any, fake_openai: FakeOpenAI) -> None:
+    ctx = RecordingRunContext({"prompt": "Say hello"})  # its process died before sending
+    [output] = await make().reattach(ctx)
+    assert output.text == "Hello! How can I help?" and ctx.requests_sent == 1
+    assert len(fake_openai.requests) == 1
 
 
 def test_input_schemas() -> None:

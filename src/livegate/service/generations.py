@@ -1,14 +1,32 @@
-"""The generation service: start, run, cancel, recover and describe tool runs.
+"""The generation service: start, run, cancel, take over and describe tool runs
+(openapi.yaml ``createGeneration``, ``getGeneration``, ``listGenerations``,
+``cancelGeneration``; asyncapi.yaml ``generationUpdate`` / ``generationProgress``).
 
-Every transition of the table in :mod:`livegate.service.lifecycle` is saved to the store,
-then published as a ``generationUpdate`` through the same :class:`Publisher` that
-``POST /v1/events`` uses; progress is published as ``generationProgress``.
+Every process of a deployment runs the same service on the same store (SQLite for the
+embedded default, PostgreSQL for many processes) and the same job engine
+(:mod:`livegate.service.jobs`). A run's life:
 
-Concurrency: runs beyond the per-user or per-tool limit stay ``queued`` (FIFO) and start
-when a slot frees. Cancellation cancels the run's task; tools stop their upstream work.
-On start-up, runs left ``running`` by a dead process are re-attached when the tool can
-(ComfyUI, by prompt id) and otherwise failed with ``interrupted_by_restart``; ``queued``
-runs are queued again.
+1. ``create`` (any process) inserts the record ``queued`` and publishes it.
+2. *Dispatch* (any process: after a create, after a run ends, and every
+   ``dispatch_interval``) claims, in one store transaction, the queued runs whose user and
+   tool have a free slot across **all** processes (``max_per_user``, each tool's
+   ``max_concurrency``), FIFO, and defers one job per claimed run.
+3. A worker (any process with one) fetches the job: ``queued -> running``, the tool runs,
+   and the record ends ``completed | failed | cancelled``. Every store write of the run is
+   fenced by its ``attempt``: a runner that was declared dead and replaced loses every
+   write, so exactly one terminal ``generationUpdate`` is published per run.
+4. A job whose process died is taken over by another worker (``running`` already): the
+   tool re-attaches (ComfyUI by prompt id), restarts (demo: deterministic), or the run
+   fails with ``interrupted_by_restart`` (OpenAI once its request went upstream).
+
+Cancel (any process): a queued run is cancelled in the store; a running one gets its
+job aborted, which reaches the worker running it by ``NOTIFY`` and cancels its task; the
+tool stops its upstream work, and the runner records ``cancelled``.
+
+Store outages: the HTTP API answers 503 (``StoreUnavailable``); a run that ends during
+the outage keeps retrying its final write (bounded by ``store_retry_seconds``) and
+publishes its terminal update once the record is saved — so the stream never announces
+what the records do not hold.
 """
 
 from __future__ import annotations
@@ -16,17 +34,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
+import socket
 import time
-from collections import Counter, deque
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jsonschema
 import msgspec
 
-from livegate.errors import BusError, IllegalTransition, NotFound, ToolError
+from livegate.errors import BusError, IllegalTransition, NotFound, StoreUnavailable, ToolError
 from livegate.protocol import http
+from livegate.service.jobs import JobEngine
 from livegate.service.lifecycle import FINAL, check_transition
 from livegate.service.outputs import OutputStore
 from livegate.service.publisher import Publisher
@@ -36,9 +57,11 @@ from livegate.tools.base import StoredOutput, Tool
 
 # (spelled out here: inside GenerationService the name `list` is the method `list`)
 StoredOutputs = list[StoredOutput]
+T = TypeVar("T")
 
 log = logging.getLogger("livegate.generations")
 _UNSET = msgspec.UNSET
+UNFINISHED = frozenset({"queued", "running"})
 
 
 def _ts(value: float | None) -> Any:
@@ -47,27 +70,42 @@ def _ts(value: float | None) -> Any:
     return _UNSET if value is None else datetime.fromtimestamp(value, UTC)
 
 
+def process_name() -> str:
+    """Who runs a generation, as recorded in its ``owner``: host, pid and a nonce."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
 class InputsInvalid(Exception):
     def __init__(self, errors: list[http.ProblemItem]) -> None:
         super().__init__("inputs do not match the tool's schema")
         self.errors = errors
 
 
+class _Stopping(Exception):
+    """The process stops while a store write is being retried."""
+
+
 class GenerationService:
     def __init__(self, *, tools: dict[str, Tool], store: GenerationStore, outputs: OutputStore,
-                 publisher: Publisher, max_per_user: int = 4) -> None:
+                 publisher: Publisher, engine: JobEngine | None = None, max_per_user: int = 4,
+                 dispatch_interval: float = 1.0, store_retry_seconds: float = 600.0,
+                 cancel_wait_seconds: float = 15.0) -> None:
         self.tools = tools
         self.store = store
         self.outputs = outputs
         self.publisher = publisher
+        self.engine = engine or JobEngine(None)
         self.max_per_user = max_per_user
+        self.dispatch_interval = dispatch_interval
+        self.store_retry_seconds = store_retry_seconds
+        self.cancel_wait_seconds = cancel_wait_seconds
+        self.owner = process_name()
         self._validators = {tid: jsonschema.Draft202012Validator(t.input_schema) for tid, t in tools.items()}
-        self._pending: deque[str] = deque()
-        self._rows: dict[str, GenerationRow] = {}  # queued and running, by id
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._contexts: dict[str, ServiceRunContext] = {}
-        self._running_by_user: Counter[str] = Counter()
-        self._running_by_tool: Counter[str] = Counter()
+        self._contexts: dict[str, ServiceRunContext] = {}  # runs of this process, by id
+        self._tasks: dict[str, asyncio.Task[Any]] = {}
+        self._ended: dict[str, asyncio.Event] = {}
+        self._dispatch_lock = asyncio.Lock()
+        self._ticker: asyncio.Task[None] | None = None
         self._stopping = False
 
     @classmethod
@@ -77,31 +115,49 @@ class GenerationService:
         specs = load_tool_specs(Path(config.tools_file)) if config.tools_file else default_tool_specs()
         tools = {spec.id: build_tool(spec) for spec in specs}
         data_dir = Path(config.data_dir)
+        database_url = getattr(config, "database_url", None)
+        engine = JobEngine(database_url, concurrency=config.worker_concurrency,
+                           takeover_seconds=config.takeover_seconds, run_worker=config.run_worker)
         return cls(
             tools=tools,
             store=GenerationStore(data_dir / "livegate.sqlite3"),
             outputs=OutputStore(data_dir / "outputs", config.url_signing_key, config.output_url_ttl_seconds),
             publisher=publisher,
+            engine=engine,
             max_per_user=config.max_concurrency_per_user,
         )
 
     # -- lifecycle of the service ---------------------------------------------------------
 
     async def start(self) -> None:
+        self._stopping = False
         await self.store.open()
-        await self._recover()
+        await self.engine.open(self._run_job)
+        if not self.engine.durable:
+            await self._recover_embedded()
+        await self.engine.start()
+        await self._dispatch_quietly()
+        self._ticker = asyncio.create_task(self._tick_forever(), name="livegate-dispatch")
 
     async def stop(self) -> None:
-        """Stop without cancelling upstream work: runs stay ``running`` in the store and
-        are re-attached (or failed) by the next start."""
+        """Stop without cancelling upstream work: runs of this process stay ``running``;
+        with a durable engine they are handed to another process at once, otherwise the
+        next start of this data directory takes them over."""
         self._stopping = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
         for ctx in self._contexts.values():
             ctx.detaching = True
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=5.0)
+        handed_over = list(self._contexts)
+        await self.engine.stop_worker()
+        if self.engine.durable:
+            for gen_id in handed_over:
+                with contextlib.suppress(Exception):
+                    await self.engine.defer(gen_id)
+        await self.engine.close()
         for tool in self.tools.values():
             with contextlib.suppress(Exception):
                 await tool.aclose()
@@ -110,23 +166,30 @@ class GenerationService:
     async def health(self) -> dict[str, bool]:
         return {"database": await self.store.healthy()}
 
-    async def _recover(self) -> None:
+    async def _recover_embedded(self) -> None:
+        """The in-memory engine lost its jobs with the last process: claims of queued runs
+        are released, running runs get a takeover job, runs of tools no longer configured
+        fail."""
         for row in await self.store.unfinished():
-            tool = self.tools.get(row.tool_id)
-            if row.status == "queued" and tool is not None:
-                self._rows[row.id] = row
-                self._pending.append(row.id)
-            elif row.status == "running" and tool is not None and row.upstream_ref:
-                log.info("re-attaching generation", extra={"generation_id": row.id, "user_id": row.user_id})
-                self._rows[row.id] = row
-                self._launch(row, reattach=True)
-            elif tool is None:
+            if row.tool_id not in self.tools:
                 reason = f"The tool {row.tool_id!r} is no longer configured"
                 await self._finish(row, "failed", error={"code": "tool_error", "message": reason})
-            else:
-                reason = "The gateway restarted while this run was in flight and could not re-attach to it"
-                await self._finish(row, "failed", error={"code": "interrupted_by_restart", "message": reason})
-        self._schedule()
+            elif row.status == "queued" and row.dispatched_at is not None:
+                await self.store.update(row.id, dispatched_at=None, job_id=None, owner=None)
+            elif row.status == "running":
+                job_id = await self.engine.defer(row.id)
+                await self.store.update(row.id, job_id=job_id)
+
+    async def _tick_forever(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self.dispatch_interval)  # the dispatch period itself
+            await self._dispatch_quietly()
+
+    async def _dispatch_quietly(self) -> None:
+        try:
+            await self.dispatch()
+        except StoreUnavailable as exc:
+            log.warning("dispatch postponed: %s", exc.message)
 
     # -- API ------------------------------------------------------------------------------
 
@@ -155,10 +218,8 @@ class GenerationService:
         row = GenerationRow(id="gen_" + secrets.token_hex(8), user_id=user_id, tool_id=tool_id, status="queued",
                             inputs=inputs, created_at=now, updated_at=now)
         await self.store.insert(row)
-        self._rows[row.id] = row
-        self._pending.append(row.id)
         await self._publish_update(row)
-        self._schedule()
+        await self._dispatch_quietly()
         return await self.describe(row)
 
     async def get(self, user_id: str, gen_id: str) -> http.Generation:
@@ -168,25 +229,45 @@ class GenerationService:
         before = decode_cursor(cursor) if cursor else None
         rows = await self.store.list_for_user(user_id, limit=limit + 1, status=status, before=before)
         page = rows[:limit]
-        items = [await self.describe(self._rows.get(r.id, r)) for r in page]
+        items = [await self.describe(r) for r in page]
         next_cursor = encode_cursor(page[-1]) if len(rows) > limit else _UNSET
         return http.GenerationPage(items=items, next_cursor=next_cursor)
 
     async def cancel(self, user_id: str, gen_id: str) -> http.Generation:
         row = await self._owned(user_id, gen_id)
-        live = self._rows.get(row.id)
-        if live is None or live.status in FINAL:
+        if row.status in FINAL:
             raise IllegalTransition(f"A {row.status} generation cannot be cancelled")
-        task = self._tasks.get(live.id)
-        if live.status == "queued" and task is None:
-            with contextlib.suppress(ValueError):
-                self._pending.remove(live.id)
-            await self._finish(live, "cancelled")
-        elif task is not None:
-            task.cancel()
-            # Wait (bounded) for the tool to stop its upstream work and the record to settle.
-            await asyncio.wait([task], timeout=15.0)
-        return await self.describe(self._rows.get(live.id) or await self._owned(user_id, gen_id))
+        now = time.time()
+        # Recorded first: a job that starts from now on sees it and ends `cancelled`.
+        await self.store.update(gen_id, cancel_requested_at=now)
+        if row.status == "queued":
+            won = await self.store.transition(gen_id, {"queued"}, "cancelled", finished_at=now)
+            if won is not None:
+                await self._publish_update(won)
+                if won.job_id:
+                    await self.engine.abort(won.job_id)
+                if won.dispatched_at is not None:
+                    await self._dispatch_quietly()  # its claimed slot is free again
+                return await self.describe(won)
+        # Running (or it started meanwhile): stop it wherever it runs, wait for the record.
+        ended = self._ended.setdefault(gen_id, asyncio.Event())
+        local = self._tasks.get(gen_id)
+        if local is not None:
+            local.cancel()
+        else:
+            current = await self.store.get(gen_id)
+            if current is not None and current.job_id and current.status not in FINAL:
+                await self.engine.abort(current.job_id)
+        deadline = time.monotonic() + self.cancel_wait_seconds
+        while time.monotonic() < deadline:
+            current = await self.store.get(gen_id)
+            if current is None or current.status in FINAL:
+                break
+            with contextlib.suppress(TimeoutError):
+                # Woken at once when the run is in this process; else the record is
+                # read again every 50 ms until the worker elsewhere has recorded the end.
+                await asyncio.wait_for(ended.wait(), timeout=0.05)
+        return await self.describe(await self._owned(user_id, gen_id))
 
     async def describe(self, row: GenerationRow) -> http.Generation:
         outputs = [self.outputs.describe(o) for o in await self.store.outputs(row.output_ids)]
@@ -201,53 +282,92 @@ class GenerationService:
         )
 
     async def _owned(self, user_id: str, gen_id: str) -> GenerationRow:
-        row = self._rows.get(gen_id) or await self.store.get(gen_id)
+        row = await self.store.get(gen_id)
         if row is None or row.user_id != user_id:
             raise NotFound(f"No generation {gen_id!r}")
         return row
 
-    # -- scheduling and running -----------------------------------------------------------
+    # -- dispatch -------------------------------------------------------------------------
 
-    def _schedule(self) -> None:
-        """Start every pending run whose user and tool have a free slot (FIFO otherwise)."""
+    async def dispatch(self) -> int:
+        """Claim every queued run that fits the limits of all processes together and defer
+        its job. Returns how many were dispatched."""
         if self._stopping:
-            return
-        for gen_id in list(self._pending):
-            row = self._rows.get(gen_id)
-            if row is None or row.status != "queued":
-                self._pending.remove(gen_id)
-                continue
-            tool = self.tools[row.tool_id]
-            if (self._running_by_user[row.user_id] < self.max_per_user
-                    and self._running_by_tool[row.tool_id] < tool.spec.max_concurrency):
-                self._pending.remove(gen_id)
-                self._launch(row, reattach=False)
+            return 0
+        async with self._dispatch_lock:
+            limits = {tid: t.spec.max_concurrency for tid, t in self.tools.items()}
+            claimed = await self.store.claim_dispatchable(self.max_per_user, limits, time.time(), self.owner)
+            for row in claimed:
+                job_id = await self.engine.defer(row.id)
+                await self.store.update(row.id, job_id=job_id)
+            return len(claimed)
 
-    def _launch(self, row: GenerationRow, *, reattach: bool) -> None:
-        self._running_by_user[row.user_id] += 1
-        self._running_by_tool[row.tool_id] += 1
+    # -- running (the job engine's runner) -----------------------------------------------
+
+    async def _run_job(self, gen_id: str) -> None:
+        """Run (or take over) one generation; called by a worker of the job engine."""
+        row = await self.store.get(gen_id)
+        if row is None or row.status in FINAL:
+            return
+        tool = self.tools.get(row.tool_id)
+        if tool is None:
+            reason = f"The tool {row.tool_id!r} is not configured on the process that ran it"
+            await self._finish(row, "failed", error={"code": "tool_error", "message": reason})
+            return
+        takeover = row.status == "running"
+        now = time.time()
+        fields: dict[str, Any] = {"owner": self.owner, "attempt": row.attempt + 1}
+        if not takeover:
+            fields["started_at"] = now
+        won = await self.store.transition(gen_id, {row.status}, "running", expect_attempt=row.attempt, **fields)
+        if won is None:
+            return  # cancelled, or taken by another runner, meanwhile
+        row = won
+        if not takeover:
+            await self._publish_update(row)
+        else:
+            log.info("taking over generation", extra={"generation_id": row.id, "user_id": row.user_id})
+        if row.cancel_requested_at is not None:
+            await self._finish(row, "cancelled")
+            return
         ctx = ServiceRunContext(self, row)
         self._contexts[row.id] = ctx
-        self._tasks[row.id] = asyncio.create_task(self._run(row, ctx, reattach), name=f"generation-{row.id}")
-
-    async def _run(self, row: GenerationRow, ctx: ServiceRunContext, reattach: bool) -> None:
-        tool = self.tools[row.tool_id]
+        current = asyncio.current_task()
+        if current is not None:
+            self._tasks[row.id] = current
         try:
-            if not reattach:
-                row.started_at = time.time()
-                await self._transition(row, "running")
-            async with asyncio.timeout(tool.spec.timeout_seconds):
-                outputs = await (tool.reattach(ctx) if reattach else tool.run(ctx))
+            await self._execute(row, tool, ctx, takeover)
+        finally:
+            self._tasks.pop(row.id, None)
+            self._contexts.pop(row.id, None)
+            ended = self._ended.pop(row.id, None)
+            if ended is not None:
+                ended.set()
+        if not self._stopping:
+            await self._dispatch_quietly()
+
+    async def _execute(self, row: GenerationRow, tool: Tool, ctx: ServiceRunContext, takeover: bool) -> None:
+        started = row.started_at or time.time()
+        budget = max(0.0, tool.spec.timeout_seconds - (time.time() - started))
+        try:
+            async with asyncio.timeout(budget):
+                outputs = await (tool.reattach(ctx) if takeover else tool.run(ctx))
             await ctx.flush()
             if outputs is None:
                 await self._finish(row, "failed", error={
                     "code": "interrupted_by_restart",
-                    "message": "The gateway restarted and the upstream run could not be re-attached"})
+                    "message": "The process running this generation stopped and the run could not be "
+                               "re-attached or restarted"})
             else:
-                await self._complete(row, outputs)
+                row.output_ids = [o.id for o in outputs]
+                await self._finish(row, "completed")
         except asyncio.CancelledError:
-            if not self._stopping:
-                await self._finish(row, "cancelled")
+            if self._stopping:
+                return  # handed over (durable) or resumed by the next start: stays running
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            await self._finish(row, "cancelled")
         except TimeoutError:
             await self._finish(row, "failed", error={
                 "code": "timeout", "message": f"The run exceeded the tool's limit of {tool.spec.timeout_seconds:g} s"})
@@ -256,36 +376,46 @@ class GenerationService:
             if exc.node_id:
                 error["nodeId"] = exc.node_id
             await self._finish(row, "failed", error=error)
+        except _Stopping:
+            return
         except Exception as exc:
             log.exception("tool crashed", extra={"generation_id": row.id, "tool_id": row.tool_id})
             await self._finish(row, "failed", error={"code": "tool_error", "message": f"{type(exc).__name__}: {exc}"})
-        finally:
-            self._running_by_user[row.user_id] -= 1
-            self._running_by_tool[row.tool_id] -= 1
-            self._tasks.pop(row.id, None)
-            self._contexts.pop(row.id, None)
-            self._schedule()
-
-    async def _complete(self, row: GenerationRow, outputs: StoredOutputs) -> None:
-        row.output_ids = [o.id for o in outputs]
-        await self._finish(row, "completed")
 
     async def _finish(self, row: GenerationRow, status: str, error: dict[str, Any] | None = None) -> None:
+        """Record the end (exactly once across processes), then publish it."""
         if status not in FINAL or row.status in FINAL:
             return
+        check_transition(row.status, status)
         ctx = self._contexts.get(row.id)
         if ctx is not None:
             await ctx.flush()  # the last progress goes out before the final update
-        row.error = error
-        row.finished_at = time.time()
-        await self._transition(row, status)
-        self._rows.pop(row.id, None)
+            ctx.closed = True  # and nothing after it
+        fence = row.attempt if row.status == "running" else None
+        won = await self.retrying(lambda: self.store.transition(
+            row.id, {row.status}, status, expect_attempt=fence, error=error, output_ids=row.output_ids,
+            finished_at=time.time()))
+        if won is None:
+            return  # another runner (or a cancel) recorded the end first
+        row.status, row.error, row.finished_at = won.status, won.error, won.finished_at
+        await self._publish_update(won)
 
-    async def _transition(self, row: GenerationRow, status: str) -> None:
-        check_transition(row.status, status)
-        row.status = status
-        await self.store.save(row)
-        await self._publish_update(row)
+    async def retrying(self, write: Callable[[], Awaitable[T]]) -> T:
+        """A store write that must not be lost to an outage: retried with backoff for
+        ``store_retry_seconds`` (then the outage is reported)."""
+        deadline = time.monotonic() + self.store_retry_seconds
+        delay = 0.05
+        while True:
+            try:
+                return await write()
+            except StoreUnavailable as exc:
+                if self._stopping:
+                    raise _Stopping from exc
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("store unavailable, retrying in %.2f s: %s", delay, exc.message)
+            await asyncio.sleep(delay)  # backoff between attempts of one write
+            delay = min(delay * 2, 2.0)
 
     async def _publish_update(self, row: GenerationRow) -> None:
         outputs: list[http.Output] | msgspec.UnsetType = _UNSET

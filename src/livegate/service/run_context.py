@@ -40,6 +40,7 @@ class ServiceRunContext:
         self._row = row
         self.snapshot: http.ProgressSnapshot | None = None
         self.detaching = False  # True when the process stops: leave upstream work running
+        self.closed = False  # the final update is out: later progress is dropped
         self._pending: http.GenerationProgressInput | None = None
         self._last_sent = 0.0
         self._flush_task: asyncio.Task[None] | None = None
@@ -60,9 +61,15 @@ class ServiceRunContext:
     def upstream_ref(self) -> str | None:
         return self._row.upstream_ref
 
+    @property
+    def request_sent(self) -> bool:
+        return self._row.request_sent_at is not None
+
     async def progress(self, fraction: float, *, step: int | None = None, total_steps: int | None = None,
                        message: str | None = None, preview: bytes | None = None,
                        preview_media_type: str | None = None, partial_text: str | None = None) -> None:
+        if self.closed:
+            return  # nothing follows a run's terminal generationUpdate
         fraction = min(1.0, max(0.0, float(fraction)))
         preview_obj: Any = _UNSET
         if preview is not None:
@@ -96,7 +103,7 @@ class ServiceRunContext:
         if self._flush_task is not None and self._flush_task is not asyncio.current_task():
             self._flush_task.cancel()
             self._flush_task = None
-        if event is not None:
+        if event is not None and not self.closed:
             self._last_sent = time.monotonic()
             await self._service.publish(self._row.user_id, event)
 
@@ -112,10 +119,23 @@ class ServiceRunContext:
         row = OutputRow(id=output_id, user_id=self._row.user_id, generation_id=self._row.id, kind=kind,
                         media_type=media_type, size_bytes=len(data), filename=filename, width=width, height=height,
                         duration_seconds=duration_seconds, text=text, created_at=time.time())
-        await self._service.store.insert_output(row)
+        await self._service.retrying(lambda: self._service.store.insert_output(row))
         return StoredOutput(id=output_id, kind=kind, media_type=media_type, size_bytes=len(data), filename=filename,
                             width=width, height=height, duration_seconds=duration_seconds, text=text)
 
     async def save_upstream_ref(self, ref: str) -> None:
         self._row.upstream_ref = ref
-        await self._service.store.save(self._row)
+        await self._save_fenced(upstream_ref=ref)
+
+    async def mark_request_sent(self) -> None:
+        self._row.request_sent_at = time.time()
+        await self._save_fenced(request_sent_at=self._row.request_sent_at)
+
+    async def _save_fenced(self, **fields: Any) -> None:
+        """Save a field of this run unless another runner has taken it over (then this
+        one must stop: its work is no longer the run's)."""
+        store = self._service.store
+        saved = await self._service.retrying(lambda: store.transition(
+            self._row.id, {"running"}, "running", expect_attempt=self._row.attempt, **fields))
+        if saved is None:
+            raise asyncio.CancelledError("the run was taken over or ended elsewhere")

@@ -66,6 +66,7 @@ class RecordingRunContext:
         self.outputs: dict[str, bytes] = {}
         self.stored: list[StoredOutput] = []
         self.upstream_refs: list[str] = []
+        self.requests_sent = 0
         self._ids = itertools.count(1)
         self._changed = asyncio.Event()
 
@@ -86,6 +87,10 @@ class RecordingRunContext:
     @property
     def upstream_ref(self) -> str | None:
         return self._upstream_ref
+
+    @property
+    def request_sent(self) -> bool:
+        return self.requests_sent > 0
 
     async def progress(
         self,
@@ -137,6 +142,10 @@ class RecordingRunContext:
         self.stored.append(stored)
         self._notify()
         return stored
+
+    async def mark_request_sent(self) -> None:
+        self.requests_sent += 1
+        self._notify()
 
     async def save_upstream_ref(self, ref: str) -> None:
         self.upstream_refs.append(ref)

@@ -56,6 +56,10 @@ class RunContext(Protocol):
         """The reference saved by :meth:`save_upstream_ref` (set when re-attaching)."""
 
     @property
+    def request_sent(self) -> bool:
+        """``True`` once :meth:`mark_request_sent` was called for this run (by any process)."""
+
+    @property
     def detaching(self) -> bool:
         """``True`` when the run is being cancelled because the *gateway* stops, not
         because the user cancelled or the timeout fired: leave re-attachable upstream
@@ -88,6 +92,11 @@ class RunContext(Protocol):
     ) -> StoredOutput:
         """Save bytes in the output store and return the typed output record."""
 
+    async def mark_request_sent(self) -> None:
+        """Durably record that a request that cannot be repeated safely (it costs money or
+        its answer goes only to this connection) is about to go upstream: a process that
+        takes the run over after a crash then fails it instead of sending it again."""
+
     async def save_upstream_ref(self, ref: str) -> None:
         """Durably remember an upstream handle (e.g. a ComfyUI prompt id) so that a
         restarted process can re-attach to the run instead of failing it."""
@@ -118,10 +127,12 @@ class Tool(Protocol):
         """Run to completion and return the outputs, or raise ``ToolError``."""
 
     async def reattach(self, ctx: RunContext) -> list[StoredOutput] | None:
-        """Resume following a run that was in flight when the process stopped.
+        """Take over a run that was in flight when the process running it stopped or died.
 
-        Return ``None`` when the upstream cannot be re-attached (the service then fails
-        the generation with ``interrupted_by_restart``).
+        Re-attach to the upstream work (by :attr:`RunContext.upstream_ref`), or run again
+        when that is safe (a deterministic tool; a request never sent). Return ``None``
+        when neither is possible: the service fails the generation with
+        ``interrupted_by_restart``.
         """
 
     async def aclose(self) -> None:

@@ -264,7 +264,9 @@ class DemoTool:
         return outputs
 
     async def reattach(self, ctx: RunContext) -> list[StoredOutput] | None:
-        return None  # the work lived in the process that stopped
+        # The work lived in the process that stopped, but a demo run is deterministic
+        # (its inputs and seed give the same frames and outputs): run it again.
+        return await self.run(ctx)
 
     async def aclose(self) -> None:
         return None

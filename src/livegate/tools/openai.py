@@ -234,7 +234,9 @@ class OpenAITool:
         return [await self._image(ctx, inputs)]
 
     async def reattach(self, ctx: RunContext) -> list[StoredOutput] | None:
-        return None  # the answer went to a connection that no longer exists
+        if ctx.request_sent:
+            return None  # the answer went to a connection that no longer exists (and cost money)
+        return await self.run(ctx)  # nothing went upstream yet: running it is safe
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -355,6 +357,7 @@ class OpenAITool:
             body.update(stream=True, stream_options={"include_usage": True})
         body.update(self._extra_body)
         await ctx.progress(0.0, message=f"Asking {self.model}")
+        await ctx.mark_request_sent()
         response = await self._open("/chat/completions", body)
         rid = response.headers.get("x-request-id")
         if not self._stream:
@@ -406,6 +409,7 @@ class OpenAITool:
             body.update(stream=True, partial_images=self._partial_images)
         body.update(self._extra_body)
         await ctx.progress(0.0, message=f"Generating with {self.model}")
+        await ctx.mark_request_sent()
         response = await self._open("/images/generations", body)
         rid = response.headers.get("x-request-id")
         if self._partial_images:

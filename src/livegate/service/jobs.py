@@ -1,0 +1,209 @@
+"""The job engine generations run on: `procrastinate <https://procrastinate.readthedocs.io>`_.
+
+One task, :data:`TASK_NAME`, runs one generation by id. The engine knows nothing of
+generations: it defers, runs, aborts and takes over *jobs*; what a job does is the
+``runner`` the generation service hands to :meth:`JobEngine.open`.
+
+Two connectors, one execution path:
+
+- ``LIVEGATE_DATABASE_URL=postgresql://...``: procrastinate on PostgreSQL. Any process
+  with a worker (``livegate serve`` by default, ``livegate worker`` without sockets)
+  fetches jobs; ``LISTEN/NOTIFY`` brings a deferred job to an idle worker and an abort
+  request to the worker that runs it within milliseconds (the abort cancels the job's
+  asyncio task: that is how a cancel accepted by any process reaches the run).
+- unset: procrastinate's in-memory connector, in this one process (the embedded
+  default: SQLite records, no PostgreSQL). Jobs die with the process; the generation
+  service re-defers unfinished runs on start (:attr:`JobEngine.durable` is ``False``).
+
+Takeover. Every worker heartbeats (every ``takeover_seconds / 3``); a job whose worker
+has not heartbeated for ``takeover_seconds`` (SIGKILL, a frozen machine, a partition) is
+*stalled*, and every engine looks for stalled jobs as often as it heartbeats and puts
+them back to ``todo`` (:meth:`JobEngine.retry_stalled`), where any worker fetches them.
+The runner sees a generation that is already ``running`` and takes it over (re-attach,
+restart or fail, per tool). Each job carries ``lock=<generation id>``, so two jobs of one
+generation never run at once in the engine; the generation record's ``attempt`` fences
+the rare runner that is still alive after being declared stalled (its writes lose).
+
+Why procrastinate, in short (docs/scaling.md has the comparison and measurements): it
+needs nothing but the PostgreSQL the records already live in, it has worker heartbeats,
+stalled-job queries and abort-by-notification built in, its async tasks run on our event
+loop next to the gateway, and the same API runs on an in-memory connector for the
+single-process default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import procrastinate
+from procrastinate import testing as procrastinate_testing
+
+from livegate.errors import StoreUnavailable
+
+__all__ = ["QUEUE", "TASK_NAME", "JobEngine", "procrastinate_conninfo"]
+
+log = logging.getLogger("livegate.jobs")
+
+TASK_NAME = "livegate.run_generation"
+QUEUE = "generations"
+
+Runner = Callable[[str], Awaitable[None]]
+
+# procrastinate logs every job start and end at INFO: per-run lines belong to livegate's
+# own log (livegate.generations), so its worker speaks only when something is wrong.
+logging.getLogger("procrastinate").setLevel(logging.WARNING)
+
+
+def procrastinate_conninfo(database_url: str) -> str:
+    """A libpq conninfo for psycopg from a ``postgresql://`` or SQLAlchemy-style URL."""
+    for prefix in ("postgresql+psycopg://", "postgresql+asyncpg://", "postgres://"):
+        if database_url.startswith(prefix):
+            return "postgresql://" + database_url[len(prefix):]
+    return database_url
+
+
+class JobEngine:
+    """Defer, run, abort and take over generation jobs (see the module docstring)."""
+
+    def __init__(self, database_url: str | None, *, concurrency: int = 32, takeover_seconds: float = 30.0,
+                 run_worker: bool = True, name: str = "livegate") -> None:
+        self.durable = database_url is not None
+        self.concurrency = concurrency
+        self.takeover_seconds = takeover_seconds
+        self.run_worker = run_worker
+        self.name = name
+        connector: Any
+        if database_url is not None:
+            connector = procrastinate.PsycopgConnector(
+                conninfo=procrastinate_conninfo(database_url),
+                kwargs={"connect_timeout": 5},
+                min_size=1, max_size=max(4, min(concurrency, 16)),
+            )
+        else:
+            connector = procrastinate_testing.InMemoryConnector()
+        self.app = procrastinate.App(connector=connector)
+        self._runner: Runner | None = None
+        self._worker_task: asyncio.Task[None] | None = None
+        self._sweeper_task: asyncio.Task[None] | None = None
+        self._opened = False
+        self._stopping = False
+
+        @self.app.task(name=TASK_NAME, queue=QUEUE)
+        async def run_generation(generation_id: str) -> None:
+            if self._runner is None:  # pragma: no cover - open() sets it before any worker runs
+                raise RuntimeError("job engine has no runner")
+            await self._runner(generation_id)
+
+        self._task = run_generation
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    async def open(self, runner: Runner) -> None:
+        """Connect; jobs fetched from now on run ``runner(generation_id)``."""
+        self._runner = runner
+        try:
+            await self.app.open_async()
+        except Exception as exc:
+            raise StoreUnavailable(f"job engine cannot reach the database: {exc}") from exc
+        self._opened = True
+
+    async def start(self) -> None:
+        """Start this process's worker (unless ``run_worker`` is off) and stalled-job sweeper."""
+        self._stopping = False
+        if self.run_worker:
+            self._worker_task = asyncio.create_task(self._supervise_worker(), name="livegate-job-worker")
+        if self.durable:
+            self._sweeper_task = asyncio.create_task(self._sweep_forever(), name="livegate-job-sweeper")
+
+    async def stop(self) -> None:
+        await self.stop_worker()
+        await self.close()
+
+    async def stop_worker(self) -> None:
+        """Stop the worker and the sweeper: jobs still running are cancelled (their
+        runner knows the process stops: it is not a user's cancel). The engine stays open
+        (e.g. to hand runs over with :meth:`defer`) until :meth:`close`."""
+        self._stopping = True
+        for task in (self._sweeper_task, self._worker_task):
+            if task is not None:
+                task.cancel()
+        for task in (self._sweeper_task, self._worker_task):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(task, timeout=10.0)
+        self._sweeper_task = self._worker_task = None
+
+    async def close(self) -> None:
+        if self._opened:
+            with contextlib.suppress(Exception):
+                await self.app.close_async()
+            self._opened = False
+
+    async def _supervise_worker(self) -> None:
+        """Run procrastinate's worker; restart it (with backoff) when it stops on its own,
+        e.g. when a heartbeat failed during a database outage."""
+        backoff = 0.5
+        while not self._stopping:
+            try:
+                await self.app.run_worker_async(
+                    queues=[QUEUE], name=self.name, concurrency=self.concurrency, wait=True,
+                    install_signal_handlers=False, listen_notify=True,
+                    fetch_job_polling_interval=max(0.5, self.takeover_seconds / 6),
+                    abort_job_polling_interval=1.0,
+                    update_heartbeat_interval=max(0.2, self.takeover_seconds / 3),
+                    stalled_worker_timeout=self.takeover_seconds,
+                    shutdown_graceful_timeout=0.0,
+                    delete_jobs="successful",
+                )
+                backoff = 0.5
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("job worker stopped: %s; restarting in %.1f s", exc, backoff)
+            if self._stopping:
+                return
+            await asyncio.sleep(backoff)  # a backoff between restarts, not a wait for state
+            backoff = min(backoff * 2, 10.0)
+
+    async def _sweep_forever(self) -> None:
+        interval = max(0.2, self.takeover_seconds / 3)
+        while not self._stopping:
+            await asyncio.sleep(interval)  # the sweep period itself
+            try:
+                await self.retry_stalled()
+            except Exception as exc:
+                log.warning("stalled-job sweep failed: %s", exc)
+
+    # -- jobs ---------------------------------------------------------------------------
+
+    async def defer(self, generation_id: str) -> str:
+        """Queue a job for ``generation_id``; any worker may fetch it. Returns its id."""
+        try:
+            job_id = await self._task.configure(lock=generation_id).defer_async(generation_id=generation_id)
+        except Exception as exc:
+            raise StoreUnavailable(f"cannot defer the job of {generation_id}: {exc}") from exc
+        return str(job_id)
+
+    async def abort(self, job_id: str) -> None:
+        """Drop a job still waiting, or ask the worker running it to cancel it (the
+        request travels by ``NOTIFY``; workers also poll for it every second)."""
+        try:
+            await self.app.job_manager.cancel_job_by_id_async(int(job_id), abort=True)
+        except (KeyError, ValueError):
+            return  # unknown job (in-memory engine after a restart): nothing runs it
+        except Exception as exc:
+            raise StoreUnavailable(f"cannot abort job {job_id}: {exc}") from exc
+
+    async def retry_stalled(self) -> int:
+        """Put jobs of workers silent for ``takeover_seconds`` back to ``todo``."""
+        manager = self.app.job_manager
+        stalled = list(await manager.get_stalled_jobs(queue=QUEUE, seconds_since_heartbeat=self.takeover_seconds))
+        for job in stalled:
+            log.warning("taking over a stalled job", extra={"job_id": job.id, "args": job.task_kwargs})
+            with contextlib.suppress(Exception):
+                await manager.retry_job(job)
+        return len(stalled)
