@@ -7,12 +7,15 @@
     ├── AuthError                token refused (``code`` is an ErrorCode from asyncapi.yaml)
     ├── BusError                 the bus cannot publish or read (Redis down, ...)
     │   └── BusUnavailable
-    ├── StoreUnavailable         the database cannot be reached (HTTP 503 + Retry-After)
     ├── IllegalTransition        generation state machine refused a move
     ├── NotFound
+    ├── StoreError               the generation store refused or failed an operation
+    │   ├── StoreUnavailable     the database cannot be reached (HTTP 503 ``database_unavailable``)
+    │   └── OutputTooLarge       an output exceeds ``LIVEGATE_MAX_OUTPUT_BYTES``; nothing was kept
     └── ToolError                a tool run failed (``code`` is a GenerationErrorCode)
 
-Third-party exceptions (PyJWT, redis-py, httpx, websockets) are mapped onto this tree at
+Third-party exceptions (PyJWT, redis-py, httpx, websockets, SQLAlchemy and its drivers)
+are mapped onto this tree at
 the adapter that calls the library; nothing above the adapters catches library errors.
 """
 
@@ -54,18 +57,34 @@ class BusUnavailable(BusError):
         self.published = list(published or [])
 
 
-class StoreUnavailable(LivegateError):
-    """The store (SQLite file or PostgreSQL) cannot be reached; retry later."""
-
-    code = "database_unavailable"
-
-
 class IllegalTransition(LivegateError):
     code = "illegal_transition"
 
 
 class NotFound(LivegateError):
     code = "not_found"
+
+
+class StoreError(LivegateError):
+    code = "internal_error"
+
+
+class StoreUnavailable(StoreError):
+    """The database did not answer (connection refused or lost, pool timeout, locked for
+    too long). The operation may be retried; a write that raised this may or may not have
+    been applied, so callers retry with conditional updates (``transition``)."""
+
+    code = "database_unavailable"
+
+
+class OutputTooLarge(StoreError):
+    """An output's bytes exceed the store's limit. The partial output was removed."""
+
+    code = "output_too_large"
+
+    def __init__(self, message: str, *, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 class ToolError(LivegateError):

@@ -1,0 +1,194 @@
+"""The generation store's contract: row types and the :class:`Store` interface.
+
+One implementation (:class:`livegate.store.sql.SqlStore`) serves SQLite and PostgreSQL;
+``tests/store/test_store_conformance.py`` is the executable form of this file and runs
+against both. Every process of a product shares one store, so anything two processes may
+race on is decided by the database, in one statement or one locked transaction:
+
+* ``transition`` is one conditional ``UPDATE ... WHERE id = ? AND status IN (...)``:
+  of any number of concurrent callers exactly one gets the row back, the others ``None``.
+* ``claim_dispatchable`` runs under a database-wide lock (PostgreSQL advisory lock,
+  SQLite ``BEGIN IMMEDIATE``), so concurrent claimers never exceed the limits together.
+
+Errors: :class:`~livegate.errors.StoreUnavailable` when the database cannot be reached
+(every method), :class:`~livegate.errors.OutputTooLarge` from ``write_output``.
+Timestamps are Unix seconds (floats) throughout.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+__all__ = [
+    "CHUNK_SIZE",
+    "FINAL_STATUSES",
+    "UNFINISHED_STATUSES",
+    "GenerationRow",
+    "OutputRow",
+    "Store",
+    "decode_cursor",
+    "encode_cursor",
+]
+
+CHUNK_SIZE = 256 * 1024
+"""Bytes per ``output_chunks`` row. Every process of a product must use the same value:
+a range read finds its chunks by ``offset // CHUNK_SIZE``."""
+
+UNFINISHED_STATUSES = frozenset({"queued", "running"})
+FINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+
+
+@dataclass
+class GenerationRow:
+    """One generation (a run of a tool). ``inputs``, ``output_ids`` and ``error`` are JSON.
+
+    The job-engine columns (revision 2): ``dispatched_at`` a run slot was claimed
+    (``claim_dispatchable``), ``job_id`` the engine's id, ``attempt`` how many times it was
+    started, ``request_sent_at`` a non-idempotent upstream request went out (a takeover
+    must not resend it), ``cancel_requested_at`` a cancel was asked for (any process),
+    ``owner`` the process that runs it now.
+    """
+
+    id: str
+    user_id: str
+    tool_id: str
+    status: str
+    inputs: dict[str, Any]
+    output_ids: list[str] = field(default_factory=list)
+    error: dict[str, Any] | None = None
+    upstream_ref: str | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    dispatched_at: float | None = None
+    job_id: str | None = None
+    attempt: int = 0
+    request_sent_at: float | None = None
+    cancel_requested_at: float | None = None
+    owner: str | None = None
+
+
+@dataclass
+class OutputRow:
+    """One stored output's metadata; its bytes are in ``output_chunks``."""
+
+    id: str
+    user_id: str
+    generation_id: str
+    kind: str
+    media_type: str
+    size_bytes: int
+    filename: str | None = None
+    width: int | None = None
+    height: int | None = None
+    duration_seconds: float | None = None
+    text: str | None = None
+    created_at: float = 0.0
+
+
+GENERATION_FIELDS = frozenset(GenerationRow.__dataclass_fields__)
+"""Names ``update`` and ``transition`` accept as keyword fields (``id`` excepted)."""
+
+
+def encode_cursor(row: GenerationRow) -> str:
+    """The opaque ``nextCursor`` after ``row`` (its keyset position ``(created_at, id)``)."""
+    return base64.urlsafe_b64encode(json.dumps([row.created_at, row.id]).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    """Raise ``ValueError`` on anything that is not one of our cursors."""
+    padded = cursor + "=" * (-len(cursor) % 4)
+    created_at, gen_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    if not isinstance(created_at, (int, float)) or not isinstance(gen_id, str):
+        raise ValueError("bad cursor")
+    return float(created_at), gen_id
+
+
+class Store(Protocol):
+    """Durable generations and outputs, shared by every process of a product."""
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect and migrate to the newest schema (a legacy SQLite file is stamped at
+        revision 1 first). Idempotent; safe when several processes start at once."""
+
+    async def close(self) -> None:
+        """Release every connection. Idempotent."""
+
+    async def healthy(self) -> bool:
+        """``True`` when a trivial query answers within a couple of seconds; never raises."""
+
+    # -- generations ----------------------------------------------------------------------
+
+    async def insert(self, row: GenerationRow) -> None:
+        """Insert a new generation (its id must be new)."""
+
+    async def get(self, gen_id: str) -> GenerationRow | None: ...
+
+    async def list_for_user(self, user_id: str, *, limit: int, status: str | None = None,
+                            before: tuple[float, str] | None = None) -> list[GenerationRow]:
+        """Newest first by ``(created_at, id)`` DESC; ``before`` is the keyset position
+        of the last row of the previous page (from :func:`decode_cursor`), so pages stay
+        consistent while rows are inserted (new rows are newer than every cursor)."""
+
+    async def unfinished(self) -> list[GenerationRow]:
+        """Every ``queued`` or ``running`` row, oldest first."""
+
+    async def update(self, gen_id: str, **fields: Any) -> GenerationRow | None:
+        """Set ``fields`` (names of :class:`GenerationRow`) unconditionally and
+        ``updated_at`` (unless given); the row after the update, ``None`` if missing.
+        Not for status changes that may race: use :meth:`transition`."""
+
+    async def transition(self, gen_id: str, from_statuses: Iterable[str], to_status: str,
+                         **fields: Any) -> GenerationRow | None:
+        """Move the row to ``to_status`` (and set ``fields``) only if its status is one of
+        ``from_statuses``, in one conditional ``UPDATE``: the row after the update for the
+        one caller that won, ``None`` for everyone else (or when the row is missing)."""
+
+    async def claim_dispatchable(self, max_per_user: int, tool_limits: dict[str, int], now: float,
+                                 owner: str) -> list[GenerationRow]:
+        """Claim run slots, atomically across processes: walk the ``queued`` rows not yet
+        dispatched in ``(created_at, id)`` order and take each whose user has fewer than
+        ``max_per_user`` and whose tool fewer than ``tool_limits[tool]`` active runs
+        (``running``, or ``queued`` with ``dispatched_at`` set). Taken rows get
+        ``dispatched_at=now`` and ``owner=owner`` and are returned in that order. A row
+        that does not fit is skipped (its user's/tool's later rows then cannot fit either,
+        so each stays FIFO); rows of other users and tools may still go. Tools missing from
+        ``tool_limits`` are not claimed (this process cannot run them)."""
+
+    async def queue_position(self, gen_id: str) -> int | None:
+        """How many undispatched ``queued`` rows of the same tool were created before this
+        one; ``None`` unless the row is queued and undispatched."""
+
+    async def delete_finished_before(self, ts: float, batch: int) -> int:
+        """Delete up to ``batch`` final generations finished before ``ts``, with their
+        outputs and chunks, in one transaction; the number of generations deleted (loop
+        while it equals ``batch``). ``queued``/``running`` rows are never touched."""
+
+    # -- outputs --------------------------------------------------------------------------
+
+    async def insert_output(self, row: OutputRow) -> None:
+        """Insert output metadata without bytes (``size_bytes`` as given)."""
+
+    async def write_output(self, row: OutputRow, chunks: AsyncIterator[bytes] | bytes) -> OutputRow:
+        """Store an output's bytes, streamed in :data:`CHUNK_SIZE` rows, and its metadata;
+        returns ``row`` with ``size_bytes`` set to the bytes written. The output becomes
+        visible (``output``/``outputs``) only once complete. Beyond the store's
+        ``max_output_bytes``: :class:`~livegate.errors.OutputTooLarge`, and on any failure
+        (including cancellation) nothing of the output is left behind."""
+
+    def read_output(self, output_id: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """The bytes ``[start, end)`` of an output (``end=None``: to its end), streamed
+        chunk by chunk: only the chunks overlapping the range are read, never the whole
+        output at once. Nothing for an unknown id."""
+
+    async def outputs(self, ids: list[str]) -> list[OutputRow]:
+        """The complete outputs among ``ids``, in the order of ``ids``."""
+
+    async def output(self, output_id: str) -> OutputRow | None: ...
