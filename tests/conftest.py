@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from livegate.testing.postgres_server import PostgresServer
     from livegate.testing.redis_server import RedisServer
 
 
@@ -20,4 +21,17 @@ def redis_server() -> Iterator[RedisServer]:
     from livegate.testing.redis_server import RedisServer
 
     with RedisServer() as server:
+        yield server
+
+
+# -- PostgreSQL (tests/store, tests/service, tests/scale) -------------------------------------
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL per test session (per xdist worker); each test takes a
+    fresh database of it (``create_database``). Tests that kill or restart the server
+    start their own. Without the binaries this fails (never skips): ``make test``
+    installs Debian's ``postgresql``."""
+    from livegate.testing.postgres_server import PostgresServer
+
+    with PostgresServer() as server:
         yield server

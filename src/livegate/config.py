@@ -74,6 +74,7 @@ class Config:
     output_url_ttl_seconds: int = 3600
     max_concurrency_per_user: int = 4
     database_url: str | None = None
+    max_output_bytes: int = 256 * 1024 * 1024
     run_worker: bool = True
     worker_concurrency: int = 32
     takeover_seconds: float = 30.0
@@ -125,6 +126,7 @@ class Config:
             output_url_ttl_seconds=_int("LIVEGATE_OUTPUT_URL_TTL", 3600),
             max_concurrency_per_user=_int("LIVEGATE_MAX_CONCURRENCY_PER_USER", 4),
             database_url=_env("LIVEGATE_DATABASE_URL"),
+            max_output_bytes=_int("LIVEGATE_MAX_OUTPUT_BYTES", 256 * 1024 * 1024),
             run_worker=_bool("LIVEGATE_RUN_WORKER", True),
             worker_concurrency=_int("LIVEGATE_WORKER_CONCURRENCY", 32),
             takeover_seconds=_float("LIVEGATE_TAKEOVER_SECONDS", 30.0),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +17,10 @@ from livegate.bus.memory import MemoryBus
 from livegate.errors import ToolError
 from livegate.metrics import Metrics
 from livegate.service.generations import GenerationService
+from livegate.service.jobs import JobEngine
 from livegate.service.outputs import OutputStore
 from livegate.service.publisher import Publisher
-from livegate.service.store import GenerationStore
+from livegate.store import SqlStore, sqlite_url
 from livegate.testing.spec_validation import assert_valid_message
 from livegate.tools.base import RunContext, StoredOutput, ToolSpec
 
@@ -111,8 +113,10 @@ class ScriptedTool:
 class Harness:
     """A service plus what a test needs to look at: the bus and each user's events."""
 
-    def __init__(self, data_dir: Path, tools: list[Any], max_per_user: int = 4) -> None:
+    def __init__(self, data_dir: Path, tools: list[Any], max_per_user: int = 4,
+                 database_url: str | None = None) -> None:
         self.data_dir = data_dir
+        self.database_url = database_url
         self.bus = MemoryBus()
         self.tools = {t.spec.id: t for t in tools}
         self.max_per_user = max_per_user
@@ -120,12 +124,15 @@ class Harness:
 
     async def start(self) -> GenerationService:
         await self.bus.start()
+        url = self.database_url or sqlite_url(self.data_dir / "livegate.sqlite3")
         self.service = GenerationService(
             tools=self.tools,
-            store=GenerationStore(self.data_dir / "livegate.sqlite3"),
+            store=SqlStore(url),
             outputs=OutputStore(self.data_dir / "outputs", b"k" * 32, 3600),
             publisher=Publisher(self.bus, Metrics()),
+            engine=JobEngine(self.database_url, takeover_seconds=2.0),
             max_per_user=self.max_per_user,
+            dispatch_interval=0.2,
         )
         await self.service.start()
         return self.service
@@ -161,12 +168,19 @@ def _encode(value: Any) -> bytes:
     return msgspec.json.encode(value)
 
 
-@pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Callable[..., Harness]]:
+@pytest.fixture(params=["sqlite", "postgres"])
+async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Callable[..., Harness]]:
+    """Services on one store: the embedded default (SQLite, in-memory job engine) or
+    PostgreSQL with procrastinate on it (a real server the tests start). Every service
+    test runs on both: it is the conformance suite of the generation service."""
     made: list[Harness] = []
+    database_url = None
+    if request.param == "postgres":
+        server = request.getfixturevalue("postgres_server")
+        database_url = server.create_database("svc_" + secrets.token_hex(4))
 
     def make(*tools: Any, max_per_user: int = 4) -> Harness:
-        h = Harness(tmp_path, list(tools), max_per_user)
+        h = Harness(tmp_path, list(tools), max_per_user, database_url)
         made.append(h)
         return h
 

@@ -219,16 +219,32 @@ async def test_records_survive_a_restart_and_runs_in_flight_are_resolved(harness
 
 
 async def test_a_tool_removed_from_the_config_fails_its_runs_on_start(harness: Any) -> None:
-    gone = ScriptedTool("gone")
+    gone = ScriptedTool("gone", can_reattach=True)
     first = harness(gone)
     svc = await first.start()
     gen_id = (await svc.create("alice", "gone", {})).id
     await gone.started(1)
     await first.stop()
-    svc2 = await harness(ScriptedTool("other")).start()
-    failed = generation(await svc2.get("alice", gen_id))
-    assert failed["status"] == "failed" and failed["error"] == {
-        "code": "tool_error", "message": "The tool 'gone' is no longer configured"}
+    second = harness(ScriptedTool("other"))
+    svc2 = await second.start()
+    if second.database_url is None:
+        # embedded: this process is the whole product, so the run can only fail
+        failed = generation(await svc2.get("alice", gen_id))
+        assert failed["status"] == "failed" and failed["error"] == {
+            "code": "tool_error", "message": "The tool 'gone' is no longer configured"}
+        return
+    # many processes: another process may still have the tool (a rolling deploy), so the
+    # run waits for a worker of its tool's queue instead of failing ...
+    assert generation(await svc2.get("alice", gen_id))["status"] == "running"
+    assert not svc2._contexts  # nothing of it runs here
+    # ... and one that has the tool takes it over
+    back = ScriptedTool("gone", can_reattach=True)
+    third = harness(back)
+    await third.start()
+    [run] = await back.started(1)
+    assert run.ctx.generation_id == gen_id and run.reattached
+    run.finish.set_result("ok")
+    await third.wait_status("alice", gen_id, "completed")
 
 
 async def test_list_is_newest_first_with_cursor_pages_and_a_status_filter(harness: Any) -> None:

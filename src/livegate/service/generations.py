@@ -52,7 +52,7 @@ from livegate.service.lifecycle import FINAL, check_transition
 from livegate.service.outputs import OutputStore
 from livegate.service.publisher import Publisher
 from livegate.service.run_context import ServiceRunContext
-from livegate.service.store import GenerationRow, GenerationStore, decode_cursor, encode_cursor
+from livegate.store import GenerationRow, SqlStore, Store, decode_cursor, encode_cursor
 from livegate.tools.base import StoredOutput, Tool
 
 # (spelled out here: inside GenerationService the name `list` is the method `list`)
@@ -86,7 +86,7 @@ class _Stopping(Exception):
 
 
 class GenerationService:
-    def __init__(self, *, tools: dict[str, Tool], store: GenerationStore, outputs: OutputStore,
+    def __init__(self, *, tools: dict[str, Tool], store: Store, outputs: OutputStore,
                  publisher: Publisher, engine: JobEngine | None = None, max_per_user: int = 4,
                  dispatch_interval: float = 1.0, store_retry_seconds: float = 600.0,
                  cancel_wait_seconds: float = 15.0) -> None:
@@ -115,12 +115,11 @@ class GenerationService:
         specs = load_tool_specs(Path(config.tools_file)) if config.tools_file else default_tool_specs()
         tools = {spec.id: build_tool(spec) for spec in specs}
         data_dir = Path(config.data_dir)
-        database_url = getattr(config, "database_url", None)
-        engine = JobEngine(database_url, concurrency=config.worker_concurrency,
+        engine = JobEngine(config.database_url, concurrency=config.worker_concurrency,
                            takeover_seconds=config.takeover_seconds, run_worker=config.run_worker)
         return cls(
             tools=tools,
-            store=GenerationStore(data_dir / "livegate.sqlite3"),
+            store=SqlStore.from_config(config),
             outputs=OutputStore(data_dir / "outputs", config.url_signing_key, config.output_url_ttl_seconds),
             publisher=publisher,
             engine=engine,
@@ -132,7 +131,7 @@ class GenerationService:
     async def start(self) -> None:
         self._stopping = False
         await self.store.open()
-        await self.engine.open(self._run_job)
+        await self.engine.open(self._run_job, list(self.tools))
         if not self.engine.durable:
             await self._recover_embedded()
         await self.engine.start()
@@ -151,12 +150,12 @@ class GenerationService:
             self._ticker = None
         for ctx in self._contexts.values():
             ctx.detaching = True
-        handed_over = list(self._contexts)
+        handed_over = [(gen_id, ctx.tool_id) for gen_id, ctx in self._contexts.items()]
         await self.engine.stop_worker()
         if self.engine.durable:
-            for gen_id in handed_over:
+            for gen_id, tool_id in handed_over:
                 with contextlib.suppress(Exception):
-                    await self.engine.defer(gen_id)
+                    await self.engine.defer(gen_id, tool_id)
         await self.engine.close()
         for tool in self.tools.values():
             with contextlib.suppress(Exception):
@@ -169,7 +168,8 @@ class GenerationService:
     async def _recover_embedded(self) -> None:
         """The in-memory engine lost its jobs with the last process: claims of queued runs
         are released, running runs get a takeover job, runs of tools no longer configured
-        fail."""
+        fail. (With a durable engine nothing is lost: a run of a tool this process lacks
+        waits for a process that has it — a rolling deploy may still have one.)"""
         for row in await self.store.unfinished():
             if row.tool_id not in self.tools:
                 reason = f"The tool {row.tool_id!r} is no longer configured"
@@ -177,7 +177,7 @@ class GenerationService:
             elif row.status == "queued" and row.dispatched_at is not None:
                 await self.store.update(row.id, dispatched_at=None, job_id=None, owner=None)
             elif row.status == "running":
-                job_id = await self.engine.defer(row.id)
+                job_id = await self.engine.defer(row.id, row.tool_id)
                 await self.store.update(row.id, job_id=job_id)
 
     async def _tick_forever(self) -> None:
@@ -298,7 +298,7 @@ class GenerationService:
             limits = {tid: t.spec.max_concurrency for tid, t in self.tools.items()}
             claimed = await self.store.claim_dispatchable(self.max_per_user, limits, time.time(), self.owner)
             for row in claimed:
-                job_id = await self.engine.defer(row.id)
+                job_id = await self.engine.defer(row.id, row.tool_id)
                 await self.store.update(row.id, job_id=job_id)
             return len(claimed)
 
@@ -311,7 +311,7 @@ class GenerationService:
             return
         tool = self.tools.get(row.tool_id)
         if tool is None:
-            reason = f"The tool {row.tool_id!r} is not configured on the process that ran it"
+            reason = f"The tool {row.tool_id!r} is no longer configured"
             await self._finish(row, "failed", error={"code": "tool_error", "message": reason})
             return
         takeover = row.status == "running"

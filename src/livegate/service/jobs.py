@@ -44,12 +44,18 @@ from procrastinate import testing as procrastinate_testing
 
 from livegate.errors import StoreUnavailable
 
-__all__ = ["QUEUE", "TASK_NAME", "JobEngine", "procrastinate_conninfo"]
+__all__ = ["TASK_NAME", "JobEngine", "procrastinate_conninfo", "queue_for"]
 
 log = logging.getLogger("livegate.jobs")
 
 TASK_NAME = "livegate.run_generation"
-QUEUE = "generations"
+QUEUE_PREFIX = "tool:"
+
+
+def queue_for(tool_id: str) -> str:
+    """One queue per tool: a worker fetches only jobs of the tools it has configured, so
+    heavy adapters (and their credentials) can live on some processes only."""
+    return QUEUE_PREFIX + tool_id
 
 Runner = Callable[[str], Awaitable[None]]
 
@@ -92,7 +98,9 @@ class JobEngine:
         self._opened = False
         self._stopping = False
 
-        @self.app.task(name=TASK_NAME, queue=QUEUE)
+        self.tool_ids: list[str] = []
+
+        @self.app.task(name=TASK_NAME, queue=queue_for("default"))
         async def run_generation(generation_id: str) -> None:
             if self._runner is None:  # pragma: no cover - open() sets it before any worker runs
                 raise RuntimeError("job engine has no runner")
@@ -102,9 +110,10 @@ class JobEngine:
 
     # -- life cycle ---------------------------------------------------------------------
 
-    async def open(self, runner: Runner) -> None:
-        """Connect; jobs fetched from now on run ``runner(generation_id)``."""
+    async def open(self, runner: Runner, tool_ids: list[str]) -> None:
+        """Connect; jobs of ``tool_ids`` fetched from now on run ``runner(generation_id)``."""
         self._runner = runner
+        self.tool_ids = list(tool_ids)
         try:
             await self.app.open_async()
         except Exception as exc:
@@ -114,7 +123,7 @@ class JobEngine:
     async def start(self) -> None:
         """Start this process's worker (unless ``run_worker`` is off) and stalled-job sweeper."""
         self._stopping = False
-        if self.run_worker:
+        if self.run_worker and self.tool_ids:
             self._worker_task = asyncio.create_task(self._supervise_worker(), name="livegate-job-worker")
         if self.durable:
             self._sweeper_task = asyncio.create_task(self._sweep_forever(), name="livegate-job-sweeper")
@@ -150,7 +159,7 @@ class JobEngine:
         while not self._stopping:
             try:
                 await self.app.run_worker_async(
-                    queues=[QUEUE], name=self.name, concurrency=self.concurrency, wait=True,
+                    queues=[queue_for(t) for t in self.tool_ids], name=self.name, concurrency=self.concurrency, wait=True,
                     install_signal_handlers=False, listen_notify=True,
                     fetch_job_polling_interval=max(0.5, self.takeover_seconds / 6),
                     abort_job_polling_interval=1.0,
@@ -180,10 +189,12 @@ class JobEngine:
 
     # -- jobs ---------------------------------------------------------------------------
 
-    async def defer(self, generation_id: str) -> str:
-        """Queue a job for ``generation_id``; any worker may fetch it. Returns its id."""
+    async def defer(self, generation_id: str, tool_id: str) -> str:
+        """Queue a job for ``generation_id``; any worker of ``tool_id`` may fetch it.
+        Returns its id."""
         try:
-            job_id = await self._task.configure(lock=generation_id).defer_async(generation_id=generation_id)
+            job_id = await self._task.configure(lock=generation_id, queue=queue_for(tool_id)).defer_async(
+                generation_id=generation_id)
         except Exception as exc:
             raise StoreUnavailable(f"cannot defer the job of {generation_id}: {exc}") from exc
         return str(job_id)
@@ -201,7 +212,7 @@ class JobEngine:
     async def retry_stalled(self) -> int:
         """Put jobs of workers silent for ``takeover_seconds`` back to ``todo``."""
         manager = self.app.job_manager
-        stalled = list(await manager.get_stalled_jobs(queue=QUEUE, seconds_since_heartbeat=self.takeover_seconds))
+        stalled = list(await manager.get_stalled_jobs(task_name=TASK_NAME, seconds_since_heartbeat=self.takeover_seconds))
         for job in stalled:
             log.warning("taking over a stalled job", extra={"job_id": job.id, "args": job.task_kwargs})
             with contextlib.suppress(Exception):

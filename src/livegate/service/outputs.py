@@ -18,7 +18,7 @@ from pathlib import Path
 import msgspec
 
 from livegate.protocol import http
-from livegate.service.store import OutputRow
+from livegate.store import OutputRow
 
 OUTPUT_ID = re.compile(r"^out_[0-9a-f]{16}$")
 _UNSET = msgspec.UNSET

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from livegate.protocol import http
-from livegate.service.store import GenerationRow, OutputRow
+from livegate.store import GenerationRow, OutputRow
 from livegate.tools.base import OutputKind, StoredOutput
 
 if TYPE_CHECKING:
@@ -52,6 +52,10 @@ class ServiceRunContext:
     @property
     def user_id(self) -> str:
         return self._row.user_id
+
+    @property
+    def tool_id(self) -> str:
+        return self._row.tool_id
 
     @property
     def inputs(self) -> dict[str, Any]:

@@ -145,11 +145,13 @@ class Store(Protocol):
         ``updated_at`` (unless given); the row after the update, ``None`` if missing.
         Not for status changes that may race: use :meth:`transition`."""
 
-    async def transition(self, gen_id: str, from_statuses: Iterable[str], to_status: str,
-                         **fields: Any) -> GenerationRow | None:
+    async def transition(self, gen_id: str, from_statuses: Iterable[str], to_status: str, *,
+                         expect_attempt: int | None = None, **fields: Any) -> GenerationRow | None:
         """Move the row to ``to_status`` (and set ``fields``) only if its status is one of
-        ``from_statuses``, in one conditional ``UPDATE``: the row after the update for the
-        one caller that won, ``None`` for everyone else (or when the row is missing)."""
+        ``from_statuses`` (and, with ``expect_attempt``, its ``attempt`` is that number:
+        the fence that makes a replaced runner's writes lose), in one conditional
+        ``UPDATE``: the row after the update for the one caller that won, ``None`` for
+        everyone else (or when the row is missing)."""
 
     async def claim_dispatchable(self, max_per_user: int, tool_limits: dict[str, int], now: float,
                                  owner: str) -> list[GenerationRow]:

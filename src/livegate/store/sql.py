@@ -309,15 +309,17 @@ class SqlStore:
             row = found.first()
         return _generation(row) if row else None
 
-    async def transition(self, gen_id: str, from_statuses: Iterable[str], to_status: str,
-                         **fields: Any) -> GenerationRow | None:
+    async def transition(self, gen_id: str, from_statuses: Iterable[str], to_status: str, *,
+                         expect_attempt: int | None = None, **fields: Any) -> GenerationRow | None:
         values = _columns(fields)
         values["status"] = to_status
         values.setdefault("updated_at", time.time())
         # The whole guarantee is this one statement: the database applies the WHERE and
         # the SET atomically, so of N racing callers exactly one matches the old status.
-        statement = (update(g).where(g.c.id == gen_id, g.c.status.in_(sorted(set(from_statuses))))
-                     .values(**values).returning(*g.c))
+        where = [g.c.id == gen_id, g.c.status.in_(sorted(set(from_statuses)))]
+        if expect_attempt is not None:
+            where.append(g.c.attempt == expect_attempt)  # the fence of a run's writes
+        statement = update(g).where(*where).values(**values).returning(*g.c)
         async with self._tx() as conn:
             row = (await conn.execute(statement)).mappings().first()
         return _generation(row) if row else None
