@@ -73,6 +73,10 @@ class Config:
     tools_file: str | None = None
     output_url_ttl_seconds: int = 3600
     max_concurrency_per_user: int = 4
+    database_url: str | None = None
+    max_output_bytes: int = 256 * 1024 * 1024
+    retention_days: float = 30.0
+    retention_interval_seconds: float = 3600.0
     log_level: str = "INFO"
     insecure_defaults_used: tuple[str, ...] = field(default=())
 
@@ -120,6 +124,10 @@ class Config:
             tools_file=_env("LIVEGATE_TOOLS_FILE"),
             output_url_ttl_seconds=_int("LIVEGATE_OUTPUT_URL_TTL", 3600),
             max_concurrency_per_user=_int("LIVEGATE_MAX_CONCURRENCY_PER_USER", 4),
+            database_url=_env("LIVEGATE_DATABASE_URL"),
+            max_output_bytes=_int("LIVEGATE_MAX_OUTPUT_BYTES", 256 * 1024 * 1024),
+            retention_days=_float("LIVEGATE_RETENTION_DAYS", 30.0),
+            retention_interval_seconds=_float("LIVEGATE_RETENTION_INTERVAL", 3600.0),
             log_level=_env("LIVEGATE_LOG_LEVEL", "INFO") or "INFO",
             insecure_defaults_used=tuple(insecure),
         )

@@ -18,7 +18,7 @@ from livegate.metrics import Metrics
 from livegate.service.generations import GenerationService
 from livegate.service.outputs import OutputStore
 from livegate.service.publisher import Publisher
-from livegate.service.store import GenerationStore
+from livegate.store import SqlStore, sqlite_url
 from livegate.testing.spec_validation import assert_valid_message
 from livegate.tools.base import RunContext, StoredOutput, ToolSpec
 
@@ -122,8 +122,8 @@ class Harness:
         await self.bus.start()
         self.service = GenerationService(
             tools=self.tools,
-            store=GenerationStore(self.data_dir / "livegate.sqlite3"),
-            outputs=OutputStore(self.data_dir / "outputs", b"k" * 32, 3600),
+            store=SqlStore(sqlite_url(self.data_dir / "livegate.sqlite3")),
+            outputs=OutputStore(b"k" * 32, 3600),
             publisher=Publisher(self.bus, Metrics()),
             max_per_user=self.max_per_user,
         )

@@ -9,12 +9,17 @@ when a slot frees. Cancellation cancels the run's task; tools stop their upstrea
 On start-up, runs left ``running`` by a dead process are re-attached when the tool can
 (ComfyUI, by prompt id) and otherwise failed with ``interrupted_by_restart``; ``queued``
 runs are queued again.
+
+Retention: every ``retention_interval`` seconds (first shortly after start) final
+generations older than ``retention_days`` are deleted with their outputs, in bounded
+batches (``Store.delete_finished_before``); ``queued``/``running`` rows are never touched.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import time
@@ -25,13 +30,13 @@ from typing import Any
 import jsonschema
 import msgspec
 
-from livegate.errors import BusError, IllegalTransition, NotFound, ToolError
+from livegate.errors import BusError, IllegalTransition, NotFound, StoreUnavailable, ToolError
 from livegate.protocol import http
 from livegate.service.lifecycle import FINAL, check_transition
 from livegate.service.outputs import OutputStore
 from livegate.service.publisher import Publisher
 from livegate.service.run_context import ServiceRunContext
-from livegate.service.store import GenerationRow, GenerationStore, decode_cursor, encode_cursor
+from livegate.store import GenerationRow, SqlStore, Store, decode_cursor, encode_cursor
 from livegate.tools.base import StoredOutput, Tool
 
 # (spelled out here: inside GenerationService the name `list` is the method `list`)
@@ -54,13 +59,20 @@ class InputsInvalid(Exception):
 
 
 class GenerationService:
-    def __init__(self, *, tools: dict[str, Tool], store: GenerationStore, outputs: OutputStore,
-                 publisher: Publisher, max_per_user: int = 4) -> None:
+    retention_first_delay = 10.0  # seconds after start: not in the way of recovery
+    retention_batch = 200  # generations per delete transaction
+
+    def __init__(self, *, tools: dict[str, Tool], store: Store, outputs: OutputStore,
+                 publisher: Publisher, max_per_user: int = 4, retention_days: float = 30.0,
+                 retention_interval: float = 3600.0) -> None:
         self.tools = tools
         self.store = store
         self.outputs = outputs
         self.publisher = publisher
         self.max_per_user = max_per_user
+        self.retention_days = retention_days
+        self.retention_interval = retention_interval
+        self._retention_task: asyncio.Task[None] | None = None
         self._validators = {tid: jsonschema.Draft202012Validator(t.input_schema) for tid, t in tools.items()}
         self._pending: deque[str] = deque()
         self._rows: dict[str, GenerationRow] = {}  # queued and running, by id
@@ -76,25 +88,33 @@ class GenerationService:
 
         specs = load_tool_specs(Path(config.tools_file)) if config.tools_file else default_tool_specs()
         tools = {spec.id: build_tool(spec) for spec in specs}
-        data_dir = Path(config.data_dir)
         return cls(
             tools=tools,
-            store=GenerationStore(data_dir / "livegate.sqlite3"),
-            outputs=OutputStore(data_dir / "outputs", config.url_signing_key, config.output_url_ttl_seconds),
+            store=SqlStore.from_config(config),
+            outputs=OutputStore(config.url_signing_key, config.output_url_ttl_seconds),
             publisher=publisher,
             max_per_user=config.max_concurrency_per_user,
+            retention_days=config.retention_days,
+            retention_interval=config.retention_interval_seconds,
         )
 
     # -- lifecycle of the service ---------------------------------------------------------
 
     async def start(self) -> None:
-        await self.store.open()
+        await self.store.open()  # connects and migrates (Alembic), imports legacy output files
         await self._recover()
+        if self.retention_days > 0:
+            self._retention_task = asyncio.create_task(self._retention_loop(), name="generation-retention")
 
     async def stop(self) -> None:
         """Stop without cancelling upstream work: runs stay ``running`` in the store and
         are re-attached (or failed) by the next start."""
         self._stopping = True
+        if self._retention_task is not None:
+            self._retention_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retention_task
+            self._retention_task = None
         for ctx in self._contexts.values():
             ctx.detaching = True
         tasks = list(self._tasks.values())
@@ -109,6 +129,36 @@ class GenerationService:
 
     async def health(self) -> dict[str, bool]:
         return {"database": await self.store.healthy()}
+
+    async def purge_expired(self, now: float | None = None) -> int:
+        """Delete final generations (and their outputs) finished more than
+        ``retention_days`` ago, batch by batch; how many generations went."""
+        if self.retention_days <= 0:
+            return 0
+        cutoff = (now if now is not None else time.time()) - self.retention_days * 86400
+        total = 0
+        while True:
+            deleted = await self.store.delete_finished_before(cutoff, self.retention_batch)
+            total += deleted
+            if deleted < self.retention_batch:
+                return total
+            await asyncio.sleep(0)  # let requests in between batches
+
+    async def _retention_loop(self) -> None:
+        delay = min(self.retention_first_delay, self.retention_interval)
+        while True:
+            await asyncio.sleep(delay)
+            delay = self.retention_interval
+            try:
+                deleted = await self.purge_expired()
+            except StoreUnavailable as exc:
+                log.warning("retention skipped: %s", exc.message)
+                continue
+            except Exception:
+                log.exception("retention failed")
+                continue
+            if deleted:
+                log.info("retention deleted %d generations older than %g days", deleted, self.retention_days)
 
     async def _recover(self) -> None:
         for row in await self.store.unfinished():
@@ -283,9 +333,22 @@ class GenerationService:
 
     async def _transition(self, row: GenerationRow, status: str) -> None:
         check_transition(row.status, status)
-        row.status = status
-        await self.store.save(row)
-        await self._publish_update(row)
+        # Conditional on the status we hold: with several processes on one database only
+        # one of them can make each move (the job engine builds on this).
+        saved = await self.store.transition(
+            row.id, {row.status}, status, output_ids=row.output_ids, error=row.error,
+            upstream_ref=row.upstream_ref, started_at=row.started_at, finished_at=row.finished_at)
+        if saved is None:
+            log.warning("generation moved by someone else; not publishing %s", status,
+                        extra={"generation_id": row.id, "user_id": row.user_id})
+            current = await self.store.get(row.id)
+            if current is not None:
+                row.status, row.updated_at = current.status, current.updated_at
+            return
+        # Published before the live row shows the new status: whoever reads the status
+        # (GET /v1/generations/{id}) then finds the event already in the stream.
+        await self._publish_update(dataclasses.replace(row, status=saved.status, updated_at=saved.updated_at))
+        row.status, row.updated_at = saved.status, saved.updated_at
 
     async def _publish_update(self, row: GenerationRow) -> None:
         outputs: list[http.Output] | msgspec.UnsetType = _UNSET
