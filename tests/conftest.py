@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from livegate.testing.postgres_server import PostgresServer
     from livegate.testing.redis_server import RedisServer
 
 
@@ -20,4 +21,16 @@ def redis_server() -> Iterator[RedisServer]:
     from livegate.testing.redis_server import RedisServer
 
     with RedisServer() as server:
+        yield server
+
+
+# -- PostgreSQL (tests/store, tests/service) ------------------------------------------------
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL per test session (per xdist worker); tests take a fresh
+    database each with ``postgres_server.create_database(...)``. Tests that kill the
+    server start their own. Without the binaries this fails (never skips)."""
+    from livegate.testing.postgres_server import PostgresServer
+
+    with PostgresServer() as server:
         yield server
