@@ -24,13 +24,12 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
 
 
-# -- PostgreSQL (tests/store, tests/service, tests/scale) -------------------------------------
+# -- PostgreSQL (tests/store, tests/service) ------------------------------------------------
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
-    """One throwaway PostgreSQL per test session (per xdist worker); each test takes a
-    fresh database of it (``create_database``). Tests that kill or restart the server
-    start their own. Without the binaries this fails (never skips): ``make test``
-    installs Debian's ``postgresql``."""
+    """One throwaway PostgreSQL per test session (per xdist worker); tests take a fresh
+    database each with ``postgres_server.create_database(...)``. Tests that kill the
+    server start their own. Without the binaries this fails (never skips)."""
     from livegate.testing.postgres_server import PostgresServer
 
     with PostgresServer() as server:

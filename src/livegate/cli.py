@@ -1,4 +1,4 @@
-"""The ``livegate`` command: ``serve``, ``token``, ``contract generate|check``."""
+"""The ``livegate`` command: ``serve``, ``token``, ``db upgrade|current``, ``contract generate|check``."""
 
 from __future__ import annotations
 
@@ -33,6 +33,34 @@ def _cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_db(args: argparse.Namespace) -> int:
+    """``upgrade``: migrate the configured database (``LIVEGATE_DATABASE_URL``, else the
+    SQLite file under ``LIVEGATE_DATA_DIR``) to the newest revision; ``current``: print its
+    revision without changing anything (``none`` for an empty or pre-Alembic database)."""
+    import asyncio
+
+    from livegate.config import Config
+    from livegate.errors import StoreUnavailable
+    from livegate.store import SqlStore
+
+    store = SqlStore.from_config(Config.from_env())
+
+    async def run() -> str | None:
+        await store.open(migrate_schema=args.action == "upgrade")
+        try:
+            return await store.current_revision()
+        finally:
+            await store.close()
+
+    try:
+        revision = asyncio.run(run())
+    except StoreUnavailable as exc:
+        print(f"livegate db {args.action}: {exc.message}", file=sys.stderr)
+        return 1
+    print(revision or "none")
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from livegate.config import Config
     from livegate.server import serve
@@ -60,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     token_p.add_argument("sub", help="the user id (JWT sub)")
     token_p.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
     token_p.set_defaults(func=_cmd_token)
+
+    db_p = sub.add_parser("db", help="migrate the generation store or show its schema revision")
+    db_p.add_argument("action", choices=["upgrade", "current"])
+    db_p.set_defaults(func=_cmd_db)
 
     contract_p = sub.add_parser("contract", help="generate or check code derived from the specs")
     contract_p.add_argument("action", choices=["generate", "check"])

@@ -78,6 +78,8 @@ class Config:
     run_worker: bool = True
     worker_concurrency: int = 32
     takeover_seconds: float = 30.0
+    retention_days: float = 30.0
+    retention_interval_seconds: float = 3600.0
     log_level: str = "INFO"
     insecure_defaults_used: tuple[str, ...] = field(default=())
 
@@ -130,6 +132,8 @@ class Config:
             run_worker=_bool("LIVEGATE_RUN_WORKER", True),
             worker_concurrency=_int("LIVEGATE_WORKER_CONCURRENCY", 32),
             takeover_seconds=_float("LIVEGATE_TAKEOVER_SECONDS", 30.0),
+            retention_days=_float("LIVEGATE_RETENTION_DAYS", 30.0),
+            retention_interval_seconds=_float("LIVEGATE_RETENTION_INTERVAL", 3600.0),
             log_level=_env("LIVEGATE_LOG_LEVEL", "INFO") or "INFO",
             insecure_defaults_used=tuple(insecure),
         )

@@ -325,6 +325,8 @@ async def test_range_requests_let_media_seek(gw: RunningGateway, outputs: dict[s
 )
 async def test_no_path_traversal(gw: RunningGateway, outputs: dict[str, dict[str, Any]], path: str) -> None:
     data_dir = gw.gateway.config.data_dir
+    # outputs live in the database now; a file in the data dir must still never be served
+    (data_dir / "outputs").mkdir(exist_ok=True)
     (data_dir / "outputs" / "secret.txt").write_text("TOP-SECRET-BYTES")
     async with gw.http("alice") as client:
         response = await client.get(path)

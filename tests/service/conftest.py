@@ -128,7 +128,7 @@ class Harness:
         self.service = GenerationService(
             tools=self.tools,
             store=SqlStore(url),
-            outputs=OutputStore(self.data_dir / "outputs", b"k" * 32, 3600),
+            outputs=OutputStore(b"k" * 32, 3600),
             publisher=Publisher(self.bus, Metrics()),
             engine=JobEngine(self.database_url, takeover_seconds=2.0),
             max_per_user=self.max_per_user,

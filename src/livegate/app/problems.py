@@ -42,6 +42,7 @@ _TITLES = {
     "range_not_satisfiable": "Range not satisfiable",
     "dev_mode_disabled": "Dev mode disabled",
     "bus_unavailable": "Event bus unavailable",
+    "database_unavailable": "Database unavailable",
     "internal_error": "Internal server error",
 }
 
@@ -100,9 +101,13 @@ def _handle_http(request: Request[Any, Any, Any], exc: HTTPException) -> Respons
 
 
 def _handle_livegate(request: Request[Any, Any, Any], exc: LivegateError) -> Response[bytes]:
-    status = {"not_found": 404, "illegal_transition": 409, "bus_unavailable": 503}.get(exc.code, 500)
+    status = {"not_found": 404, "illegal_transition": 409, "bus_unavailable": 503,
+              "database_unavailable": 503}.get(exc.code, 500)
     code = exc.code if exc.code in _TITLES else "internal_error"
-    return problem_response(status, code, exc.message, instance=request.url.path)
+    # a store outage is transient (the pool reconnects by itself): say when to retry
+    headers = {"Retry-After": "1"} if code == "database_unavailable" else None
+    detail = "The database is unavailable; retry shortly" if code == "database_unavailable" else exc.message
+    return problem_response(status, code, detail, instance=request.url.path, headers=headers)
 
 
 def _handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:

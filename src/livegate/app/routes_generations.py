@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
@@ -12,12 +11,13 @@ import msgspec
 from litestar import Request, Response, get, post, route
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import Parameter
+from litestar.response import Stream
 
 from livegate.app.auth import bearer, require_user
 from livegate.app.gateway import Gateway
 from livegate.app.problems import ProblemError
 from livegate.app.routes_core import _json, decode_body
-from livegate.errors import NotFound
+from livegate.errors import NotFound, StoreUnavailable
 from livegate.protocol import http
 from livegate.service.generations import GenerationService, InputsInvalid
 from livegate.service.outputs import OUTPUT_ID
@@ -60,10 +60,11 @@ def content_disposition(filename: str) -> str:
     return value
 
 
-def _read_span(path: Path, start: int, length: int) -> bytes:
-    with path.open("rb") as handle:
-        handle.seek(start)
-        return handle.read(length)
+async def _prefixed(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if first:
+        yield first
+    async for piece in rest:
+        yield piece
 
 
 def _query_problems(params: Any, headers: Any) -> list[http.ProblemItem]:
@@ -88,6 +89,10 @@ def generation_routes(gw: Gateway) -> list[HTTPRouteHandler]:
 
     def user(request: Request[Any, Any, Any]) -> str:
         return require_user(request, gw.verifier)
+
+    def unavailable(exc: StoreUnavailable) -> ProblemError:
+        return ProblemError(503, "database_unavailable", "The database is unavailable; retry shortly",
+                            headers={"Retry-After": "1"})
 
     def not_found(exc: NotFound) -> ProblemError:
         return ProblemError(404, exc.code if exc.code == "unknown_tool" else "not_found", exc.message)
@@ -163,7 +168,7 @@ def generation_routes(gw: Gateway) -> list[HTTPRouteHandler]:
             raise not_found(exc) from None
 
     @get("/v1/outputs/{output_id:str}")
-    async def get_output(request: Request[Any, Any, Any], output_id: PathStr) -> Response[bytes]:
+    async def get_output(request: Request[Any, Any, Any], output_id: PathStr) -> Response[Any]:
         """openapi.yaml ``getOutput``: the owner's Bearer token or a valid signature.
 
         No credential, a bad token or a bad/expired signature: 401. Another user's output
@@ -188,11 +193,7 @@ def generation_routes(gw: Gateway) -> list[HTTPRouteHandler]:
             if row is None or owner != row.user_id:
                 raise missing
         assert row is not None
-        path = svc.outputs.path_for(row.id)
-        try:
-            size = path.stat().st_size
-        except OSError:
-            raise missing from None
+        size = row.size_bytes
         # the stored media type as is (Litestar would append a second charset to text/*)
         headers = {"content-type": row.media_type, "Accept-Ranges": "bytes",
                    "Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"}
@@ -206,13 +207,19 @@ def generation_routes(gw: Gateway) -> list[HTTPRouteHandler]:
                 raise ProblemError(416, "range_not_satisfiable", f"The output has {size} bytes",
                                    headers={"Content-Range": f"bytes */{size}"})
         start, end = span if isinstance(span, tuple) else (0, size - 1)
+        # Streamed from the store chunk by chunk (never the whole output in memory). The
+        # first piece is read before answering, so a database outage is a clean 503, not
+        # a 200 cut short.
+        pieces = svc.store.read_output(row.id, start, end + 1)
         try:
-            data = await asyncio.to_thread(_read_span, path, start, end - start + 1)
-        except OSError:
-            raise missing from None
+            first = await anext(pieces, b"")
+        except StoreUnavailable as exc:
+            raise unavailable(exc) from None
+        headers["Content-Length"] = str(end - start + 1)
+        status = 200
         if isinstance(span, tuple):
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-            return Response(data, status_code=206, media_type=row.media_type, headers=headers)
-        return Response(data, media_type=row.media_type, headers=headers)
+            status = 206
+        return Stream(_prefixed(first, pieces), status_code=status, media_type=row.media_type, headers=headers)
 
     return [list_tools, generations, get_generation, cancel_generation, get_output]

@@ -23,6 +23,11 @@ Cancel (any process): a queued run is cancelled in the store; a running one gets
 job aborted, which reaches the worker running it by ``NOTIFY`` and cancels its task; the
 tool stops its upstream work, and the runner records ``cancelled``.
 
+Retention: every ``retention_interval`` seconds (first shortly after start) final
+generations older than ``retention_days`` are deleted with their outputs, in bounded
+batches (``Store.delete_finished_before``); ``queued``/``running`` rows are never touched.
+With many processes each one runs it; the deletes are idempotent.
+
 Store outages: the HTTP API answers 503 (``StoreUnavailable``); a run that ends during
 the outage keeps retrying its final write (bounded by ``store_retry_seconds``) and
 publishes its terminal update once the record is saved — so the stream never announces
@@ -86,10 +91,17 @@ class _Stopping(Exception):
 
 
 class GenerationService:
+    retention_first_delay = 10.0  # seconds after start: not in the way of recovery
+    retention_batch = 200  # generations per delete transaction
+
     def __init__(self, *, tools: dict[str, Tool], store: Store, outputs: OutputStore,
                  publisher: Publisher, engine: JobEngine | None = None, max_per_user: int = 4,
                  dispatch_interval: float = 1.0, store_retry_seconds: float = 600.0,
-                 cancel_wait_seconds: float = 15.0) -> None:
+                 cancel_wait_seconds: float = 15.0, retention_days: float = 30.0,
+                 retention_interval: float = 3600.0) -> None:
+        self.retention_days = retention_days
+        self.retention_interval = retention_interval
+        self._retention_task: asyncio.Task[None] | None = None
         self.tools = tools
         self.store = store
         self.outputs = outputs
@@ -114,16 +126,17 @@ class GenerationService:
 
         specs = load_tool_specs(Path(config.tools_file)) if config.tools_file else default_tool_specs()
         tools = {spec.id: build_tool(spec) for spec in specs}
-        data_dir = Path(config.data_dir)
         engine = JobEngine(config.database_url, concurrency=config.worker_concurrency,
                            takeover_seconds=config.takeover_seconds, run_worker=config.run_worker)
         return cls(
             tools=tools,
             store=SqlStore.from_config(config),
-            outputs=OutputStore(data_dir / "outputs", config.url_signing_key, config.output_url_ttl_seconds),
+            outputs=OutputStore(config.url_signing_key, config.output_url_ttl_seconds),
             publisher=publisher,
             engine=engine,
             max_per_user=config.max_concurrency_per_user,
+            retention_days=config.retention_days,
+            retention_interval=config.retention_interval_seconds,
         )
 
     # -- lifecycle of the service ---------------------------------------------------------
@@ -137,17 +150,20 @@ class GenerationService:
         await self.engine.start()
         await self._dispatch_quietly()
         self._ticker = asyncio.create_task(self._tick_forever(), name="livegate-dispatch")
+        if self.retention_days > 0:
+            self._retention_task = asyncio.create_task(self._retention_loop(), name="generation-retention")
 
     async def stop(self) -> None:
         """Stop without cancelling upstream work: runs of this process stay ``running``;
         with a durable engine they are handed to another process at once, otherwise the
         next start of this data directory takes them over."""
         self._stopping = True
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
-            self._ticker = None
+        for task in (self._ticker, self._retention_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._ticker = self._retention_task = None
         for ctx in self._contexts.values():
             ctx.detaching = True
         handed_over = [(gen_id, ctx.tool_id) for gen_id, ctx in self._contexts.items()]
@@ -164,6 +180,36 @@ class GenerationService:
 
     async def health(self) -> dict[str, bool]:
         return {"database": await self.store.healthy()}
+
+    async def purge_expired(self, now: float | None = None) -> int:
+        """Delete final generations (and their outputs) finished more than
+        ``retention_days`` ago, batch by batch; how many generations went."""
+        if self.retention_days <= 0:
+            return 0
+        cutoff = (now if now is not None else time.time()) - self.retention_days * 86400
+        total = 0
+        while True:
+            deleted = await self.store.delete_finished_before(cutoff, self.retention_batch)
+            total += deleted
+            if deleted < self.retention_batch:
+                return total
+            await asyncio.sleep(0)  # let requests in between batches
+
+    async def _retention_loop(self) -> None:
+        delay = min(self.retention_first_delay, self.retention_interval)
+        while True:
+            await asyncio.sleep(delay)  # the retention period itself
+            delay = self.retention_interval
+            try:
+                deleted = await self.purge_expired()
+            except StoreUnavailable as exc:
+                log.warning("retention skipped: %s", exc.message)
+                continue
+            except Exception:
+                log.exception("retention failed")
+                continue
+            if deleted:
+                log.info("retention deleted %d generations older than %g days", deleted, self.retention_days)
 
     async def _recover_embedded(self) -> None:
         """The in-memory engine lost its jobs with the last process: claims of queued runs

@@ -1,8 +1,9 @@
-"""Output bytes on disk, and the short-lived signed URLs that let ``<img>``, ``<audio>``
-and ``<video>`` elements load them (openapi.yaml ``getOutput``).
+"""Output ids and the short-lived signed URLs that let ``<img>``, ``<audio>`` and
+``<video>`` elements load outputs (openapi.yaml ``getOutput``). The bytes themselves are in
+the store (:meth:`livegate.store.base.Store.write_output` / ``read_output``).
 
-Files are named by their server-made id only (``out_<hex>``), never by anything a user or
-upstream supplied, so there is no path to traverse.
+Ids are made by the server only (``out_<hex>``); ``GET /v1/outputs/{id}`` looks up nothing
+that does not match :data:`OUTPUT_ID`.
 """
 
 from __future__ import annotations
@@ -13,12 +14,11 @@ import hmac
 import re
 import secrets
 import time
-from pathlib import Path
 
 import msgspec
 
 from livegate.protocol import http
-from livegate.store import OutputRow
+from livegate.store.base import OutputRow
 
 OUTPUT_ID = re.compile(r"^out_[0-9a-f]{16}$")
 _UNSET = msgspec.UNSET
@@ -29,26 +29,15 @@ def _opt(value: object) -> object:
 
 
 class OutputStore:
-    def __init__(self, directory: Path, signing_key: bytes, url_ttl_seconds: int) -> None:
-        self.directory = directory
+    """Signing of output URLs (the name is historical: bytes live in the store now)."""
+
+    def __init__(self, signing_key: bytes, url_ttl_seconds: int) -> None:
         self._key = signing_key
         self.url_ttl = url_ttl_seconds
 
     @staticmethod
     def new_id() -> str:
         return "out_" + secrets.token_hex(8)
-
-    def path_for(self, output_id: str) -> Path:
-        if not OUTPUT_ID.match(output_id):
-            raise ValueError("not an output id")
-        return self.directory / output_id[4:6] / output_id
-
-    def write(self, output_id: str, data: bytes) -> None:
-        path = self.path_for(output_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".part")
-        tmp.write_bytes(data)
-        tmp.replace(path)
 
     def signature(self, output_id: str, user_id: str, expires: int) -> str:
         mac = hmac.new(self._key, f"{output_id}\n{user_id}\n{expires}".encode(), hashlib.sha256).digest()

@@ -1,6 +1,6 @@
 """What a running tool sees (:class:`livegate.tools.base.RunContext`), implemented on the
 generation service: progress becomes ``generationProgress`` events, outputs go to the
-output store.
+store (their bytes into ``output_chunks``, readable from every process).
 
 Progress is coalesced per run to at most one event per ``min_interval`` (50 ms): a tool
 streaming hundreds of text deltas a second would otherwise flood the user's bounded
@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from livegate.errors import OutputTooLarge, ToolError
 from livegate.protocol import http
-from livegate.store import GenerationRow, OutputRow
+from livegate.store.base import GenerationRow, OutputRow
 from livegate.tools.base import OutputKind, StoredOutput
 
 if TYPE_CHECKING:
@@ -114,16 +115,18 @@ class ServiceRunContext:
     async def store_output(self, data: bytes, *, kind: OutputKind, media_type: str, filename: str | None = None,
                            width: int | None = None, height: int | None = None,
                            duration_seconds: float | None = None) -> StoredOutput:
-        outputs = self._service.outputs
-        output_id = outputs.new_id()
-        await asyncio.to_thread(outputs.write, output_id, data)
+        output_id = self._service.outputs.new_id()
         text = None
         if kind == "text" and len(data) <= INLINE_TEXT_LIMIT:
             text = data.decode("utf-8", errors="replace")
         row = OutputRow(id=output_id, user_id=self._row.user_id, generation_id=self._row.id, kind=kind,
                         media_type=media_type, size_bytes=len(data), filename=filename, width=width, height=height,
                         duration_seconds=duration_seconds, text=text, created_at=time.time())
-        await self._service.retrying(lambda: self._service.store.insert_output(row))
+        try:
+            await self._service.retrying(lambda: self._service.store.write_output(row, data))
+        except OutputTooLarge as exc:
+            # the run fails with a contract GenerationErrorCode; the store kept nothing
+            raise ToolError(exc.message, code="tool_error") from exc
         return StoredOutput(id=output_id, kind=kind, media_type=media_type, size_bytes=len(data), filename=filename,
                             width=width, height=height, duration_seconds=duration_seconds, text=text)
 

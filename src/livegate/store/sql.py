@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, delete, event, func, insert, or_, select, text, update
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, RowMapping, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from livegate.errors import OutputTooLarge, StoreUnavailable
@@ -101,7 +101,7 @@ def _sqlite_on_begin(conn: Any) -> None:
     conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('sqlite_begin', 'DEFERRED')}")
 
 
-def _generation(r: Mapping[str, Any]) -> GenerationRow:
+def _generation(r: RowMapping) -> GenerationRow:
     return GenerationRow(
         id=r["id"], user_id=r["user_id"], tool_id=r["tool_id"], status=r["status"],
         inputs=json.loads(r["inputs"]), output_ids=json.loads(r["output_ids"]),
@@ -127,7 +127,7 @@ def _columns(fields: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _output(r: Mapping[str, Any]) -> OutputRow:
+def _output(r: RowMapping) -> OutputRow:
     return OutputRow(**{name: r[name] for name in OutputRow.__dataclass_fields__})
 
 
@@ -207,7 +207,12 @@ class SqlStore:
         if url.get_backend_name() == "sqlite":
             if url.database and url.database != ":memory:":
                 Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-            engine = create_async_engine(url, connect_args={"timeout": 30.0})
+            # One connection per process: SQLite has one writer at a time anyway, and a
+            # single connection keeps this process's statements in call order (runs start
+            # in FIFO order, as with the single aiosqlite connection before). Other
+            # processes wait on the file lock (busy_timeout).
+            engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=30.0,
+                                         connect_args={"timeout": 30.0})
             event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
             event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
             return engine
