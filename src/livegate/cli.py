@@ -1,4 +1,5 @@
-"""The ``livegate`` command: ``serve``, ``token``, ``db upgrade|current``, ``contract generate|check``."""
+"""The ``livegate`` command: ``serve``, ``worker``, ``token``, ``db upgrade|current``,
+``contract generate|check``."""
 
 from __future__ import annotations
 
@@ -75,6 +76,22 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_worker(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from livegate.config import Config
+    from livegate.worker import problems, run_worker
+
+    config = Config.from_env()
+    found = problems(config)
+    if found:
+        for problem in found:
+            print(f"livegate worker: {problem}", file=sys.stderr)
+        return 2
+    asyncio.run(run_worker(config))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="livegate", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -83,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     serve_p.add_argument("--host", default=None, help="bind address (default LIVEGATE_HOST or 127.0.0.1)")
     serve_p.add_argument("--port", type=int, default=None, help="port (default LIVEGATE_PORT or 8000)")
     serve_p.set_defaults(func=_cmd_serve)
+
+    worker_p = sub.add_parser("worker", help="run generations (the tools and the job worker) without serving sockets")
+    worker_p.set_defaults(func=_cmd_worker)
 
     token_p = sub.add_parser("token", help="print a user JWT signed with the configured HS256 secret")
     token_p.add_argument("sub", help="the user id (JWT sub)")

@@ -167,6 +167,11 @@ class GenerationService:
         for ctx in self._contexts.values():
             ctx.detaching = True
         handed_over = [(gen_id, ctx.tool_id) for gen_id, ctx in self._contexts.items()]
+        running = list(self._tasks.values())
+        for task in running:
+            task.cancel()  # the runner sees _stopping: the run stays `running`, upstream untouched
+        if running:
+            await asyncio.wait(running, timeout=10.0)
         await self.engine.stop_worker()
         if self.engine.durable:
             for gen_id, tool_id in handed_over:

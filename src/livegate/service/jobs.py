@@ -133,9 +133,9 @@ class JobEngine:
         await self.close()
 
     async def stop_worker(self) -> None:
-        """Stop the worker and the sweeper: jobs still running are cancelled (their
-        runner knows the process stops: it is not a user's cancel). The engine stays open
-        (e.g. to hand runs over with :meth:`defer`) until :meth:`close`."""
+        """Stop the worker and the sweeper (the runner's own runs must have ended: the
+        worker waits for them). The engine stays open (e.g. to hand runs over with
+        :meth:`defer`) until :meth:`close`."""
         self._stopping = True
         for task in (self._sweeper_task, self._worker_task):
             if task is not None:
@@ -165,7 +165,10 @@ class JobEngine:
                     abort_job_polling_interval=1.0,
                     update_heartbeat_interval=max(0.2, self.takeover_seconds / 3),
                     stalled_worker_timeout=self.takeover_seconds,
-                    shutdown_graceful_timeout=0.0,
+                    # A worker that stops on its own (a heartbeat failed: database outage)
+                    # lets its running jobs finish; the service cancels its own runs
+                    # before it stops the worker.
+                    shutdown_graceful_timeout=None,
                     delete_jobs="successful",
                 )
                 backoff = 0.5
