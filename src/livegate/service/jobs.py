@@ -165,10 +165,10 @@ class JobEngine:
                     abort_job_polling_interval=1.0,
                     update_heartbeat_interval=max(0.2, self.takeover_seconds / 3),
                     stalled_worker_timeout=self.takeover_seconds,
-                    # A worker that stops on its own (a heartbeat failed: database outage)
-                    # lets its running jobs finish; the service cancels its own runs
-                    # before it stops the worker.
-                    shutdown_graceful_timeout=None,
+                    # No shutdown_graceful_timeout (procrastinate's default: none): a worker
+                    # that stops on its own (a heartbeat failed: database outage) lets its
+                    # running jobs finish; the service cancels its own runs before it stops
+                    # the worker.
                     delete_jobs="successful",
                 )
                 backoff = 0.5
