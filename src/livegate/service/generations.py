@@ -322,8 +322,13 @@ class GenerationService:
 
     async def describe(self, row: GenerationRow) -> http.Generation:
         outputs = [self.outputs.describe(o) for o in await self.store.outputs(row.output_ids)]
-        ctx = self._contexts.get(row.id)
-        progress = ctx.snapshot if ctx is not None and ctx.snapshot is not None else _UNSET
+        progress: Any = _UNSET
+        if row.status == "running":  # the live snapshot here, else the one saved by the runner
+            ctx = self._contexts.get(row.id)
+            if ctx is not None and ctx.snapshot is not None:
+                progress = ctx.snapshot
+            elif row.progress:
+                progress = msgspec.convert(row.progress, http.ProgressSnapshot)
         error = http.GenerationError(code=row.error["code"], message=row.error["message"],
                                      node_id=row.error.get("nodeId", _UNSET)) if row.error else _UNSET
         return http.Generation(

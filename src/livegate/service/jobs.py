@@ -217,7 +217,8 @@ class JobEngine:
         manager = self.app.job_manager
         stalled = list(await manager.get_stalled_jobs(task_name=TASK_NAME, seconds_since_heartbeat=self.takeover_seconds))
         for job in stalled:
-            log.warning("taking over a stalled job", extra={"job_id": job.id, "args": job.task_kwargs})
+            log.warning("retrying the job of a silent worker",
+                        extra={"job_id": job.id, "generation_id": job.task_kwargs.get("generation_id")})
             with contextlib.suppress(Exception):
                 await manager.retry_job(job)
         return len(stalled)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,7 @@ def _opt(value: Any) -> Any:
 
 class ServiceRunContext:
     min_interval = 0.05
+    snapshot_save_interval = 1.0  # seconds between saves of the progress snapshot to the store
 
     def __init__(self, service: GenerationService, row: GenerationRow) -> None:
         self._service = service
@@ -45,6 +47,8 @@ class ServiceRunContext:
         self._pending: http.GenerationProgressInput | None = None
         self._last_sent = 0.0
         self._flush_task: asyncio.Task[None] | None = None
+        self._snapshot_saved = 0.0
+        self._snapshot_task: asyncio.Task[None] | None = None
 
     @property
     def generation_id(self) -> str:
@@ -92,11 +96,32 @@ class ServiceRunContext:
         self.snapshot = http.ProgressSnapshot(fraction=fraction, step=_opt(step), total_steps=_opt(total_steps),
                                               message=_opt(message))
         self._pending = event
+        self._save_snapshot_soon()
         wait = self._last_sent + self.min_interval - time.monotonic()
         if wait <= 0:
             await self.flush()
         elif self._flush_task is None:
             self._flush_task = asyncio.create_task(self._flush_later(wait))
+
+    def _save_snapshot_soon(self) -> None:
+        """Save the snapshot for GET on other processes: at most once per interval, one
+        write in flight, never waited for by the tool (a store outage only delays it)."""
+        now = time.monotonic()
+        if now - self._snapshot_saved < self.snapshot_save_interval:
+            return
+        if self._snapshot_task is not None and not self._snapshot_task.done():
+            return
+        self._snapshot_saved = now
+        self._snapshot_task = asyncio.create_task(self._save_snapshot())
+
+    async def _save_snapshot(self) -> None:
+        snapshot = self.snapshot
+        if snapshot is None or self.closed:
+            return
+        with contextlib.suppress(Exception):  # best effort: the live stream carries progress
+            await self._service.store.transition(
+                self._row.id, {"running"}, "running", expect_attempt=self._row.attempt,
+                progress=msgspec.to_builtins(snapshot))
 
     async def _flush_later(self, delay: float) -> None:
         await asyncio.sleep(delay)

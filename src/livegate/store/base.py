@@ -50,7 +50,8 @@ class GenerationRow:
     (``claim_dispatchable``), ``job_id`` the engine's id, ``attempt`` how many times it was
     started, ``request_sent_at`` a non-idempotent upstream request went out (a takeover
     must not resend it), ``cancel_requested_at`` a cancel was asked for (any process),
-    ``owner`` the process that runs it now.
+    ``owner`` the process that runs it now; ``progress`` (revision 4) the latest progress
+    snapshot (``{fraction, step?, totalSteps?, message?}``), saved about once a second.
     """
 
     id: str
@@ -71,6 +72,7 @@ class GenerationRow:
     request_sent_at: float | None = None
     cancel_requested_at: float | None = None
     owner: str | None = None
+    progress: dict[str, Any] | None = None  # revision 4: the latest snapshot, while running
 
 
 @dataclass

@@ -50,6 +50,7 @@ generations = Table(
     Column("request_sent_at", Double),
     Column("cancel_requested_at", Double),
     Column("owner", Text),
+    Column("progress", Text),  # revision 4: JSON progress snapshot of a running generation
     Index("generations_by_user", "user_id", text("created_at DESC"), text("id DESC")),
     Index("generations_unfinished", "status", sqlite_where=_UNFINISHED, postgresql_where=_UNFINISHED),
     Index("generations_finished", "finished_at"),

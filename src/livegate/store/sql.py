@@ -110,6 +110,7 @@ def _generation(r: RowMapping) -> GenerationRow:
         finished_at=r["finished_at"], dispatched_at=r["dispatched_at"], job_id=r["job_id"],
         attempt=r["attempt"], request_sent_at=r["request_sent_at"],
         cancel_requested_at=r["cancel_requested_at"], owner=r["owner"],
+        progress=json.loads(r["progress"]) if r["progress"] else None,
     )
 
 
@@ -121,7 +122,7 @@ def _columns(fields: Mapping[str, Any]) -> dict[str, Any]:
             raise TypeError(f"not a settable generation field: {name!r}")
         if name in _JSON_FIELDS:
             value = json.dumps(value)
-        elif name == "error":
+        elif name in ("error", "progress"):
             value = json.dumps(value) if value else None
         values[name] = value
     return values

@@ -54,7 +54,7 @@ class GatewayProcess:
         *,
         env: Mapping[str, str] | None = None,
         port: int | None = None,
-        startup_timeout: float = 20.0,
+        startup_timeout: float = 60.0,  # a bound, not a wait: shared CI machines are slow to import
         stop_timeout: float = 15.0,
     ) -> None:
         self.data_dir = Path(data_dir)
