@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -187,7 +187,7 @@ def assert_exact(tab: Tab) -> None:
     events = tab.events
     offsets = [e["offset"] for e in events]
     assert offsets == sorted(set(offsets)), offsets
-    for before, after in zip(events, events[1:], strict=False):
+    for before, after in itertools.pairwise(events):
         if after["offset"] != before["offset"] + 1:
             assert after["type"] == "generationProgress", (before, after)
 
