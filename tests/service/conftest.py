@@ -111,25 +111,21 @@ class ScriptedTool:
 class Harness:
     """A service plus what a test needs to look at: the bus and each user's events."""
 
-    def __init__(self, data_dir: Path, tools: list[Any], max_per_user: int = 4, *,
-                 store_options: dict[str, Any] | None = None, **service_options: Any) -> None:
+    def __init__(self, data_dir: Path, tools: list[Any], max_per_user: int = 4) -> None:
         self.data_dir = data_dir
         self.bus = MemoryBus()
         self.tools = {t.spec.id: t for t in tools}
         self.max_per_user = max_per_user
-        self.store_options = store_options or {}
-        self.service_options = service_options
         self.service: GenerationService | None = None
 
     async def start(self) -> GenerationService:
         await self.bus.start()
         self.service = GenerationService(
             tools=self.tools,
-            store=SqlStore(sqlite_url(self.data_dir / "livegate.sqlite3"), **self.store_options),
+            store=SqlStore(sqlite_url(self.data_dir / "livegate.sqlite3")),
             outputs=OutputStore(b"k" * 32, 3600),
             publisher=Publisher(self.bus, Metrics()),
             max_per_user=self.max_per_user,
-            **self.service_options,
         )
         await self.service.start()
         return self.service
@@ -169,8 +165,8 @@ def _encode(value: Any) -> bytes:
 async def harness(tmp_path: Path) -> AsyncIterator[Callable[..., Harness]]:
     made: list[Harness] = []
 
-    def make(*tools: Any, max_per_user: int = 4, **options: Any) -> Harness:
-        h = Harness(tmp_path, list(tools), max_per_user, **options)
+    def make(*tools: Any, max_per_user: int = 4) -> Harness:
+        h = Harness(tmp_path, list(tools), max_per_user)
         made.append(h)
         return h
 

@@ -38,7 +38,7 @@ class StoreKit:
     async def scalar(self, sql: str, **params: Any) -> Any:
         """One value by plain SQL on a connection of its own (what is really stored)."""
         store = await self.make()
-        async with store._tx(write=False) as conn:  # under the hood, on purpose
+        async with store._tx(write=False) as conn:
             return (await conn.execute(text(sql), params)).scalar()
 
     async def close(self) -> None:

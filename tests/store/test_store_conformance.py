@@ -279,7 +279,7 @@ async def test_a_range_read_touches_only_the_chunks_it_overlaps(kit: StoreKit) -
     store = await kit.make()
     data = payload(3 * CHUNK_SIZE)
     row = await store.write_output(out(), data)
-    async with store._tx() as conn:  # break the chunks the range does not need
+    async with store._tx() as conn:
         from sqlalchemy import text
 
         await conn.execute(text("DELETE FROM output_chunks WHERE output_id = :id AND seq <> 1"), {"id": row.id})
