@@ -516,3 +516,10 @@ class SqlStore:
         await asyncio.to_thread(marker.write_text, "output files copied into the database's output_chunks\n")
         log.info("imported %d legacy output files into the database", imported)
         return imported
+
+
+if TYPE_CHECKING:
+    from livegate.store.base import Store
+
+    def _implements_the_interface(store: SqlStore) -> Store:
+        return store  # mypy checks SqlStore against the Store protocol here

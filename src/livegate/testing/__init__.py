@@ -5,6 +5,8 @@
   traces (``python -m livegate.testing.fake_comfyui``).
 * :class:`FakeOpenAI` — a real HTTP server answering like the OpenAI API from the
   constructed fixtures (``python -m livegate.testing.fake_openai``).
+* :mod:`livegate.testing.redis_server` / :mod:`livegate.testing.postgres_server` — real,
+  throwaway ``redis-server`` and PostgreSQL processes on free local ports.
 
 The fakes are imported lazily: they pull in Litestar and uvicorn.
 """
