@@ -7,7 +7,7 @@ duplicated and mismatched) then checks every connection::
     .venv/bin/python bench/soak.py --seconds 25 --users 6 --seed 7 --json report.json
 
 Everything runs on 127.0.0.1 on free ports and is started and stopped here, by PID: one
-``redis-server`` with ``appendonly yes`` (a restart keeps the streams), ``--gateways``
+``redis-server`` with ``appendonly yes`` (a restart, SIGTERM or SIGKILL, keeps the streams), ``--gateways``
 ``livegate serve`` processes on it, and in front of each a :class:`ChaosProxy` (prefers its
 own gateway, falls back to the others while it is down). ``--users`` users hold
 ``--connections`` :class:`~livegate.client.LivegateClient` connections each, spread over the
@@ -290,11 +290,15 @@ class Soak:
 
     async def restart_redis(self) -> None:
         down_for = self.rng.uniform(0.2, 2.0)
+        # Half the restarts are a crash: with appendonly, Redis write()s the AOF before it
+        # answers, so a SIGKILL (not a power cut) loses nothing acknowledged either.
+        crash = self.rng.random() < 0.5
         self._redis_busy = True
         try:
-            await asyncio.to_thread(self.redis.stop)
+            await asyncio.to_thread(self.redis.kill if crash else self.redis.stop)
             self.chaos.redis_restarts += 1
-            self.chaos.log.append(f"{self._t():6.1f}s Redis stopped (SIGTERM), down {down_for:.1f}s")
+            self.chaos.log.append(f"{self._t():6.1f}s Redis {'SIGKILL' if crash else 'SIGTERM'}, "
+                                  f"down {down_for:.1f}s")
             await asyncio.sleep(down_for)
             await asyncio.to_thread(self.redis.start)
         finally:
