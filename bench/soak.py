@@ -75,6 +75,7 @@ class Settings:
     flood_bytes: int = 5_000_000
     history_max_events: int = 1000
     drain_timeout: float = 60.0
+    rewind: bool = False  # restart Redis once from an older copy of its AOF (issue 14's failover gap)
     json_path: Path | None = None
 
 
@@ -85,6 +86,7 @@ class Chaos:
     cuts: int = 0
     slow_episodes: int = 0
     floods: int = 0
+    rewinds: int = 0
     log: list[str] = field(default_factory=list)
 
 
@@ -156,7 +158,7 @@ class Soak:
         self.publish_outcomes: Counter[str] = Counter()
         self.server_counters: Counter[str] = Counter()  # SERVER_COUNTERS over every gateway's life
         self._busy: set[int] = set()  # gateways being killed/restarted
-        self._redis_busy = False
+        self._redis_lock = asyncio.Lock()  # one Redis restart at a time
         self._flooding = False
         self.started = time.monotonic()
         self.not_drained = 0
@@ -293,16 +295,13 @@ class Soak:
         # Half the restarts are a crash: with appendonly, Redis write()s the AOF before it
         # answers, so a SIGKILL (not a power cut) loses nothing acknowledged either.
         crash = self.rng.random() < 0.5
-        self._redis_busy = True
-        try:
+        async with self._redis_lock:
             await asyncio.to_thread(self.redis.kill if crash else self.redis.stop)
             self.chaos.redis_restarts += 1
             self.chaos.log.append(f"{self._t():6.1f}s Redis {'SIGKILL' if crash else 'SIGTERM'}, "
                                   f"down {down_for:.1f}s")
             await asyncio.sleep(down_for)
             await asyncio.to_thread(self.redis.start)
-        finally:
-            self._redis_busy = False
 
     def cut(self) -> None:
         proxy = self.rng.choice(self.proxies)
@@ -314,6 +313,24 @@ class Soak:
             proxy = next(p for p in self.proxies if link in p.links)
             proxy.slow(link, seconds=self.rng.uniform(1.0, 6.0), rate=self.rng.uniform(300, 3000))
             self.chaos.slow_episodes += 1
+
+    async def rewind(self, span: float) -> None:
+        """Copy Redis's AOF now, and a while later restart Redis from that copy: the writes in
+        between are gone while the streams' meta hashes (their epochs) survive, as after a
+        failover to a replica that missed them. The contract wants that to show as a new epoch."""
+        await asyncio.sleep(self.rng.uniform(0.3, 0.4) * span)
+        aof = self.redis.dir / "appendonlydir"
+        copy = self.workdir / "aof-copy"
+        await asyncio.to_thread(shutil.copytree, aof, copy)
+        self.chaos.log.append(f"{self._t():6.1f}s copied the AOF")
+        await asyncio.sleep(self.rng.uniform(0.2, 0.3) * span)
+        async with self._redis_lock:  # after a restart in progress
+            await asyncio.to_thread(self.redis.stop)
+            await asyncio.to_thread(shutil.rmtree, aof)
+            await asyncio.to_thread(shutil.copytree, copy, aof)
+            await asyncio.to_thread(self.redis.start)
+        self.chaos.rewinds += 1
+        self.chaos.log.append(f"{self._t():6.1f}s Redis restarted from the older AOF copy (rewind)")
 
     async def _flood_once(self) -> None:
         self._flooding = True
@@ -360,6 +377,8 @@ class Soak:
         if self.s.flood_bytes <= 0:
             del means["flood"]
         start = time.monotonic()
+        if self.s.rewind:
+            self._spawn(self.rewind(span))
         next_at = {kind: start + self.rng.uniform(0.05, 0.3) * span for kind in means}
         while True:
             kind = min(next_at, key=next_at.__getitem__)
@@ -369,7 +388,7 @@ class Soak:
             next_at[kind] += self.rng.expovariate(1 / means[kind])
             if kind == "kill":
                 self._spawn(self.kill_and_restart())
-            elif kind == "redis" and not self._redis_busy:
+            elif kind == "redis" and not self._redis_lock.locked():
                 self._spawn(self.restart_redis())
             elif kind == "cut":
                 self.cut()
@@ -445,6 +464,7 @@ class Soak:
             seed=self.s.seed, seconds=round(chaos_seconds, 1), users=self.s.users, connections=len(self.tabs),
             gateways=self.s.gateways, kills=self.chaos.kills, redis_restarts=self.chaos.redis_restarts,
             proxy_cuts=self.chaos.cuts, slow_episodes=self.chaos.slow_episodes, floods=self.chaos.floods,
+            rewinds=self.chaos.rewinds,
             reconnects=sum(max(0, tab.conn.welcomes - 1) for tab in self.tabs),
             close_codes=dict(sorted(codes.items())), errors=dict(sorted(errors.items())),
             slow_consumer_closes=int(self.server_counters["slow_consumer_closes"]),
@@ -463,7 +483,8 @@ def report(figures: dict[str, Any]) -> str:
         f"  delivered {figures['delivered']} (owed by the final segments {figures['expected']}; "
         f"conflated {figures['conflated']})",
         f"  kills {figures['kills']}, Redis restarts {figures['redis_restarts']}, proxy cuts {figures['proxy_cuts']}, "
-        f"slow episodes {figures['slow_episodes']}, floods {figures['floods']}",
+        f"slow episodes {figures['slow_episodes']}, floods {figures['floods']}"
+        + (f", AOF rewinds {figures['rewinds']}" if figures["rewinds"] else ""),
         f"  reconnects {figures['reconnects']}, slow-consumer closes {figures['slow_consumer_closes']} "
         f"(counted by the gateways; conflated there {figures['events_conflated_by_servers']}), "
         f"close codes {figures['close_codes']}, errors {figures['errors']}",
@@ -489,13 +510,15 @@ def parse(argv: list[str] | None = None) -> Settings:
     p.add_argument("--flood-bytes", type=int, default=5_000_000, help="bytes per flood (0: none)")
     p.add_argument("--history-max-events", type=int, default=1000)
     p.add_argument("--drain-timeout", type=float, default=60.0)
+    p.add_argument("--rewind", action="store_true",
+                   help="once, restart Redis from an older copy of its AOF (a failover that lost writes)")
     p.add_argument("--json", type=Path, help="write the figures here")
     a = p.parse_args(argv)
     seed = a.seed if a.seed is not None else int.from_bytes(os.urandom(4), "big")
     return Settings(seconds=a.seconds if a.seconds is not None else a.minutes * 60, users=a.users,
                     connections=a.connections, gateways=a.gateways, rate=a.rate, seed=seed,
                     queue_max_bytes=a.queue_max_bytes, flood_bytes=a.flood_bytes, history_max_events=a.history_max_events,
-                    drain_timeout=a.drain_timeout, json_path=a.json)
+                    drain_timeout=a.drain_timeout, rewind=a.rewind, json_path=a.json)
 
 
 async def amain(settings: Settings) -> int:
