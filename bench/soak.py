@@ -449,6 +449,7 @@ class Soak:
         await asyncio.gather(self.publisher(deadline, 0.5), self.publisher(deadline, 0.5), self.chaos_loop(deadline))
         chaos_ended = time.monotonic() - chaos_started
         finals = await self.drain()
+        print(f"drained in {time.monotonic() - chaos_started - chaos_ended:.1f}s", flush=True)
         verdict = self.ledger.verdict(finals)
         return verdict, self.figures(verdict, chaos_ended)
 
@@ -529,7 +530,9 @@ async def amain(settings: Settings) -> int:
     try:
         verdict, figures = await soak.run()
     finally:
+        stopping = time.monotonic()
         await soak.stop()
+        print(f"stopped in {time.monotonic() - stopping:.1f}s", flush=True)
     figures["date"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     print(report(figures))
     if settings.json_path is not None:

@@ -1,4 +1,4 @@
-"""bench/soak.py end to end, short: 2 gateways on one Redis, 6 users x 2 connections, ~22 s of
+"""bench/soak.py end to end, short: 2 gateways on one Redis, 6 users x 2 connections, ~18 s of
 chaos with at least one gateway kill, one Redis restart, proxy cuts and a flood behind a slowed
 proxy; the ledger must find nothing lost, duplicated or mismatched (bench/soak_ledger.py)."""
 
@@ -22,7 +22,7 @@ def test_a_short_soak_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     # The seed changes the fault moments, not what must hold; it is printed for a rerun.
     seed = int.from_bytes(os.urandom(4), "big")
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "soak.py"), "--seconds", "22", "--users", "6",
+        [sys.executable, str(ROOT / "bench" / "soak.py"), "--seconds", "18", "--users", "6",
          "--connections", "2", "--gateways", "2", "--rate", "100", "--flood-bytes", "3000000",
          "--drain-timeout", "30", "--seed", str(seed), "--json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=110, check=False,
@@ -33,5 +33,5 @@ def test_a_short_soak_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     assert figures["lost"] == 0 and figures["duplicated"] == 0 and figures["mismatched"] == 0, figures
     assert figures["not_drained"] == 0 and figures["stopped_clients"] == 0, figures
     assert figures["kills"] >= 1 and figures["proxy_cuts"] >= 1, figures
-    assert figures["published"] > 500 and figures["delivered"] > figures["published"], figures
+    assert figures["published"] > 200 and figures["delivered"] > figures["published"], figures
     assert figures["reconnects"] >= 1, figures
