@@ -94,7 +94,8 @@ class ChaosProxy:
         return len(chosen)
 
     def slow(self, link: ProxyLink, *, seconds: float, rate: float) -> None:
-        """Forward the server's bytes on ``link`` at ``rate`` bytes/s for ``seconds``."""
+        """Forward the server's bytes on ``link`` at ``rate`` bytes/s for ``seconds`` (from its
+        next read on: one read already waiting may still take up to 64 kB at once)."""
         link.slow_until, link.slow_rate = time.monotonic() + seconds, max(1.0, rate)
 
     def heal(self) -> None:
