@@ -499,7 +499,7 @@ def report(figures: dict[str, Any]) -> str:
 
 
 def parse(argv: list[str] | None = None) -> Settings:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].rstrip(":"), formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--minutes", type=float, default=3.0, help="length of the chaos phase (default 3)")
     p.add_argument("--seconds", type=float, help="length of the chaos phase in seconds (overrides --minutes)")
     p.add_argument("--users", type=int, default=20)
