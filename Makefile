@@ -11,7 +11,7 @@ HOST ?= 127.0.0.1
 # are started once per file (xdist 3.8's loadgroup is ignored under pytest 9.2: it groups nothing).
 WORKERS ?= auto
 
-.PHONY: run test install system-deps contract lint bench clean
+.PHONY: run test install system-deps contract lint bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,14 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# The chaos soak of issue 14 (not part of `make test`): gateways SIGKILLed, Redis restarted,
+# client links cut and slowed, a ledger over every connection. MINUTES of chaos (default 3);
+# SOAK_ARGS for more flags (e.g. SOAK_ARGS="--seed 7 --users 40"), see bench/soak.py --help.
+MINUTES ?= 3
+SOAK_ARGS ?=
+soak: $(STAMP) system-deps
+	$(BIN)/python bench/soak.py --minutes $(MINUTES) $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .livegate-data test-artifacts

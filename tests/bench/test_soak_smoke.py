@@ -1,0 +1,37 @@
+"""bench/soak.py end to end, short: 2 gateways on one Redis, 6 users x 2 connections, ~18 s of
+chaos with at least one gateway kill, one Redis restart, proxy cuts and a flood behind a slowed
+proxy; the ledger must find nothing lost, duplicated or mismatched (bench/soak_ledger.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.redis
+
+
+def test_a_short_soak_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "soak.json"
+    # The seed changes the fault moments, not what must hold; it is printed for a rerun.
+    seed = int.from_bytes(os.urandom(4), "big")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "soak.py"), "--seconds", "18", "--users", "6",
+         "--connections", "2", "--gateways", "2", "--rate", "100", "--flood-bytes", "3000000",
+         "--drain-timeout", "30", "--seed", str(seed), "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=110, check=False,
+    )
+    print(proc.stdout[-4000:])
+    assert proc.returncode == 0, f"seed {seed}\n{proc.stdout[-4000:]}\n{proc.stderr[-3000:]}"
+    figures = json.loads(out.read_text())
+    assert figures["lost"] == 0 and figures["duplicated"] == 0 and figures["mismatched"] == 0, figures
+    assert figures["not_drained"] == 0 and figures["stopped_clients"] == 0, figures
+    assert figures["kills"] >= 1 and figures["proxy_cuts"] >= 1, figures
+    assert figures["published"] > 200 and figures["delivered"] > figures["published"], figures
+    assert figures["reconnects"] >= 1, figures
