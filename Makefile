@@ -22,11 +22,15 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Debian packages the tests need: Chromium for the browser tests, redis-server for the
-# scale-out tests (the tests start their own servers on free ports).
+# scale-out tests, postgresql for the store and cluster tests, nginx as the load balancer of the cluster browser test (the tests start
+# their own servers on free ports; nginx is in /usr/sbin, often not on a user's PATH).
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	{ command -v pg_ctl >/dev/null || compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null; } \
+	  || missing="$$missing postgresql"; \
+	{ command -v nginx >/dev/null || test -x /usr/sbin/nginx; } || missing="$$missing nginx"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
