@@ -37,7 +37,7 @@ class ContractError(LivegateError):
 
 
 class AuthError(LivegateError):
-    code = "token_invalid"
+    code = "token_malformed"  # an ErrorCode of asyncapi.yaml (a code outside it would close 4500)
 
 
 class BusError(LivegateError):
