@@ -22,7 +22,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import jwt
 
@@ -166,7 +166,7 @@ def check_claims(claims: dict[str, Any], now: float, leeway: float = 0.0) -> Cla
     return Claims(sub=sub, exp=float(exp))
 
 
-def _is_time(value: Any) -> bool:
+def _is_time(value: Any) -> TypeGuard[float]:
     """A JSON number of seconds that a ``datetime`` can show (not a bool, NaN or 1e400)."""
     return (isinstance(value, (int, float)) and not isinstance(value, bool)
             and math.isfinite(value) and -MAX_TIMESTAMP <= value <= MAX_TIMESTAMP)
