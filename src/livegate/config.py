@@ -66,6 +66,7 @@ class Config:
     max_connections_per_user: int = 32
     allowed_origins: tuple[str, ...] = ()
     queue_max_bytes: int = 4 * 1024 * 1024
+    max_json_depth: int = 32
     shutdown_grace_seconds: float = 5.0
     permessage_deflate: bool = False
     # Generations
@@ -114,6 +115,7 @@ class Config:
             max_connections_per_user=_int("LIVEGATE_MAX_CONNECTIONS_PER_USER", 32),
             allowed_origins=_list("LIVEGATE_ALLOWED_ORIGINS"),
             queue_max_bytes=_int("LIVEGATE_QUEUE_MAX_BYTES", 4 * 1024 * 1024),
+            max_json_depth=_int("LIVEGATE_MAX_JSON_DEPTH", 32),
             shutdown_grace_seconds=_float("LIVEGATE_SHUTDOWN_GRACE", 5.0),
             permessage_deflate=_bool("LIVEGATE_PERMESSAGE_DEFLATE"),
             data_dir=Path(_env("LIVEGATE_DATA_DIR", ".livegate-data") or ".livegate-data"),

@@ -42,6 +42,7 @@ class Gateway:
             rate_per_second=config.rate_limit_per_second,
             rate_burst=config.rate_limit_burst,
             heartbeat_interval_ms=int(config.heartbeat_interval_seconds * 1000),
+            max_json_depth=config.max_json_depth,
         )
         self.publisher = Publisher(self.bus, self.metrics)
         self.connections: set[Connection] = set()

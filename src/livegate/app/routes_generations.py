@@ -101,7 +101,7 @@ def generation_routes(gw: Gateway) -> list[HTTPRouteHandler]:
     async def create_generation(request: Request[Any, Any, Any]) -> Response[bytes]:
         """openapi.yaml ``createGeneration``."""
         user_id = user(request)
-        body = decode_body(await request.body(), _create_decoder)
+        body = decode_body(await request.body(), _create_decoder, gw.config.max_json_depth)
         try:
             generation = await service().create(user_id, body.tool_id, body.inputs)
         except NotFound as exc:
