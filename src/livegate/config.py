@@ -67,6 +67,7 @@ class Config:
     allowed_origins: tuple[str, ...] = ()
     queue_max_bytes: int = 4 * 1024 * 1024
     max_json_depth: int = 32
+    max_event_bytes: int = 256 * 1024
     shutdown_grace_seconds: float = 5.0
     permessage_deflate: bool = False
     # Generations
@@ -116,6 +117,7 @@ class Config:
             allowed_origins=_list("LIVEGATE_ALLOWED_ORIGINS"),
             queue_max_bytes=_int("LIVEGATE_QUEUE_MAX_BYTES", 4 * 1024 * 1024),
             max_json_depth=_int("LIVEGATE_MAX_JSON_DEPTH", 32),
+            max_event_bytes=_int("LIVEGATE_MAX_EVENT_BYTES", 256 * 1024),
             shutdown_grace_seconds=_float("LIVEGATE_SHUTDOWN_GRACE", 5.0),
             permessage_deflate=_bool("LIVEGATE_PERMESSAGE_DEFLATE"),
             data_dir=Path(_env("LIVEGATE_DATA_DIR", ".livegate-data") or ".livegate-data"),

@@ -44,7 +44,7 @@ class Gateway:
             heartbeat_interval_ms=int(config.heartbeat_interval_seconds * 1000),
             max_json_depth=config.max_json_depth,
         )
-        self.publisher = Publisher(self.bus, self.metrics)
+        self.publisher = Publisher(self.bus, self.metrics, config.max_event_bytes)
         self.connections: set[Connection] = set()
         self.loop_iterations = LoopIterations()  # the WebSocket fast path's burst accounting (ws.py)
         self.generations: GenerationService | None = None

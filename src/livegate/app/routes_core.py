@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from livegate.app.auth import check_service
 from livegate.app.gateway import Gateway
 from livegate.app.problems import ProblemError, item_from_validation
-from livegate.errors import BusUnavailable
+from livegate.errors import BusUnavailable, EventTooLarge
 from livegate.protocol import http
 from livegate.protocol.auth import mint_token
 from livegate.protocol.jsonlimits import DEFAULT_MAX_DEPTH, nesting_error
@@ -187,6 +187,11 @@ def core_routes(gw: Gateway) -> list[HTTPRouteHandler | ASGIRouteHandler]:
             raise ProblemError(503, "bus_unavailable", f"The event bus is unavailable: {exc.message}. "
                                f"{len(done)} of {len(items)} events were published (see results).",
                                results=done, headers={"Retry-After": "1"}) from None
+        except EventTooLarge as exc:
+            raise ProblemError(413, "payload_too_large", exc.message, errors=[
+                http.ProblemItem(message=f"The event is {size} bytes encoded; the limit is {exc.limit}",
+                                 path=f"$.events[{index}].event", index=index)
+                for index, size in sorted(exc.sizes.items())]) from None
         results = [http.PublishResult(user_id=item.user_id, epoch=p.epoch, offset=p.offset)
                    for item, p in zip(items, positions, strict=True)]
         payload = msgspec.json.encode(http.PublishResponse(results=results))

@@ -25,7 +25,7 @@ from typing import Any
 import jsonschema
 import msgspec
 
-from livegate.errors import BusError, IllegalTransition, NotFound, ToolError
+from livegate.errors import BusError, EventTooLarge, IllegalTransition, NotFound, ToolError
 from livegate.protocol import http
 from livegate.service.lifecycle import FINAL, check_transition
 from livegate.service.outputs import OutputStore
@@ -306,3 +306,5 @@ class GenerationService:
             await self.publisher.publish_one(user_id, event)
         except BusError as exc:
             log.error("could not publish generation event: %s", exc.message, extra={"user_id": user_id})
+        except EventTooLarge as exc:  # a tool's event over LIVEGATE_MAX_EVENT_BYTES: never on a stream
+            log.warning("generation event dropped: %s", exc.message, extra={"user_id": user_id})
