@@ -75,6 +75,8 @@ class Config:
     tools_file: str | None = None
     output_url_ttl_seconds: int = 3600
     max_concurrency_per_user: int = 4
+    max_inputs_bytes: int = 256 * 1024
+    max_input_items: int = 256
     log_level: str = "INFO"
     insecure_defaults_used: tuple[str, ...] = field(default=())
 
@@ -124,6 +126,8 @@ class Config:
             tools_file=_env("LIVEGATE_TOOLS_FILE"),
             output_url_ttl_seconds=_int("LIVEGATE_OUTPUT_URL_TTL", 3600),
             max_concurrency_per_user=_int("LIVEGATE_MAX_CONCURRENCY_PER_USER", 4),
+            max_inputs_bytes=_int("LIVEGATE_MAX_INPUTS_BYTES", 256 * 1024),
+            max_input_items=_int("LIVEGATE_MAX_INPUT_ITEMS", 256),
             log_level=_env("LIVEGATE_LOG_LEVEL", "INFO") or "INFO",
             insecure_defaults_used=tuple(insecure),
         )

@@ -9,6 +9,12 @@ when a slot frees. Cancellation cancels the run's task; tools stop their upstrea
 On start-up, runs left ``running`` by a dead process are re-attached when the tool can
 (ComfyUI, by prompt id) and otherwise failed with ``interrupted_by_restart``; ``queued``
 runs are queued again.
+
+Input validation never blocks the event loop: before a tool's JSON Schema sees them,
+``inputs`` are bounded in encoded size (``max_inputs_bytes``) and in the length of every
+array in them (``max_input_items``) — jsonschema's ``uniqueItems`` compares every pair, so
+3,000 items took 14 s — and the schema check itself runs in a worker thread, so even a
+costly schema over bounded inputs only shares the loop (the GIL switches every 5 ms).
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ StoredOutputs = list[StoredOutput]
 
 log = logging.getLogger("livegate.generations")
 _UNSET = msgspec.UNSET
+DEFAULT_MAX_INPUTS_BYTES = 256 * 1024
+DEFAULT_MAX_INPUT_ITEMS = 256
 
 
 def _ts(value: float | None) -> Any:
@@ -55,12 +63,15 @@ class InputsInvalid(Exception):
 
 class GenerationService:
     def __init__(self, *, tools: dict[str, Tool], store: GenerationStore, outputs: OutputStore,
-                 publisher: Publisher, max_per_user: int = 4) -> None:
+                 publisher: Publisher, max_per_user: int = 4, max_inputs_bytes: int = DEFAULT_MAX_INPUTS_BYTES,
+                 max_input_items: int = DEFAULT_MAX_INPUT_ITEMS) -> None:
         self.tools = tools
         self.store = store
         self.outputs = outputs
         self.publisher = publisher
         self.max_per_user = max_per_user
+        self.max_inputs_bytes = max_inputs_bytes
+        self.max_input_items = max_input_items
         self._validators = {tid: jsonschema.Draft202012Validator(t.input_schema) for tid, t in tools.items()}
         self._pending: deque[str] = deque()
         self._rows: dict[str, GenerationRow] = {}  # queued and running, by id
@@ -83,6 +94,8 @@ class GenerationService:
             outputs=OutputStore(data_dir / "outputs", config.url_signing_key, config.output_url_ttl_seconds),
             publisher=publisher,
             max_per_user=config.max_concurrency_per_user,
+            max_inputs_bytes=config.max_inputs_bytes,
+            max_input_items=config.max_input_items,
         )
 
     # -- lifecycle of the service ---------------------------------------------------------
@@ -137,6 +150,30 @@ class GenerationService:
             for t in self.tools.values()
         ]
 
+    def check_input_bounds(self, tool_id: str, inputs: dict[str, Any]) -> None:
+        """Cheap, linear checks that must pass before the (costly) schema check."""
+        if tool_id not in self._validators:
+            raise NotFound(f"No tool {tool_id!r}", code="unknown_tool")
+        size = len(msgspec.json.encode(inputs))
+        if size > self.max_inputs_bytes:
+            raise InputsInvalid([http.ProblemItem(
+                message=f"inputs are {size} bytes encoded; the limit is {self.max_inputs_bytes}", path="$.inputs")])
+        problems = []
+        stack: list[tuple[str, Any]] = [("$.inputs", inputs)]
+        while stack and len(problems) < 20:  # iterative: depth is bounded already, recursion is not needed
+            path, value = stack.pop()
+            if isinstance(value, dict):
+                stack.extend((f"{path}.{key}", item) for key, item in value.items())
+            elif isinstance(value, list):
+                if len(value) > self.max_input_items:
+                    problems.append(http.ProblemItem(
+                        message=f"{len(value)} items; arrays in inputs hold at most {self.max_input_items}",
+                        path=path))
+                    continue
+                stack.extend((f"{path}[{index}]", item) for index, item in enumerate(value))
+        if problems:
+            raise InputsInvalid(sorted(problems, key=lambda p: p.path))
+
     def validate_inputs(self, tool_id: str, inputs: dict[str, Any]) -> None:
         validator = self._validators.get(tool_id)
         if validator is None:
@@ -150,7 +187,8 @@ class GenerationService:
             ])
 
     async def create(self, user_id: str, tool_id: str, inputs: dict[str, Any]) -> http.Generation:
-        self.validate_inputs(tool_id, inputs)
+        self.check_input_bounds(tool_id, inputs)
+        await asyncio.to_thread(self.validate_inputs, tool_id, inputs)
         now = time.time()
         row = GenerationRow(id="gen_" + secrets.token_hex(8), user_id=user_id, tool_id=tool_id, status="queued",
                             inputs=inputs, created_at=now, updated_at=now)
