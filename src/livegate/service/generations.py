@@ -158,7 +158,7 @@ class GenerationService:
         if size > self.max_inputs_bytes:
             raise InputsInvalid([http.ProblemItem(
                 message=f"inputs are {size} bytes encoded; the limit is {self.max_inputs_bytes}", path="$.inputs")])
-        problems = []
+        problems: list[http.ProblemItem] = []
         stack: list[tuple[str, Any]] = [("$.inputs", inputs)]
         while stack and len(problems) < 20:  # iterative: depth is bounded already, recursion is not needed
             path, value = stack.pop()
@@ -172,7 +172,7 @@ class GenerationService:
                     continue
                 stack.extend((f"{path}[{index}]", item) for index, item in enumerate(value))
         if problems:
-            raise InputsInvalid(sorted(problems, key=lambda p: p.path))
+            raise InputsInvalid(sorted(problems, key=lambda p: str(p.path)))
 
     def validate_inputs(self, tool_id: str, inputs: dict[str, Any]) -> None:
         validator = self._validators.get(tool_id)
