@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 _UNSET = msgspec.UNSET
 log = logging.getLogger("livegate.generations")
 INLINE_TEXT_LIMIT = 16 * 1024
+#: Preview types asyncapi.yaml ``Preview.url`` allows (passive images: no SVG, which can script).
+PREVIEW_MEDIA_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif", "image/avif"})
 
 
 def _opt(value: Any) -> Any:
@@ -74,6 +76,10 @@ class ServiceRunContext:
         limit = self._service.publisher.max_event_bytes
         if preview is not None and (len(preview) * 4) // 3 + 256 > limit:
             log.warning("preview dropped: %d bytes would exceed LIVEGATE_MAX_EVENT_BYTES (%d)", len(preview), limit,
+                        extra={"generation_id": self._row.id, "user_id": self._row.user_id})
+            preview = None
+        if preview is not None and (preview_media_type or "image/jpeg") not in PREVIEW_MEDIA_TYPES:
+            log.warning("preview dropped: %r is not a passive image type", preview_media_type,
                         extra={"generation_id": self._row.id, "user_id": self._row.user_id})
             preview = None
         if preview is not None:
