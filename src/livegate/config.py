@@ -9,6 +9,8 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from livegate.protocol.jsonlimits import MAX_DEPTH_SETTING
+
 log = logging.getLogger("livegate.config")
 
 DEV_JWT_SECRET = "livegate-dev-secret-DO-NOT-USE-IN-PRODUCTION"
@@ -189,7 +191,7 @@ class Config:
 
     def _limit_problems(self) -> list[str]:
         found = []
-        if not 1 <= self.max_json_depth <= 256:
+        if not 1 <= self.max_json_depth <= MAX_DEPTH_SETTING:
             found.append(f"LIVEGATE_MAX_JSON_DEPTH must be 1..256 (got {self.max_json_depth}): the decoders "
                          "recurse per level and Python's recursion limit is ~1,000 frames")
         if not 1024 <= self.max_event_bytes <= self.queue_max_bytes:

@@ -6,8 +6,12 @@ msgspec (like ``json``) decodes nested arrays and objects recursively: 1,000 lev
 C speed: escapes are cut out, every byte but ``"[]{}`` is deleted, string contents are cut
 out (a bracket inside a string is not structure), ``{}`` become ``[]`` (the depth does not
 depend on the kind; a mismatch is the decoder's to refuse, at a depth already bounded) and
-each ``bytes.replace`` pass removes the innermost pairs, so the number of passes is the depth. At most ``max_depth + 1`` passes run, each over a string
-that shrinks; brackets that do not pair up mean the text is not JSON at all.
+each ``bytes.replace`` pass removes the innermost pairs, so the number of passes is the
+depth. At most ``max_depth`` passes run, each over a string that shrinks; brackets that
+do not pair up mean the text is not JSON at all. A body whose brackets number at most
+``max_depth`` skips all of it (two ``bytes.count``). Measured: ~0.2 s for a 13 MB publish
+batch of 60,000 events (msgspec's own decode of it: ~0.3 s); a usual frame takes the
+``count`` path (under a microsecond).
 
 The default limit (``LIVEGATE_MAX_JSON_DEPTH``, 32) is three times the deepest document
 of the contract (a ComfyUI workflow in ``inputs`` is about 6 levels below the body's
