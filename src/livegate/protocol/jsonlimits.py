@@ -21,14 +21,11 @@ recursion limit.
 
 from __future__ import annotations
 
-import re
-
 #: The largest ``LIVEGATE_MAX_JSON_DEPTH`` accepted: well below the ~1,000 frames of
 #: Python's recursion limit that the decoders and jsonschema share.
 MAX_DEPTH_SETTING = 256
 DEFAULT_MAX_DEPTH = 32
 
-_STRING = re.compile(rb'"[^"]*"')
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
 _ONE_KIND = bytes.maketrans(b"{}", b"[]")
 _OPENERS = (b"[", b"{")
@@ -46,7 +43,9 @@ def nesting_error(data: bytes | str, max_depth: int) -> str | None:
     # JSON escapes pair from the left (``\\\\`` first, then ``\\"``), so after these two
     # replacements every remaining quote opens or closes a string.
     unescaped = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
-    brackets = _STRING.sub(b"", unescaped.translate(_ONE_KIND, _NOT_STRUCTURE))
+    # Even-numbered pieces between quotes are outside strings (after an unterminated string
+    # nothing counts: the decoder reads it as string content too, then refuses the text).
+    brackets = b"".join(unescaped.translate(_ONE_KIND, _NOT_STRUCTURE).split(b'"')[::2])
     for _ in range(max_depth):
         if not brackets:
             return None
