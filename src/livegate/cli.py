@@ -64,14 +64,15 @@ def _cmd_db(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from livegate.config import Config
-    from livegate.server import serve
 
     config = Config.from_env(host=args.host, port=args.port)
     problems = config.problems()
-    if problems:
+    if problems:  # before importing the server: a refusal is quick
         for problem in problems:
             print(f"livegate serve: {problem}", file=sys.stderr)
         return 2
+    from livegate.server import serve
+
     serve(config)
     return 0
 

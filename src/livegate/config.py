@@ -9,10 +9,14 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from livegate.protocol.jsonlimits import MAX_DEPTH_SETTING
+
 log = logging.getLogger("livegate.config")
 
 DEV_JWT_SECRET = "livegate-dev-secret-DO-NOT-USE-IN-PRODUCTION"
 DEV_SERVICE_TOKEN = "livegate-dev-service-token-DO-NOT-USE-IN-PRODUCTION"
+#: The shortest HS256 secret (bytes) and service token (characters) ``serve`` accepts.
+MIN_SECRET_BYTES = 32
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -66,6 +70,8 @@ class Config:
     max_connections_per_user: int = 32
     allowed_origins: tuple[str, ...] = ()
     queue_max_bytes: int = 4 * 1024 * 1024
+    max_json_depth: int = 32
+    max_event_bytes: int = 256 * 1024
     shutdown_grace_seconds: float = 5.0
     permessage_deflate: bool = False
     # Generations
@@ -80,6 +86,8 @@ class Config:
     takeover_seconds: float = 30.0
     retention_days: float = 30.0
     retention_interval_seconds: float = 3600.0
+    max_inputs_bytes: int = 256 * 1024
+    max_input_items: int = 256
     log_level: str = "INFO"
     insecure_defaults_used: tuple[str, ...] = field(default=())
 
@@ -121,6 +129,8 @@ class Config:
             max_connections_per_user=_int("LIVEGATE_MAX_CONNECTIONS_PER_USER", 32),
             allowed_origins=_list("LIVEGATE_ALLOWED_ORIGINS"),
             queue_max_bytes=_int("LIVEGATE_QUEUE_MAX_BYTES", 4 * 1024 * 1024),
+            max_json_depth=_int("LIVEGATE_MAX_JSON_DEPTH", 32),
+            max_event_bytes=_int("LIVEGATE_MAX_EVENT_BYTES", 256 * 1024),
             shutdown_grace_seconds=_float("LIVEGATE_SHUTDOWN_GRACE", 5.0),
             permessage_deflate=_bool("LIVEGATE_PERMESSAGE_DEFLATE"),
             data_dir=Path(_env("LIVEGATE_DATA_DIR", ".livegate-data") or ".livegate-data"),
@@ -134,6 +144,8 @@ class Config:
             takeover_seconds=_float("LIVEGATE_TAKEOVER_SECONDS", 30.0),
             retention_days=_float("LIVEGATE_RETENTION_DAYS", 30.0),
             retention_interval_seconds=_float("LIVEGATE_RETENTION_INTERVAL", 3600.0),
+            max_inputs_bytes=_int("LIVEGATE_MAX_INPUTS_BYTES", 256 * 1024),
+            max_input_items=_int("LIVEGATE_MAX_INPUT_ITEMS", 256),
             log_level=_env("LIVEGATE_LOG_LEVEL", "INFO") or "INFO",
             insecure_defaults_used=tuple(insecure),
         )
@@ -148,14 +160,61 @@ class Config:
         return ("livegate-output-url:" + base).encode()
 
     def problems(self) -> list[str]:
-        """What keeps this configuration from serving securely (empty when it can)."""
+        """What keeps this configuration from serving securely (empty when it can).
+
+        ``livegate serve`` refuses to start on any of them:
+
+        * outside dev mode: no key; an HS256 secret under 32 bytes or a service token under 32
+          characters (RFC 7518 3.2: an HS256 key is at least 256 bits); the published dev
+          constants set explicitly;
+        * in dev mode, *real* credentials (a secret, token or key other than the dev ones):
+          dev mode opens ``POST /v1/dev/token``, which would mint tokens signed with the real
+          key for anyone. The safe choice is to refuse, not to guess which was meant;
+        * a limit out of its range.
+        """
         found = []
+        if self.dev:
+            real = [name for name, value, dev_value in (
+                ("LIVEGATE_JWT_SECRET", self.jwt_secret, DEV_JWT_SECRET),
+                ("LIVEGATE_SERVICE_TOKEN", self.service_token, DEV_SERVICE_TOKEN)) if value and value != dev_value]
+            real += [name for name, value in (("LIVEGATE_JWT_PUBLIC_KEY_FILE", self.jwt_public_key_file),
+                                              ("LIVEGATE_JWT_JWKS_FILE", self.jwt_jwks_file)) if value]
+            if real:
+                found.append(f"LIVEGATE_DEV=1 together with real credentials ({', '.join(real)}): refusing to "
+                             "start, because dev mode lets anyone mint user tokens (POST /v1/dev/token) signed "
+                             "with them. Unset them for dev mode, or unset LIVEGATE_DEV to serve with them")
+        else:
+            if self.jwt_secret == DEV_JWT_SECRET or self.service_token == DEV_SERVICE_TOKEN:
+                found.append("the published dev-only secret/token is set outside dev mode: it is public, "
+                             "choose your own LIVEGATE_JWT_SECRET / LIVEGATE_SERVICE_TOKEN")
+            if self.jwt_secret and len(self.jwt_secret.encode()) < MIN_SECRET_BYTES:
+                found.append(f"LIVEGATE_JWT_SECRET is {len(self.jwt_secret.encode())} bytes; an HS256 secret must "
+                             f"have at least {MIN_SECRET_BYTES} (e.g. `python -c 'import secrets; "
+                             "print(secrets.token_urlsafe(32))'`)")
+            if self.service_token and len(self.service_token) < MIN_SECRET_BYTES:
+                found.append(f"LIVEGATE_SERVICE_TOKEN is {len(self.service_token)} characters; it must have at "
+                             f"least {MIN_SECRET_BYTES}")
+        found.extend(self._limit_problems())
         if not (self.jwt_secret or self.jwt_public_key_file or self.jwt_jwks_file):
             found.append("no user-token key: set LIVEGATE_JWT_SECRET (HS256) or LIVEGATE_JWT_PUBLIC_KEY_FILE / "
                          "LIVEGATE_JWT_JWKS_FILE (RS256/ES256), or LIVEGATE_DEV=1 for dev-only defaults")
         if not self.service_token:
             found.append("no service credential: set LIVEGATE_SERVICE_TOKEN (Bearer of POST /v1/events), "
                          "or LIVEGATE_DEV=1 for a dev-only default")
+        return found
+
+    def _limit_problems(self) -> list[str]:
+        found = []
+        if not 1 <= self.max_json_depth <= MAX_DEPTH_SETTING:
+            found.append(f"LIVEGATE_MAX_JSON_DEPTH must be 1..256 (got {self.max_json_depth}): the decoders "
+                         "recurse per level and Python's recursion limit is ~1,000 frames")
+        if not 1024 <= self.max_event_bytes <= self.queue_max_bytes:
+            found.append(f"LIVEGATE_MAX_EVENT_BYTES must be 1024..LIVEGATE_QUEUE_MAX_BYTES "
+                         f"({self.queue_max_bytes}), got {self.max_event_bytes}: one event must fit a reader's queue")
+        for name, value in (("LIVEGATE_MAX_INPUTS_BYTES", self.max_inputs_bytes),
+                            ("LIVEGATE_MAX_INPUT_ITEMS", self.max_input_items)):
+            if value < 1:
+                found.append(f"{name} must be positive (got {value})")
         return found
 
     def warn_if_insecure(self) -> None:

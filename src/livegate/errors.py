@@ -7,6 +7,7 @@
     ├── AuthError                token refused (``code`` is an ErrorCode from asyncapi.yaml)
     ├── BusError                 the bus cannot publish or read (Redis down, ...)
     │   └── BusUnavailable
+    ├── EventTooLarge            a published event over LIVEGATE_MAX_EVENT_BYTES
     ├── IllegalTransition        generation state machine refused a move
     ├── NotFound
     ├── StoreError               the generation store refused or failed an operation
@@ -41,7 +42,7 @@ class ContractError(LivegateError):
 
 
 class AuthError(LivegateError):
-    code = "token_invalid"
+    code = "token_malformed"  # an ErrorCode of asyncapi.yaml (a code outside it would close 4500)
 
 
 class BusError(LivegateError):
@@ -55,6 +56,17 @@ class BusUnavailable(BusError):
     def __init__(self, message: str, *, published: list | None = None) -> None:  # type: ignore[type-arg]
         super().__init__(message)
         self.published = list(published or [])
+
+
+class EventTooLarge(LivegateError):
+    """Events of one publish over the per-event byte limit; ``sizes`` maps each one's index
+    in the batch to its encoded size. Nothing of that publish was appended."""
+
+    code = "payload_too_large"
+
+    def __init__(self, message: str, *, sizes: dict[int, int], limit: int) -> None:
+        super().__init__(message)
+        self.sizes, self.limit = sizes, limit
 
 
 class IllegalTransition(LivegateError):

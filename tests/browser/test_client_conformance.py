@@ -84,7 +84,7 @@ def server_examples() -> list[dict[str, Any]]:
 @pytest_asyncio.fixture(loop_scope="module")
 async def harness(gateway: RunningGateway, pages: Pages) -> Page:
     log = await pages.new("harness")
-    await log.page.goto(gateway.http_url + "/healthz")  # any page of the gateway's origin
+    await log.page.goto(gateway.http_url + "/client.js")  # a page of the sandbox (its CSP allows the import)
     await log.page.evaluate(HARNESS)
     return log.page
 

@@ -81,7 +81,8 @@ timeout_seconds = 60
 base_url = "{comfyui.base_url}"
 workflow = "{WORKFLOW}"
 """)
-    process = GatewayProcess(tmp_path / "gw", env={"LIVEGATE_REDIS_URL": redis.url, "LIVEGATE_TOOLS_FILE": str(tools)})
+    process = GatewayProcess(tmp_path / "gw", env={"LIVEGATE_REDIS_URL": redis.url, "LIVEGATE_TOOLS_FILE": str(tools)},
+                             dev=True)  # the sandbox signs in with POST /v1/dev/token
     await asyncio.to_thread(process.start)
     try:
         yield process

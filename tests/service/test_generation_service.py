@@ -276,3 +276,33 @@ async def test_list_is_newest_first_with_cursor_pages_and_a_status_filter(harnes
         await svc.list("alice", limit=2, cursor="not-a-cursor", status=None)
     for run in tool.runs[1:]:
         run.finish.set_result("ok")
+
+
+async def test_progress_over_the_event_limit_drops_the_preview_then_the_partial_text(harness: Any, caplog: Any) -> None:
+    import logging
+
+    tool = ScriptedTool()
+    h = harness(tool)
+    svc = await h.start()
+    svc.publisher.max_event_bytes = 4096
+    created = generation(await svc.create("alice", "scripted", {"prompt": "hi"}))
+    [run] = await tool.started(1)
+    await h.wait_status("alice", created["id"], "running")
+    logger = logging.getLogger("livegate")
+    logger.addHandler(caplog.handler)
+    try:
+        await run.ctx.progress(0.6, preview=b"\xff" * 10_000, preview_media_type="image/png")
+        await run.ctx.flush()  # type: ignore[attr-defined]
+        await run.ctx.progress(0.7, preview=b"\x01" * 100, partial_text="t" * 8000)
+        await run.ctx.flush()  # type: ignore[attr-defined]
+        run.finish.set_result("ok")
+        await h.wait_status("alice", created["id"], "completed")
+    finally:
+        logger.removeHandler(caplog.handler)
+    events = await h.events("alice")
+    assert all(len(str(e)) < 4096 for e in events)
+    progress = {e["fraction"]: e for e in events if e["type"] == "generationProgress"}
+    assert "preview" not in progress.get(0.6, {})
+    assert "partialText" not in progress[0.7] and progress[0.7]["preview"]["mediaType"] == "image/jpeg"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("preview dropped" in w for w in warnings), warnings

@@ -2,6 +2,22 @@
 // audio player, video player, file link. URLs are the gateway's signed, short-lived ones.
 import { formatBytes, h } from "./dom.js";
 
+// asyncapi.yaml Output.url: a path under /v1/outputs/ with an optional query. Anything else
+// (an absolute URL, `javascript:`, `data:`) is refused: a publisher cannot make us follow it.
+const OUTPUT_URL = /^\/v1\/outputs\/[A-Za-z0-9_-]{1,64}(\?[A-Za-z0-9_.~%=&-]*)?$/;
+// asyncapi.yaml Preview.url: a data: URL of a passive image type.
+const PREVIEW_URL = /^data:image\/(png|jpeg|webp|gif|avif);base64,/;
+
+/** Whether `url` is an output URL the contract allows. */
+export function isOutputUrl(url) {
+  return typeof url === "string" && OUTPUT_URL.test(url);
+}
+
+/** Whether `url` is a preview URL the contract allows. */
+export function isPreviewUrl(url) {
+  return typeof url === "string" && PREVIEW_URL.test(url);
+}
+
 function caption(output) {
   const bits = [output.mediaType.split(";")[0]];
   if (output.width && output.height) bits.push(`${output.width}×${output.height}`);
@@ -17,6 +33,11 @@ function download(output) {
 
 /** One output as a figure. */
 export function renderOutput(output) {
+  if (!isOutputUrl(output.url)) {
+    console.warn("refused an output URL outside the contract", output.id);
+    return h("figure", { class: "output output-refused", dataset: { kind: output.kind, outputId: output.id } },
+      h("p", { class: "notice" }, "This output's URL is not a gateway output URL; it was not opened."));
+  }
   let body;
   switch (output.kind) {
     case "image":

@@ -1,7 +1,7 @@
 // The live view of one generation: status, progress bar with step and message, preview
 // images as they arrive, streamed text as it streams, the final outputs, Cancel.
 import { h } from "./dom.js";
-import { renderOutput } from "./outputs.js";
+import { isPreviewUrl, renderOutput } from "./outputs.js";
 
 const FINAL = new Set(["completed", "failed", "cancelled"]);
 const STATUS_TEXT = {
@@ -69,7 +69,7 @@ export class RunView {
       this.stepEl.textContent = p.totalSteps ? `Step ${p.step} of ${p.totalSteps}` : `Step ${p.step}`;
     }
     if (p.message) this.messageEl.textContent = `— ${p.message}`;
-    if (p.preview?.url) {
+    if (p.preview?.url && isPreviewUrl(p.preview.url)) {
       this.preview.src = p.preview.url;
       this.preview.hidden = false;
       this.preview.dataset.step = String(p.step ?? "");

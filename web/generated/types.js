@@ -130,7 +130,7 @@
  * @property {string} id
  * @property {OutputKind} kind
  * @property {string} mediaType e.g. `image/png`, `audio/wav`, `video/mp4`, `text/plain; charset=utf-8`.
- * @property {string} url Relative to the gateway's origin.
+ * @property {string} url Relative to the gateway's origin: always a path under `/v1/outputs/` with an optional query (the signature), never an absolute or `javascript:` URL. Clients must refuse (not follow or render) any other value.
  * @property {number} [sizeBytes]
  * @property {number} [width]
  * @property {number} [height]
@@ -160,7 +160,7 @@
  * A preview image of an unfinished generation, usually inline as a `data:` URL.
  * @typedef {Object} Preview
  * @property {string} mediaType
- * @property {string} url
+ * @property {string} url A `data:` URL of a passive image type (PNG, JPEG, WebP, GIF, AVIF). Clients must refuse any other value.
  * @property {number} [width]
  * @property {number} [height]
  */

@@ -16,6 +16,7 @@ from livegate.app.gateway import Gateway
 from livegate.app.problems import EXCEPTION_HANDLERS
 from livegate.app.routes_core import MAX_BODY_BYTES, core_routes
 from livegate.app.routes_generations import generation_routes
+from livegate.app.security import security_headers_hook
 from livegate.app.ws import serve_websocket
 from livegate.config import Config
 from livegate.logs import configure_logging
@@ -89,6 +90,7 @@ def create_app(config: Config | None = None, *, gateway: Gateway | None = None) 
         exception_handlers=cast("ExceptionHandlersMap", EXCEPTION_HANDLERS),
         openapi_config=None,  # openapi.yaml is hand-written and served as is
         request_max_body_size=MAX_BODY_BYTES,
+        before_send=[security_headers_hook(docs)],  # CSP, nosniff, no framing, no Referer (security.py)
     )
     app.state.gateway = gw
     return app

@@ -42,8 +42,9 @@ class Gateway:
             rate_per_second=config.rate_limit_per_second,
             rate_burst=config.rate_limit_burst,
             heartbeat_interval_ms=int(config.heartbeat_interval_seconds * 1000),
+            max_json_depth=config.max_json_depth,
         )
-        self.publisher = Publisher(self.bus, self.metrics)
+        self.publisher = Publisher(self.bus, self.metrics, config.max_event_bytes)
         self.connections: set[Connection] = set()
         self.loop_iterations = LoopIterations()  # the WebSocket fast path's burst accounting (ws.py)
         self.generations: GenerationService | None = None

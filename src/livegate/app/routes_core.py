@@ -16,9 +16,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from livegate.app.auth import check_service
 from livegate.app.gateway import Gateway
 from livegate.app.problems import ProblemError, item_from_validation
-from livegate.errors import BusUnavailable
+from livegate.errors import BusUnavailable, EventTooLarge
 from livegate.protocol import http
 from livegate.protocol.auth import mint_token
+from livegate.protocol.jsonlimits import DEFAULT_MAX_DEPTH, nesting_error
 
 #: The largest request body any route accepts (Litestar's ``request_max_body_size``, and
 #: :func:`read_body` for the raw ASGI publish route).
@@ -56,7 +57,21 @@ def convert(value: Any, type_: Any) -> Any:
         return msgspec.convert(integral_floats_as_ints(value), type_)
 
 
-def decode_body(data: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
+def check_readable(data: bytes, max_depth: int) -> None:
+    """400 ``bad_request`` for a body no decoder should recurse into: nested deeper than
+    ``LIVEGATE_MAX_JSON_DEPTH`` (counted from the body's root) or not UTF-8 (openapi.yaml,
+    ``BadRequest``). Runs before any decoding."""
+    too_deep = nesting_error(data, max_depth)
+    if too_deep is not None:
+        raise ProblemError(400, "bad_request", too_deep)
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProblemError(400, "bad_request", f"The body is not UTF-8 (byte {exc.start})") from None
+
+
+def decode_body(data: bytes, decoder: msgspec.json.Decoder[Any], max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
+    check_readable(data, max_depth)
     try:
         try:
             return decoder.decode(data)
@@ -98,13 +113,14 @@ async def read_body(scope: HTTPScope, receive: Receive, limit: int = MAX_BODY_BY
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def parse_publish_request(data: bytes) -> list[http.PublishItem]:
+def parse_publish_request(data: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> list[http.PublishItem]:
     """Validate the whole batch first; report *every* bad item (nothing half-applied)."""
+    check_readable(data, max_depth)
     try:  # the common case in one typed decode; the slow path below is for reporting errors
         return list(_publish_request_decoder.decode(data).events)
     except (msgspec.ValidationError, msgspec.DecodeError):
         pass
-    raw = decode_body(data, _publish_decoder)
+    raw = decode_body(data, _publish_decoder, max_depth)
     events = raw.get("events")
     if not isinstance(events, list) or not 1 <= len(events) <= 1000:
         raise ProblemError(422, "validation_failed", "`events` must be an array of 1 to 1000 items",
@@ -162,7 +178,7 @@ def core_routes(gw: Gateway) -> list[HTTPRouteHandler | ASGIRouteHandler]:
             raise ProblemError(405, "method_not_allowed", f"Method {scope['method']} not allowed; use POST",
                                headers={"Allow": "POST"})
         check_service(header(scope, b"authorization"), gw.config.service_token)
-        items = parse_publish_request(await read_body(scope, receive))
+        items = parse_publish_request(await read_body(scope, receive), gw.config.max_json_depth)
         try:
             positions = await gw.publisher.publish([(item.user_id, item.event) for item in items])
         except BusUnavailable as exc:
@@ -171,6 +187,11 @@ def core_routes(gw: Gateway) -> list[HTTPRouteHandler | ASGIRouteHandler]:
             raise ProblemError(503, "bus_unavailable", f"The event bus is unavailable: {exc.message}. "
                                f"{len(done)} of {len(items)} events were published (see results).",
                                results=done, headers={"Retry-After": "1"}) from None
+        except EventTooLarge as exc:
+            raise ProblemError(413, "payload_too_large", exc.message, errors=[
+                http.ProblemItem(message=f"The event is {size} bytes encoded; the limit is {exc.limit}",
+                                 path=f"$.events[{index}].event", index=index)
+                for index, size in sorted(exc.sizes.items())]) from None
         results = [http.PublishResult(user_id=item.user_id, epoch=p.epoch, offset=p.offset)
                    for item, p in zip(items, positions, strict=True)]
         payload = msgspec.json.encode(http.PublishResponse(results=results))
@@ -185,7 +206,7 @@ def core_routes(gw: Gateway) -> list[HTTPRouteHandler | ASGIRouteHandler]:
         """openapi.yaml ``mintDevToken`` (dev mode only)."""
         if not gw.config.dev:
             raise ProblemError(404, "dev_mode_disabled", "Dev tokens exist only with LIVEGATE_DEV=1")
-        body = decode_body(await request.body(), _dev_token_decoder)
+        body = decode_body(await request.body(), _dev_token_decoder, gw.config.max_json_depth)
         ttl = body.ttl_seconds if isinstance(body.ttl_seconds, int) else 600
         now = time.time()
         token = mint_token(gw.config.jwt_secret, body.user_id, ttl_seconds=ttl, issuer=gw.config.jwt_issuer,

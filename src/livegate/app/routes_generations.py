@@ -27,6 +27,19 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$", re.ASCII)
 _INTEGER = re.compile(r"-?\d+", re.ASCII)
 PathStr = Annotated[str, Parameter()]
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")
+#: Media types served ``inline``: passive ones a browser renders without running anything.
+#: Everything else (HTML, SVG, XML, JavaScript, PDF, unknown types) is an ``attachment``, so
+#: an upstream's hostile output cannot run script on the gateway's origin (issue 14).
+PASSIVE_MEDIA_TYPES = frozenset({
+    "image/png", "image/jpeg", "image/gif", "image/webp", "image/avif",
+    "audio/mpeg", "audio/wav", "audio/x-wav", "audio/ogg", "audio/webm", "audio/flac", "audio/aac", "audio/mp4",
+    "video/mp4", "video/webm", "video/ogg",
+    "text/plain", "application/json",
+})
+
+
+def is_passive(media_type: str) -> bool:
+    return media_type.split(";", 1)[0].strip().lower() in PASSIVE_MEDIA_TYPES
 
 
 def parse_range(header: str, size: int) -> tuple[int, int] | Literal["ignore"] | None:
@@ -50,11 +63,11 @@ def parse_range(header: str, size: int) -> tuple[int, int] | Literal["ignore"] |
     return start, min(end, size - 1)
 
 
-def content_disposition(filename: str) -> str:
-    """``inline`` with an ASCII ``filename`` and, when needed, the exact UTF-8 ``filename*``
-    (RFC 6266): upstream file names may hold any character, headers may not."""
+def content_disposition(filename: str, disposition: str = "inline") -> str:
+    """``inline`` (or ``attachment``) with an ASCII ``filename`` and, when needed, the exact
+    UTF-8 ``filename*`` (RFC 6266): upstream file names may hold any character, headers may not."""
     ascii_name = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in filename) or "output"
-    value = f'inline; filename="{ascii_name}"'
+    value = f'{disposition}; filename="{ascii_name}"'
     if ascii_name != filename:
         value += f"; filename*=UTF-8''{quote(filename, safe='')}"
     return value
@@ -106,7 +119,7 @@ def generation_routes(gw: Gateway) -> list[HTTPRouteHandler]:
     async def create_generation(request: Request[Any, Any, Any]) -> Response[bytes]:
         """openapi.yaml ``createGeneration``."""
         user_id = user(request)
-        body = decode_body(await request.body(), _create_decoder)
+        body = decode_body(await request.body(), _create_decoder, gw.config.max_json_depth)
         try:
             generation = await service().create(user_id, body.tool_id, body.inputs)
         except NotFound as exc:
@@ -197,7 +210,9 @@ def generation_routes(gw: Gateway) -> list[HTTPRouteHandler]:
         # the stored media type as is (Litestar would append a second charset to text/*)
         headers = {"content-type": row.media_type, "Accept-Ranges": "bytes",
                    "Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"}
-        if row.filename:
+        if not is_passive(row.media_type):  # active content (HTML, SVG, ...): download, never render
+            headers["Content-Disposition"] = content_disposition(row.filename or row.id, "attachment")
+        elif row.filename:
             headers["Content-Disposition"] = content_disposition(row.filename)
         span: tuple[int, int] | str | None = "ignore"
         range_header = request.headers.get("range")

@@ -7,15 +7,22 @@ the clock). Every refusal maps to a distinct ``ErrorCode`` of asyncapi.yaml.
 The key is chosen by the token's algorithm *family* (HMAC secret for ``HS*``, public keys for
 ``RS*``/``ES*``), never by what the token claims beyond the allow-list, so an RS256 public
 key can never be used as an HMAC secret (key confusion).
+
+Hostile tokens (asyncapi.yaml ``token_malformed``): a token over :data:`MAX_TOKEN_CHARS`,
+a header or claims PyJWT refuses (``kid`` not a string, unknown or malformed ``crit``, a
+header that is not an object, nesting deep enough to exhaust ``json``'s recursion) and
+non-finite or out-of-range times are all refused with a contract code here, at the
+boundary: nothing of PyJWT's exception tree (nor ``ValueError``/``RecursionError``) escapes.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import jwt
 
@@ -25,6 +32,11 @@ HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 # JWK ``kty`` per algorithm prefix (RFC 7518): the only key type that can verify it.
 _KEY_TYPES = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
 ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "EdDSA"})
+#: Longer tokens are refused before any decoding (8 KiB: nginx's default header buffer;
+#: real JWTs are a few hundred bytes).
+MAX_TOKEN_CHARS = 8192
+#: The largest time claim we accept: the end of year 9999 (what ``datetime`` can show).
+MAX_TIMESTAMP = 253_402_300_799.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +84,8 @@ class TokenVerifier:
             return self.hmac_secret
         if self.jwks is not None:
             kid = header.get("kid")
+            if kid is not None and not isinstance(kid, str):
+                raise AuthError("The token's 'kid' is not a string", code="token_malformed")
             family = _KEY_TYPES.get(str(alg)[:2])
             for key in self.jwks.keys:
                 # A key of another type (an EC key for an RS256 token) can never verify it.
@@ -84,9 +98,14 @@ class TokenVerifier:
 
     def verify(self, token: str, now: float) -> Claims:
         """Return the claims of a valid token or raise :class:`AuthError` with its code."""
+        if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS:
+            raise AuthError(f"The token is not a JWT of at most {MAX_TOKEN_CHARS} characters",
+                            code="token_malformed")
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.DecodeError:
+        except (jwt.PyJWTError, ValueError, TypeError, RecursionError):
+            # PyJWT's InvalidTokenError for a non-string ``kid`` or an unknown ``crit``;
+            # ValueError/RecursionError from base64 or json on hostile segments.
             raise AuthError("The token is not a decodable JWT", code="token_malformed") from None
         alg = header.get("alg")
         if not isinstance(alg, str) or alg.lower() == "none" or alg not in self.algorithms:
@@ -120,7 +139,9 @@ class TokenVerifier:
         except (jwt.InvalidKeyError, jwt.InvalidAlgorithmError, TypeError, ValueError):
             # TypeError/ValueError: PyJWT refusing a key of the wrong type (e.g. an EC PEM for RS256).
             raise AuthError("The token cannot be verified with our keys", code="token_algorithm_not_allowed") from None
-        except jwt.PyJWTError:
+        except jwt.exceptions.InvalidSubjectError:
+            raise AuthError("The token's 'sub' is not a string", code="token_subject_missing") from None
+        except (jwt.PyJWTError, RecursionError):
             raise AuthError("The token is not a valid JWT", code="token_malformed") from None
         return check_claims(claims, now, self.leeway)
 
@@ -130,18 +151,25 @@ def check_claims(claims: dict[str, Any], now: float, leeway: float = 0.0) -> Cla
     if not isinstance(sub, str) or not sub or len(sub) > 128:
         raise AuthError("The token has no usable 'sub' claim", code="token_subject_missing")
     exp = claims.get("exp")
-    if not isinstance(exp, (int, float)):
-        raise AuthError("The token's 'exp' is not a number", code="token_malformed")
+    if not _is_time(exp):
+        raise AuthError("The token's 'exp' is not a time (a finite number of seconds)", code="token_malformed")
     if exp <= now - leeway:
         raise AuthError("The token expired", code="token_expired")
     for claim in ("nbf", "iat"):
         value = claims.get(claim)
         if value is not None:
-            if not isinstance(value, (int, float)):
-                raise AuthError(f"The token's {claim!r} is not a number", code="token_malformed")
+            if not _is_time(value):
+                raise AuthError(f"The token's {claim!r} is not a time (a finite number of seconds)",
+                                code="token_malformed")
             if value > now + leeway + (60 if claim == "iat" else 0):
                 raise AuthError(f"The token is not valid before its {claim!r}", code="token_not_yet_valid")
     return Claims(sub=sub, exp=float(exp))
+
+
+def _is_time(value: Any) -> TypeGuard[float]:
+    """A JSON number of seconds that a ``datetime`` can show (not a bool, NaN or 1e400)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and -MAX_TIMESTAMP <= value <= MAX_TIMESTAMP)
 
 
 def mint_token(

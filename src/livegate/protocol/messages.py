@@ -184,7 +184,13 @@ class Output(Struct, frozen=True, kw_only=True):
     media_type: Annotated[str, Meta(description='e.g. `image/png`, `audio/wav`, `video/mp4`, `text/plain; charset=utf-8`.')] = field(
         name='mediaType'
     )
-    url: Annotated[str, Meta(description="Relative to the gateway's origin.")]
+    url: Annotated[
+        str,
+        Meta(
+            description="Relative to the gateway's origin: always a path under `/v1/outputs/` with an\noptional query (the signature), never an absolute or `javascript:` URL. Clients\nmust refuse (not follow or render) any other value.\n",
+            pattern='^/v1/outputs/[A-Za-z0-9_-]{1,64}(\\?[A-Za-z0-9_.~%=&-]*)?$',
+        ),
+    ]
     size_bytes: Annotated[int, Meta(ge=0)] | UnsetType = field(
         name='sizeBytes', default=UNSET
     )
@@ -202,7 +208,13 @@ class Output(Struct, frozen=True, kw_only=True):
 
 class Preview(Struct, frozen=True, kw_only=True):
     media_type: str = field(name='mediaType')
-    url: str
+    url: Annotated[
+        str,
+        Meta(
+            description='A `data:` URL of a passive image type (PNG, JPEG, WebP, GIF, AVIF). Clients must\nrefuse any other value.\n',
+            pattern='^data:image/(png|jpeg|webp|gif|avif);base64,',
+        ),
+    ]
     width: Annotated[int, Meta(ge=1)] | UnsetType = UNSET
     height: Annotated[int, Meta(ge=1)] | UnsetType = UNSET
 

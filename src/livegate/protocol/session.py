@@ -19,6 +19,7 @@ leaves the state unchanged unless the answer is fatal)::
     OPEN             timer: expiry - lead    OPEN             tokenExpiring (once per token)
     OPEN             timer: expiry + grace   CLOSED           error(token_expired) + Close(4402)
     any              frame over the limit    CLOSED           error(frame_too_large) + Close(4400)
+    OPEN             JSON nested too deep    OPEN             error(bad_json), before any decoding
     any              rate exceeded           same             error(rate_limited); sustained: Close(4004)
 
 The I/O layer feeds frames and the clock in and carries the effects out; it owns every
@@ -38,6 +39,7 @@ from livegate.errors import AuthError, ContractError
 from livegate.protocol import codec, messages
 from livegate.protocol.auth import Claims, TokenVerifier
 from livegate.protocol.codes import CLOSE_CODES, FATAL_CLOSE
+from livegate.protocol.jsonlimits import DEFAULT_MAX_DEPTH, nesting_error
 
 
 class State(enum.Enum):
@@ -83,6 +85,7 @@ class SessionLimits:
     rate_per_second: float = 20.0
     rate_burst: int = 40
     heartbeat_interval_ms: int = 25_000
+    max_json_depth: int = DEFAULT_MAX_DEPTH
 
 
 class Session:
@@ -111,6 +114,15 @@ class Session:
             return []
         if len(data) > self.limits.max_frame_bytes:
             return self._fatal("frame_too_large", f"Frames are limited to {self.limits.max_frame_bytes} bytes")
+        too_deep = nesting_error(data, self.limits.max_json_depth)
+        if too_deep is not None:
+            # Checked before anything decodes the frame (request_id_of too): the decoders
+            # recurse per level. Answered like any other frame that is not JSON we read.
+            if self.state is State.AWAITING_AUTH:
+                return self._fatal("not_authenticated", f"The first frame must be `auth` ({too_deep})")
+            if not self._take_token(now):
+                return self._rate_limited(None)
+            return [Send(self._error("bad_json", too_deep))]
         if self.state is State.OPEN and not self._take_token(now):
             return self._rate_limited(codec.request_id_of(data))
         try:

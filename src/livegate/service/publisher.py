@@ -4,6 +4,12 @@ Turns the contract's publish inputs (``GenerationUpdateInput``, ``GenerationProg
 ``NotificationInput`` of openapi.yaml) into bus items: encoded once, stamped with the
 server ``timestamp``; the bus adds ``epoch`` and ``offset``. ``generationProgress`` events
 carry their generation id as conflation key (asyncapi.yaml, "Conflation").
+
+No event larger than ``max_event_bytes`` (``LIVEGATE_MAX_EVENT_BYTES``, encoded, before the
+bus adds its ~60 bytes of position) reaches a stream: a publish holding one raises
+:class:`~livegate.errors.EventTooLarge` before anything is appended. One huge event would
+otherwise overflow every reader's queue (4001) and be replayed to them again on resume,
+past the frame limit of common clients (websockets' is 1 MiB).
 """
 
 from __future__ import annotations
@@ -15,11 +21,14 @@ from datetime import UTC, datetime
 import msgspec
 
 from livegate.bus import Bus, Position, PublishItem
-from livegate.errors import BusUnavailable
+from livegate.errors import BusUnavailable, EventTooLarge
 from livegate.metrics import Metrics
 from livegate.protocol import http
 
 StreamEventInput = http.GenerationUpdateInput | http.GenerationProgressInput | http.NotificationInput
+
+#: ``LIVEGATE_MAX_EVENT_BYTES``' default: 256 KiB.
+DEFAULT_MAX_EVENT_BYTES = 256 * 1024
 
 _encoder = msgspec.json.Encoder()
 
@@ -41,15 +50,25 @@ def to_bus_item(user_id: str, event: StreamEventInput, prefix: bytes) -> Publish
 
 
 class Publisher:
-    def __init__(self, bus: Bus, metrics: Metrics) -> None:
+    def __init__(self, bus: Bus, metrics: Metrics, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self.bus = bus
         self.metrics = metrics
+        self.max_event_bytes = max_event_bytes
+
+    def encoded_size(self, event: StreamEventInput) -> int:
+        """The size :meth:`publish` checks against ``max_event_bytes`` (the timestamp aside)."""
+        return len(_encoder.encode(event))
 
     async def publish(self, events: Sequence[tuple[str, StreamEventInput]]) -> list[Position]:
         """Append events (``(user_id, event)`` pairs) in order; raise ``BusUnavailable``
         (with the positions of those appended before the failure) when the bus is down."""
         prefix = timestamp_prefix(utc_timestamp())
         items = [to_bus_item(user_id, event, prefix) for user_id, event in events]
+        limit = self.max_event_bytes
+        sizes = {i: len(item.body) for i, item in enumerate(items) if len(item.body) > limit}
+        if sizes:
+            raise EventTooLarge(f"{len(sizes)} of {len(items)} events are larger than {limit} bytes; "
+                                "nothing was published", sizes=sizes, limit=limit)
         try:
             positions = await self.bus.publish(items)
         except BusUnavailable as exc:

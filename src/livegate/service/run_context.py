@@ -6,6 +6,10 @@ Progress is coalesced per run to at most one event per ``min_interval`` (50 ms):
 streaming hundreds of text deltas a second would otherwise flood the user's bounded
 history. Nothing is lost — ``partialText`` is the whole text so far and the latest
 progress is always published (``flush`` runs before every transition).
+
+Progress is bounded by ``LIVEGATE_MAX_EVENT_BYTES``: a preview whose event would be larger
+is dropped (logged at warning), and if the event is still too large its ``partialText``
+is left out (the run's outputs carry the whole text when it completes).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +32,10 @@ if TYPE_CHECKING:
     from livegate.service.generations import GenerationService
 
 _UNSET = msgspec.UNSET
+log = logging.getLogger("livegate.generations")
 INLINE_TEXT_LIMIT = 16 * 1024
+#: Preview types asyncapi.yaml ``Preview.url`` allows (passive images: no SVG, which can script).
+PREVIEW_MEDIA_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif", "image/avif"})
 
 
 def _opt(value: Any) -> Any:
@@ -81,6 +89,15 @@ class ServiceRunContext:
             return  # nothing follows a run's terminal generationUpdate
         fraction = min(1.0, max(0.0, float(fraction)))
         preview_obj: Any = _UNSET
+        limit = self._service.publisher.max_event_bytes
+        if preview is not None and (len(preview) * 4) // 3 + 256 > limit:
+            log.warning("preview dropped: %d bytes would exceed LIVEGATE_MAX_EVENT_BYTES (%d)", len(preview), limit,
+                        extra={"generation_id": self._row.id, "user_id": self._row.user_id})
+            preview = None
+        if preview is not None and (preview_media_type or "image/jpeg") not in PREVIEW_MEDIA_TYPES:
+            log.warning("preview dropped: %r is not a passive image type", preview_media_type,
+                        extra={"generation_id": self._row.id, "user_id": self._row.user_id})
+            preview = None
         if preview is not None:
             media_type = preview_media_type or "image/jpeg"
             url = f"data:{media_type};base64,{base64.b64encode(preview).decode()}"
@@ -135,7 +152,26 @@ class ServiceRunContext:
             self._flush_task = None
         if event is not None and not self.closed:
             self._last_sent = time.monotonic()
-            await self._service.publish(self._row.user_id, event)
+            await self._service.publish(self._row.user_id, self._bounded(event))
+
+    def _bounded(self, event: http.GenerationProgressInput) -> http.GenerationProgressInput:
+        """``event`` within ``LIVEGATE_MAX_EVENT_BYTES``: as it is, else without its preview,
+        else without its ``partialText``, else without both (what was dropped is logged at
+        warning)."""
+        publisher = self._service.publisher
+        limit = publisher.max_event_bytes - 64  # the publish adds its timestamp
+        size = publisher.encoded_size(event)
+        if size <= limit:
+            return event
+        candidates = [("preview",), ("partial_text",), ("preview", "partial_text")]
+        for dropped in candidates:
+            smaller = msgspec.structs.replace(event, **dict.fromkeys(dropped, _UNSET))
+            if publisher.encoded_size(smaller) <= limit or dropped == candidates[-1]:
+                log.warning("progress %s dropped: the event is %d bytes, over LIVEGATE_MAX_EVENT_BYTES",
+                            " and ".join(dropped), size,
+                            extra={"generation_id": self._row.id, "user_id": self._row.user_id})
+                return smaller
+        return event
 
     async def store_output(self, data: bytes, *, kind: OutputKind, media_type: str, filename: str | None = None,
                            width: int | None = None, height: int | None = None,

@@ -26,7 +26,7 @@ from livegate.protocol.auth import mint_token
 from livegate.server import GatewayServer, uvicorn_config
 
 TEST_SECRET = "livegate-test-secret-0123456789abcdef0123456789"
-TEST_SERVICE_TOKEN = "livegate-test-service-token"
+TEST_SERVICE_TOKEN = "livegate-test-service-token-0123456789abcdef"  # >= 32: serve refuses less
 
 
 def test_config(data_dir: Path, **overrides: Any) -> Config:

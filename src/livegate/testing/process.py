@@ -10,7 +10,10 @@ browser tests that restart the server mid-run)::
         gw.kill()                 # SIGKILL: nothing flushed
 
 The child runs ``python -m livegate.cli serve`` with the test secrets of
-:mod:`livegate.testing.gateway`, so tokens minted here are accepted there. Its output goes to
+:mod:`livegate.testing.gateway` (not in dev mode: ``serve`` refuses dev mode with real
+secrets), so tokens minted here are accepted there. ``dev=True`` runs it in dev mode with
+the dev-only defaults instead (``POST /v1/dev/token``, the sandbox's sign-in); :meth:`token`
+and :attr:`service_token` follow. Its output goes to
 ``<data_dir>/gateway-<port>.log`` (printed by :meth:`log_tail` when a test wants to show it).
 Start-up waits on ``GET /readyz`` answering 200, bounded by ``startup_timeout``.
 """
@@ -29,6 +32,7 @@ from typing import Self
 
 import httpx
 
+from livegate.config import DEV_JWT_SECRET, DEV_SERVICE_TOKEN
 from livegate.protocol.auth import mint_token
 from livegate.testing.gateway import TEST_SECRET, TEST_SERVICE_TOKEN
 from livegate.testing.redis_server import free_port
@@ -46,6 +50,7 @@ class GatewayProcess:
     :param data_dir: ``LIVEGATE_DATA_DIR`` (SQLite records, outputs); kept across restarts.
     :param env: more ``LIVEGATE_*`` settings (``LIVEGATE_REDIS_URL``, ``LIVEGATE_TOOLS_FILE``...).
     :param port: fixed port; default a free one, kept across restarts.
+    :param dev: ``LIVEGATE_DEV=1`` with the dev-only secrets (not the test ones).
     """
 
     def __init__(
@@ -56,6 +61,7 @@ class GatewayProcess:
         port: int | None = None,
         startup_timeout: float = 60.0,  # a bound, not a wait: shared CI machines are slow to import
         stop_timeout: float = 15.0,
+        dev: bool = False,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -63,7 +69,9 @@ class GatewayProcess:
         self.extra_env = dict(env or {})
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
-        self.service_token = TEST_SERVICE_TOKEN
+        self.dev = dev
+        self.jwt_secret = DEV_JWT_SECRET if dev else TEST_SECRET
+        self.service_token = DEV_SERVICE_TOKEN if dev else TEST_SERVICE_TOKEN
         self._process: subprocess.Popen[bytes] | None = None
         self._log_file: object | None = None
 
@@ -86,7 +94,7 @@ class GatewayProcess:
         return self.data_dir / f"gateway-{self.port}.log"
 
     def token(self, user_id: str, ttl_seconds: float = 600) -> str:
-        return mint_token(TEST_SECRET, user_id, ttl_seconds=ttl_seconds)
+        return mint_token(self.jwt_secret, user_id, ttl_seconds=ttl_seconds)
 
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
@@ -102,9 +110,8 @@ class GatewayProcess:
     def environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEGATE_")}
         env.update({
-            "LIVEGATE_DEV": "1",
-            "LIVEGATE_JWT_SECRET": TEST_SECRET,
-            "LIVEGATE_SERVICE_TOKEN": TEST_SERVICE_TOKEN,
+            "LIVEGATE_DEV": "1" if self.dev else "0",
+            **({} if self.dev else {"LIVEGATE_JWT_SECRET": TEST_SECRET, "LIVEGATE_SERVICE_TOKEN": TEST_SERVICE_TOKEN}),
             "LIVEGATE_DATA_DIR": str(self.data_dir),
             "LIVEGATE_LOG_LEVEL": "INFO",
             "LIVEGATE_SHUTDOWN_GRACE": "3",
