@@ -59,7 +59,9 @@ async def test_the_hostile_3000_item_inputs_get_a_quick_422_and_healthz_stays_fa
             assert problem["code"] == "validation_failed"
             assert problem["errors"][0]["path"] == "$.inputs.outputs", problem
         assert elapsed < 2.0, elapsed  # eight of them; one took 14 s before
-        assert latencies and max(latencies) < 0.1, sorted(latencies)[-3:]
+        # milliseconds on an idle machine; the bound leaves room for a loaded CI host and is
+        # still far below the 14 s the pairwise check froze the loop for before
+        assert latencies and max(latencies) < 0.5, sorted(latencies)[-3:]
 
 
 async def test_inputs_at_the_bound_are_validated_off_the_loop(tmp_path) -> None:
@@ -73,7 +75,9 @@ async def test_inputs_at_the_bound_are_validated_off_the_loop(tmp_path) -> None:
         for response in responses:
             problem = assert_problem(response.status_code, response.headers, response.content, {422})
             assert problem["errors"][0]["path"].startswith("$.inputs.outputs[")
-        assert latencies and max(latencies) < 0.1, sorted(latencies)[-3:]
+        # milliseconds on an idle machine; the bound leaves room for a loaded CI host and is
+        # still far below the 14 s the pairwise check froze the loop for before
+        assert latencies and max(latencies) < 0.5, sorted(latencies)[-3:]
         too_big = json.dumps({"toolId": "demo", "inputs": {"prompt": "p" * 300_000}})
         response = await client.post("/v1/generations", content=too_big, headers={"content-type": "application/json"})
         problem = assert_problem(response.status_code, response.headers, response.content, {422})
