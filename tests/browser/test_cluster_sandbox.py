@@ -31,7 +31,6 @@ import httpx
 import pytest
 from playwright.async_api import Page, expect
 
-from livegate.testing.gateway import TEST_SERVICE_TOKEN
 from livegate.testing.nginx import Nginx
 from livegate.testing.postgres_server import PostgresServer
 from livegate.testing.process import GatewayProcess
@@ -108,8 +107,8 @@ def cluster(postgres_server: PostgresServer, tmp_path_factory: pytest.TempPathFa
     with RedisServer() as redis:
         env = {"LIVEGATE_REDIS_URL": redis.url, "LIVEGATE_DATABASE_URL": database_url,
                "LIVEGATE_TAKEOVER_SECONDS": "3"}
-        first = GatewayProcess(root / "gw1", env=env, startup_timeout=40)
-        second = GatewayProcess(root / "gw2", env=env, startup_timeout=40)
+        first = GatewayProcess(root / "gw1", env=env, startup_timeout=40, dev=True)  # sandbox sign-in
+        second = GatewayProcess(root / "gw2", env=env, startup_timeout=40, dev=True)
         try:
             first.start()  # one after the other: the first one migrates the empty database
             second.start()
@@ -123,7 +122,7 @@ def cluster(postgres_server: PostgresServer, tmp_path_factory: pytest.TempPathFa
 async def publish_marker(cluster: Cluster, user: str, message: str) -> None:
     async with httpx.AsyncClient(base_url=cluster.lb.http_url, timeout=10) as client:
         response = await client.post(
-            "/v1/events", headers={"Authorization": f"Bearer {TEST_SERVICE_TOKEN}"},
+            "/v1/events", headers={"Authorization": f"Bearer {cluster.gateways[0].service_token}"},
             json={"events": [{"userId": user, "event": {"type": "notification", "level": "info",
                                                          "message": message}}]})
     response.raise_for_status()
