@@ -42,10 +42,11 @@ def nesting_error(data: bytes | str, max_depth: int) -> str | None:
         return None  # cannot nest deeper than it has brackets (counting those inside strings)
     # JSON escapes pair from the left (``\\\\`` first, then ``\\"``), so after these two
     # replacements every remaining quote opens or closes a string.
-    unescaped = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    unescaped = raw.replace(b"\\\\", b"").replace(b'\\"', b"") if b"\\" in raw else raw
     # Even-numbered pieces between quotes are outside strings (after an unterminated string
     # nothing counts: the decoder reads it as string content too, then refuses the text).
-    brackets = b"".join(unescaped.translate(_ONE_KIND, _NOT_STRUCTURE).split(b'"')[::2])
+    structure = unescaped.translate(_ONE_KIND, _NOT_STRUCTURE).replace(b'""', b"")  # bracket-free strings
+    brackets = b"".join(structure.split(b'"')[::2]) if b'"' in structure else structure
     for _ in range(max_depth):
         if not brackets:
             return None
