@@ -306,3 +306,27 @@ async def test_progress_over_the_event_limit_drops_the_preview_then_the_partial_
     assert "partialText" not in progress[0.7] and progress[0.7]["preview"]["mediaType"] == "image/jpeg"
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("preview dropped" in w for w in warnings), warnings
+
+
+async def test_a_claimed_run_whose_job_was_lost_is_deferred_again(harness: Any) -> None:
+    """A process that claimed a run and died before deferring its job leaves it queued
+    with its slot taken; the sweep defers it again and it runs."""
+    import time
+
+    from livegate.store import GenerationRow
+
+    tool = ScriptedTool()
+    h = harness(tool)
+    svc = await h.start()
+    now = time.time()
+    # the state a crash between claim and defer leaves: claimed a minute ago, no job
+    orphan = GenerationRow(id="gen_00000000000000aa", user_id="carol", tool_id="scripted", status="queued",
+                           inputs={}, created_at=now - 61, updated_at=now - 61)
+    await svc.store.insert(orphan)
+    await svc.store.update(orphan.id, dispatched_at=now - 60, owner="gone:1:x")
+    assert await svc.redefer_lost_claims() == 1
+    [run] = await tool.started(1)
+    assert run.ctx.generation_id == orphan.id
+    run.finish.set_result("ok")
+    await h.wait_status("carol", orphan.id, "completed")
+    assert await svc.redefer_lost_claims() == 0

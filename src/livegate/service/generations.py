@@ -252,9 +252,31 @@ class GenerationService:
                 await self.store.update(row.id, job_id=job_id)
 
     async def _tick_forever(self) -> None:
+        ticks = 0
         while not self._stopping:
             await asyncio.sleep(self.dispatch_interval)  # the dispatch period itself
             await self._dispatch_quietly()
+            ticks += 1
+            if ticks % 10 == 0:
+                try:
+                    await self.redefer_lost_claims()
+                except StoreUnavailable as exc:
+                    log.warning("lost-claim sweep postponed: %s", exc.message)
+
+    async def redefer_lost_claims(self, older_than: float = 30.0) -> int:
+        """A run claimed (``dispatched_at``) whose job never got deferred — its process
+        died between the two, or the defer failed — would hold its slot for ever: defer
+        it again. (The job's ``lock`` keeps a late duplicate from running twice at once,
+        and the runner's conditional ``queued -> running`` lets only one of them start.)"""
+        now = time.time()
+        lost = [r for r in await self.store.unfinished()
+                if r.status == "queued" and r.dispatched_at is not None and r.job_id is None
+                and now - r.dispatched_at > older_than and r.tool_id in self.tools]
+        for row in lost:
+            log.warning("deferring a claimed run whose job was lost", extra={"generation_id": row.id})
+            job_id = await self.engine.defer(row.id, row.tool_id)
+            await self.store.update(row.id, job_id=job_id)
+        return len(lost)
 
     async def _dispatch_quietly(self) -> None:
         try:
