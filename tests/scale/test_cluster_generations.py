@@ -404,3 +404,44 @@ async def test_a_database_outage_answers_503_and_loses_nothing(cluster: Cluster)
         assert_exact(tab)
     finally:
         await tab.close()
+
+
+async def test_livegate_worker_runs_generations_for_a_gateway_that_runs_none(
+        cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """``livegate worker`` (no sockets) next to a ``serve`` with ``LIVEGATE_RUN_WORKER=0``
+    on a separate database: the gateway accepts and delivers, the worker runs."""
+    import subprocess
+    import sys
+
+    base = tmp_path_factory.mktemp("worker")
+    url = cluster.postgres.create_database("worker_" + secrets.token_hex(3))
+    tools = base / "tools.toml"
+    tools.write_text('[[tools]]\nid = "demo"\nkind = "demo"\ntitle = "Demo"\n')
+    env = {"LIVEGATE_REDIS_URL": cluster.redis.url, "LIVEGATE_DATABASE_URL": url,
+           "LIVEGATE_TOOLS_FILE": str(tools), "LIVEGATE_TAKEOVER_SECONDS": str(TAKEOVER_SECONDS)}
+    gateway = GatewayProcess(base / "gw", env={**env, "LIVEGATE_RUN_WORKER": "0"}, startup_timeout=90)
+    worker: subprocess.Popen[bytes] | None = None
+    user = user_name("worker")
+    with gateway:
+        tab = Tab(gateway.ws_url, gateway.token(user))
+        await tab.open()
+        try:
+            gen_id = await create(gateway, user, "demo", durationSeconds=0, outputs=["text"])
+            assert (await record(gateway, user, gen_id))["status"] == "queued"  # nobody runs it yet
+            log = (base / "worker.log").open("wb")
+            worker = await asyncio.to_thread(
+                subprocess.Popen, [sys.executable, "-m", "livegate.cli", "worker"],
+                env={**gateway.environment(), **env}, stdout=log, stderr=subprocess.STDOUT)
+            await wait_final(tab, gen_id, timeout=60)
+            assert lifecycle(tab, gen_id) == ["queued", "running", "completed"]
+            assert (await record(gateway, user, gen_id))["outputs"][0]["text"]
+        finally:
+            await tab.close()
+            if worker is not None:
+                worker.terminate()
+                try:
+                    assert await asyncio.to_thread(worker.wait, 20) == 0  # SIGTERM: a clean stop
+                finally:
+                    if worker.poll() is None:
+                        worker.kill()
+                        await asyncio.to_thread(worker.wait, 10)
