@@ -107,15 +107,10 @@ def _cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         net.close()
 
 
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
-    report: pytest.TestReport = yield
-    setattr(item, f"report_{report.when}", report)
-    return report
-
-
 @pytest.fixture
 def cluster(_cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """The module's cluster, whole at the start; gateway logs on failure (``report_call``
+    is set by tests/scale/conftest.py's report hook)."""
     _cluster.restore()
     yield _cluster
     report = getattr(request.node, "report_call", None)
