@@ -56,6 +56,7 @@ class Connection:
         "_close",
         "_close_sent",
         "_conflated_seen",
+        "_counted",
         "_deliveries",
         "_flush_scheduled",
         "_joining",
@@ -89,6 +90,7 @@ class Connection:
         self._joining: list[tuple[str | None, int]] | None = None  # frames that wait for the join
         self._subscription: Subscription | None = None
         self._registered_user: str | None = None
+        self._counted = False  # in the connections gauge (authenticated and welcomed)
         self._conflated_seen = 0
         self._replayed_seen = 0
         self._metrics = gateway.metrics
@@ -243,6 +245,11 @@ class Connection:
             self.delivery.held_back = None
             self._apply(self.session.fail("unavailable", f"Cannot read the stream now: {exc.message}"))
             return
+        if self._lost and self._subscription is not None:
+            # The peer left while the bus answered; the leave may have run already.
+            subscription, self._subscription = self._subscription, None
+            with contextlib.suppress(Exception):
+                await subscription.close()
         if self._close is not None or self._lost:
             return  # closed while joining (shutdown, stream reset, peer gone): no welcome
         plan = self.delivery.start(resume.epoch if resume else None, resume.offset if resume else None,
@@ -258,6 +265,7 @@ class Connection:
         for event in held:
             self._on_event(event)
         self._metrics.connections.inc()
+        self._counted = True
         self._metrics.connections_total.inc()
         log.info("connection authenticated", extra={"connection_id": self.id, "user_id": user,
                                                     "resume": type(plan).__name__})
@@ -285,8 +293,10 @@ class Connection:
                 self._subscription = None
             if self._registered_user is not None:
                 self.gw.hub.unregister(self._registered_user, self)
-                self._metrics.connections.dec()
                 self._registered_user = None
+            if self._counted:
+                self._metrics.connections.dec()
+                self._counted = False
         finally:
             self.gw.remove_connection(self)
 
