@@ -462,38 +462,3 @@ async def test_a_bus_started_while_redis_is_down_comes_up_later(buses: Buses) ->
             await bus.stop()
         buses.buses.clear()
         server.close()
-
-
-async def test_the_pump_takes_a_burst_of_buffered_replies_in_order(redis_server: RedisServer) -> None:
-    # bus/redis.py _complete_replies reads redis-py's hiredis parser directly (its buffer of
-    # complete replies): this fails loudly if redis-py moves those internals.
-    from livegate.bus.redis import _complete_replies
-
-    pool = aioredis.ConnectionPool.from_url(redis_server.url, protocol=2)
-    conn = pool.make_connection()
-    publisher = aioredis.Redis.from_url(redis_server.url)
-    try:
-        await conn.connect()
-        await conn.send_command("SUBSCRIBE", "burst")
-        assert (await conn.read_response(timeout=5))[0] == b"subscribe"
-        async with publisher.pipeline(transaction=False) as pipe:
-            for n in range(200):
-                pipe.publish("burst", b"m%d" % n)
-            assert await pipe.execute() == [1] * 200
-        got: list[bytes] = []
-        bursts = 0
-        async with asyncio.timeout(10):
-            while len(got) < 200:
-                first = await conn.read_response(timeout=1)
-                if first is None:
-                    continue
-                rest = _complete_replies(conn)
-                bursts += bool(rest)
-                got += [reply[2] for reply in [first, *rest] if reply[0] == b"message"]
-        assert got == [b"m%d" % n for n in range(200)]  # every one, once, in order
-        assert bursts >= 1  # some arrived together and were taken from the buffer
-        assert _complete_replies(conn) == []  # nothing more is buffered
-    finally:
-        await publisher.aclose()
-        await conn.disconnect()
-        await pool.disconnect()

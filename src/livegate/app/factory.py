@@ -17,9 +17,10 @@ from livegate.app.problems import EXCEPTION_HANDLERS
 from livegate.app.routes_core import MAX_BODY_BYTES, core_routes
 from livegate.app.routes_generations import generation_routes
 from livegate.app.security import security_headers_hook
-from livegate.app.ws import serve_websocket
+from livegate.app.ws import Connection
 from livegate.config import Config
 from livegate.logs import configure_logging
+from livegate.transport.asgi import serve_asgi
 
 
 def web_dir() -> Path:
@@ -71,8 +72,9 @@ def create_app(config: Config | None = None, *, gateway: Gateway | None = None) 
 
     @websocket("/v1/ws")
     async def ws_endpoint(socket: WebSocket[Any, Any, Any]) -> None:
-        """asyncapi.yaml channel ``userStream``."""
-        await serve_websocket(socket, gw)
+        """asyncapi.yaml channel ``userStream``, through the ASGI wire (any ASGI server, test
+        clients); ``livegate serve`` serves it with the native wire (livegate.server)."""
+        await serve_asgi(socket, lambda wire: Connection(wire, gw, origin=socket.headers.get("origin")))
 
     handlers: list[Any] = [ws_endpoint, *core_routes(gw), *generation_routes(gw)]
     web = web_dir()

@@ -9,7 +9,6 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from livegate.app.ws import LoopIterations
 from livegate.bus import Bus, create_bus
 from livegate.bus.hub import Hub
 from livegate.config import Config
@@ -17,6 +16,7 @@ from livegate.metrics import Metrics
 from livegate.protocol.auth import TokenVerifier
 from livegate.protocol.session import SessionLimits
 from livegate.service.publisher import Publisher
+from livegate.transport.ticks import LoopTicks
 
 if TYPE_CHECKING:
     from livegate.app.ws import Connection
@@ -46,7 +46,7 @@ class Gateway:
         )
         self.publisher = Publisher(self.bus, self.metrics, config.max_event_bytes)
         self.connections: set[Connection] = set()
-        self.loop_iterations = LoopIterations()  # the WebSocket fast path's burst accounting (ws.py)
+        self.ticks = LoopTicks()  # the delivery core's clock: bursts are bounded per loop iteration
         self.generations: GenerationService | None = None
         self.started_at = time.time()
         self._draining = False

@@ -14,7 +14,9 @@ web/generated/types.js                       JSDoc typedefs of every message (ha
                                              generator: no library emits JSDoc offline)
 src/livegate/protocol/codes.py               close-code and fatal-error tables as constants
 docs/codes.md                                error-code and close-code tables
-docs/contract.md (between its markers)       the same tables (the rest is hand-written)
+docs/contract.md (between its markers)       the same tables, and the connection-state diagram
+                                             from src/livegate/protocol/state.py (the rest is
+                                             hand-written)
 docs/index.html, docs/reference/{asyncapi,openapi}.html: reference pages with the specs inlined, rendered
                                              in the browser by the vendored bundles in
                                              docs/reference/vendor/ (offline, also from file://)
@@ -120,6 +122,23 @@ def _with_codes_section(document: str, codes: str) -> str:
     return document[: start + len(CODES_BEGIN)] + "\n" + body + "\n" + document[end:]
 
 
+STATES_BEGIN = ("<!-- BEGIN GENERATED: states (by `livegate contract generate` from "
+                "src/livegate/protocol/state.py; do not edit) -->")
+STATES_END = "<!-- END GENERATED: states -->"
+
+
+def _with_states_section(document: str) -> str:
+    """docs/contract.md's "Connection states": the diagram and table of
+    :data:`livegate.protocol.state.TRANSITIONS`, between their markers."""
+    from livegate.protocol.state import markdown_table, mermaid
+
+    start, end = document.find(STATES_BEGIN), document.find(STATES_END)
+    if start < 0 or end < start:
+        raise ValueError(f"docs/contract.md must contain the markers {STATES_BEGIN!r} and {STATES_END!r}")
+    body = "```mermaid\n" + mermaid() + "\n```\n\n" + markdown_table()
+    return document[: start + len(STATES_BEGIN)] + "\n" + body + "\n" + document[end:]
+
+
 def render_all(root: Path) -> dict[str, str]:
     """Render every generated file in memory, keyed by its path relative to ``root``."""
     asyncapi_text = (root / "asyncapi.yaml").read_text(encoding="utf-8")
@@ -137,7 +156,8 @@ def render_all(root: Path) -> dict[str, str]:
         http_py = _codegen(bundled_path, "openapi", "openapi.yaml")
     schema = message_json_schema(asyncapi)
     codes_md = codes_markdown(asyncapi, openapi)
-    contract_md = _with_codes_section((root / "docs" / "contract.md").read_text(encoding="utf-8"), codes_md)
+    contract_md = _with_states_section(
+        _with_codes_section((root / "docs" / "contract.md").read_text(encoding="utf-8"), codes_md))
     return {
         "src/livegate/protocol/messages.py": _codegen(root / "asyncapi.yaml", "asyncapi", "asyncapi.yaml"),
         "src/livegate/protocol/http.py": http_py,

@@ -1,26 +1,7 @@
 """The connection state machine of asyncapi.yaml's ``/v1/ws`` channel (sans-I/O).
 
-States and the messages each accepts (an illegal one is answered per the contract and
-leaves the state unchanged unless the answer is fatal)::
-
-    state            input                  -> next state      effects
-    ---------------  ---------------------  ---------------  --------------------------------
-    AWAITING_AUTH    auth (valid token)      AUTHENTICATING   Authenticate(claims, resume)
-    AWAITING_AUTH    auth (refused token)    CLOSED           error(token_*) + Close(4401/4402)
-    AWAITING_AUTH    anything else           CLOSED           error(not_authenticated|...) + Close(4400)
-    AWAITING_AUTH    timer past auth timeout CLOSED           error(auth_timeout) + Close(4005)
-    AUTHENTICATING   accept(position)        OPEN             welcome
-    OPEN             ping                    OPEN             pong
-    OPEN             refresh (same sub)      OPEN             refreshed
-    OPEN             refresh (other sub)     CLOSED           error(token_subject_mismatch) + Close(4401)
-    OPEN             refresh (refused)       CLOSED           error(token_*) + Close(4401/4402)
-    OPEN             auth                    OPEN             error(already_authenticated)
-    OPEN             bad frame               OPEN             error(bad_json|invalid_message|unknown_type|binary_frame)
-    OPEN             timer: expiry - lead    OPEN             tokenExpiring (once per token)
-    OPEN             timer: expiry + grace   CLOSED           error(token_expired) + Close(4402)
-    any              frame over the limit    CLOSED           error(frame_too_large) + Close(4400)
-    OPEN             JSON nested too deep    OPEN             error(bad_json), before any decoding
-    any              rate exceeded           same             error(rate_limited); sustained: Close(4004)
+States and transitions: :mod:`livegate.protocol.state` (the table, and the one place a
+state changes: :func:`~livegate.protocol.state.advance`).
 
 The I/O layer feeds frames and the clock in and carries the effects out; it owns every
 timer (``next_deadline`` tells it when to call :meth:`Session.on_timer`).
@@ -28,7 +9,6 @@ timer (``next_deadline`` tells it when to call :meth:`Session.on_timer`).
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -40,13 +20,7 @@ from livegate.protocol import codec, messages
 from livegate.protocol.auth import Claims, TokenVerifier
 from livegate.protocol.codes import CLOSE_CODES, FATAL_CLOSE
 from livegate.protocol.jsonlimits import DEFAULT_MAX_DEPTH, nesting_error
-
-
-class State(enum.Enum):
-    AWAITING_AUTH = "awaiting_auth"
-    AUTHENTICATING = "authenticating"
-    OPEN = "open"
-    CLOSED = "closed"
+from livegate.protocol.state import State, advance
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +139,7 @@ class Session:
         """The I/O layer subscribed the connection: send ``welcome`` and go live."""
         if self.state is not State.AUTHENTICATING or self.claims is None:
             raise RuntimeError(f"accept() in state {self.state}")
-        self.state = State.OPEN
+        self.state = advance(self.state, State.OPEN)
         welcome = messages.Welcome(
             id=_unset(request_id),
             connection_id=self.connection_id,
@@ -216,7 +190,7 @@ class Session:
         except AuthError as exc:
             return self._fatal(exc.code, exc.message, request_id=_rid(message))
         self.claims = claims
-        self.state = State.AUTHENTICATING
+        self.state = advance(self.state, State.AUTHENTICATING)
         resume = message.resume if isinstance(message.resume, messages.StreamPosition) else None
         return [Authenticate(claims=claims, resume=resume, request_id=_rid(message))]
 
@@ -245,7 +219,7 @@ class Session:
     def _rate_limited(self, request_id: str | None) -> list[Effect]:
         self._violations += 1
         if self._violations > self.limits.rate_burst:
-            self.state = State.CLOSED
+            self.state = advance(self.state, State.CLOSED)
             return [
                 Send(self._error("rate_limited", "Sustained message rate over the limit", request_id=request_id,
                                  fatal=True)),
@@ -259,7 +233,7 @@ class Session:
                               fatal=fatal)
 
     def _fatal(self, code: str, message: str, *, request_id: str | None = None, path: str | None = None) -> list[Effect]:
-        self.state = State.CLOSED
+        self.state = advance(self.state, State.CLOSED)
         close_code = FATAL_CLOSE[code]
         return [
             Send(self._error(code, message, request_id=request_id, path=path, fatal=True)),

@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import uvicorn
@@ -24,6 +24,10 @@ from livegate.bus import Bus
 from livegate.config import Config
 from livegate.protocol.auth import mint_token
 from livegate.server import GatewayServer, uvicorn_config
+
+Wire = Literal["native", "asgi"]
+#: Every wire ``/v1/ws`` can be served through (the endpoint conformance suite runs over each).
+WIRES: tuple[Wire, ...] = ("native", "asgi")
 
 TEST_SECRET = "livegate-test-secret-0123456789abcdef0123456789"
 TEST_SERVICE_TOKEN = "livegate-test-service-token-0123456789abcdef"  # >= 32: serve refuses less
@@ -75,11 +79,18 @@ class RunningGateway:
 
 
 @contextlib.asynccontextmanager
-async def running_gateway(data_dir: Path, *, bus: Bus | None = None, **overrides: Any) -> AsyncIterator[RunningGateway]:
+async def running_gateway(data_dir: Path, *, bus: Bus | None = None, wire: Wire = "native",
+                          **overrides: Any) -> AsyncIterator[RunningGateway]:
+    """``wire="native"`` serves ``/v1/ws`` as ``livegate serve`` does (livegate.transport.native);
+    ``wire="asgi"`` through the app's ASGI route (livegate.transport.asgi) on uvicorn's own
+    sans-I/O WebSocket implementation, as any other ASGI server would."""
     config = test_config(data_dir, **overrides)
     gateway = Gateway(config, bus=bus)
     app = create_app(gateway=gateway)
-    server = _QuietServer(uvicorn_config(config, app), gateway)
+    uv = uvicorn_config(config, app)
+    if wire == "asgi":
+        uv.ws = "websockets-sansio"
+    server = _QuietServer(uv, gateway)
     task = asyncio.create_task(server.serve())
     try:
         async with asyncio.timeout(15):

@@ -1,0 +1,232 @@
+"""The shared bus: per-user streams in Redis, fanned out to every gateway process.
+
+Key layout (``{user}`` is a Redis Cluster hash tag: one user's keys and channel share a slot)::
+
+    lg:{user}:m   hash    epoch, top                       TTL idle_ttl (refreshed on use)
+    lg:{user}:s   stream  id <ms>-<seq> (Redis time) -> o offset, d body, k key, t published_at
+                          trimmed to max_events (MAXLEN =) and max_age (MINID); TTL max_age+60s
+    lg:{user}:c   channel one message per event: "<epoch> <offset> <published_at> <klen>\\n<k><body>"
+    lg:probe:<process>    this process's liveness probe channel
+
+Offsets are assigned by ``scripts/publish.lua`` (EVALSHA), for every stream of one call: it
+makes the epoch when the meta hash is gone (a new random epoch, so history lost in Redis
+means ``recovered: false``), INCRs ``top``, XADDs, trims, sets TTLs and PUBLISHes, all
+atomically, so the order of messages on the channel is the offset order. One call carries
+the streams of up to ``wire.ITEMS_PER_CALL`` items (a plain Redis allows a script several
+users' keys; on Redis Cluster the calls would be grouped by hash slot, see
+docs/scaling.md). ``scripts/read.lua`` is the one atomic look behind :meth:`RedisBus.read`.
+
+The package, by responsibility:
+
+* ``commands.py`` — the command path (pooled redis-py client: publish, read, health, probe);
+* ``subscriber.py`` — the subscriber state machine (streams, confirmations, gaps,
+  back-fill, resets, the probe);
+* ``pubsub.py`` — the pub/sub socket, RESP parsed by hiredis's public ``Reader``;
+* ``errors.py`` — the one place Redis errors become :class:`~livegate.errors.BusUnavailable`;
+* ``wire.py`` + ``scripts/*.lua`` — the scripts, RESP packing, the message format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from livegate.bus.base import Bus, Listener, Position, PublishItem, ReadResult, Subscription
+from livegate.bus.redis import wire
+from livegate.bus.redis.commands import Commands
+from livegate.bus.redis.errors import TRANSIENT, unavailable
+from livegate.bus.redis.subscriber import Read, Subscriber
+from livegate.errors import BusUnavailable
+
+__all__ = ["RedisBus"]
+
+
+class RedisBus(Bus):
+    """:class:`~livegate.bus.base.Bus` on Redis; see the module doc.
+
+    :param on_stream_reset: called (synchronously, must not block) with a stream's name when
+        live listeners' position became void; they keep receiving events after the reset.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_events: int = 1000,
+        max_age_seconds: float = 600.0,
+        idle_ttl_seconds: float = 86400.0,
+        key_prefix: str = "lg",
+        socket_timeout: float = 1.5,
+        connect_timeout: float = 1.0,
+        max_connections: int = 64,
+        probe_interval: float = 2.0,
+        probe_timeout: float = 3.0,
+        reconnect_min_delay: float = 0.05,
+        reconnect_max_delay: float = 2.0,
+        poll_interval: float = 0.25,
+        on_stream_reset: Callable[[str], None] | None = None,
+    ) -> None:
+        self.url = url
+        self.max_events = max_events
+        self.max_age = max_age_seconds
+        self.on_stream_reset = on_stream_reset
+        self._prefix = key_prefix
+        self._stream_ttl_ms = int((max_age_seconds + 60.0) * 1000)
+        self._meta_ttl_ms = max(int(idle_ttl_seconds * 1000), self._stream_ttl_ms)
+        self._timeout = socket_timeout
+        self._connect_timeout = connect_timeout
+        self._max_connections = max_connections
+        self._subscriber_settings: dict[str, Any] = {
+            "socket_timeout": socket_timeout, "connect_timeout": connect_timeout, "probe_interval": probe_interval,
+            "probe_timeout": probe_timeout, "reconnect_delays": (reconnect_min_delay, reconnect_max_delay),
+            "poll_interval": poll_interval,
+        }
+        # CLIENT LIST shows who is who: "livegate:<host>:<pid>" (commands), "...:sub" (pub/sub).
+        self.client_name = f"livegate:{socket.gethostname()}:{os.getpid()}".replace(" ", "_")
+        self._commands: Commands | None = None
+        self._subscriber: Subscriber | None = None
+        self.stats = {"reconnects": 0, "backfilled": 0, "duplicates": 0, "resets": 0, "stale": 0}
+
+    # -- names ----------------------------------------------------------------------------
+
+    def _keys(self, stream: str) -> tuple[str, str]:
+        return f"{self._prefix}:{{{stream}}}:m", f"{self._prefix}:{{{stream}}}:s"
+
+    def _channel(self, stream: str) -> bytes:
+        return f"{self._prefix}:{{{stream}}}:c".encode()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self, *, wait: float | None = None) -> None:
+        """Connect; wait (bounded, default ``connect_timeout * 2``) for the subscriber, but
+        start even when Redis is down: health reports it and the reader keeps retrying."""
+        commands = self._commands = Commands(self.url, socket_timeout=self._timeout,
+                                             connect_timeout=self._connect_timeout,
+                                             max_connections=self._max_connections, client_name=self.client_name)
+        subscriber = self._subscriber = Subscriber(
+            self.url, commands, channel_of=self._channel, read=self._read_raw, read_args=self._read_args,
+            on_reset=self._stream_reset, client_name=self.client_name + ":sub", key_prefix=self._prefix,
+            stats=self.stats, **self._subscriber_settings,
+        )
+        subscriber.start()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._connect_timeout * 2 if wait is None else wait):
+                while not subscriber.subscribed:
+                    subscriber.subscribed_changed.clear()
+                    await subscriber.subscribed_changed.wait()
+
+    async def stop(self) -> None:
+        if self._subscriber is not None:
+            await self._subscriber.stop()
+            self._subscriber = None
+        if self._commands is not None:
+            await self._commands.close()
+            self._commands = None
+
+    def counters(self) -> dict[str, int]:
+        return dict(self.stats)
+
+    async def health(self) -> dict[str, bool]:
+        ok = False
+        if self._commands is not None:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    ok = await self._commands.ping()
+            except TRANSIENT:
+                ok = False
+        return {"bus": ok, "subscriber": self._subscriber is not None and self._subscriber.subscribed}
+
+    def _stream_reset(self, stream: str) -> None:
+        if self.on_stream_reset is not None:
+            self.on_stream_reset(stream)
+
+    def _require(self) -> Commands:
+        if self._commands is None:
+            raise BusUnavailable("RedisBus is not started")
+        return self._commands
+
+    # -- publish and read -----------------------------------------------------------------
+
+    async def publish(self, items: Sequence[PublishItem]) -> list[Position]:
+        if not items:
+            return []
+        by_stream: dict[str, list[PublishItem]] = {}
+        for item in items:
+            if not item.body.startswith(b"{") or len(item.body) < 3:
+                raise ValueError("event body must be a non-empty JSON object")
+            by_stream.setdefault(item.stream, []).append(item)
+        # One atomic script call per group of streams (up to wire.ITEMS_PER_CALL items) keeps each
+        # stream's items in order; the groups are pipelined on one connection.
+        groups: list[list[str]] = [[]]
+        size = 0
+        for stream, batch in by_stream.items():
+            if groups[-1] and size + len(batch) > wire.ITEMS_PER_CALL:
+                groups.append([])
+                size = 0
+            groups[-1].append(stream)
+            size += len(batch)
+        calls = [self._publish_args(group, by_stream) for group in groups]
+        try:
+            results = await self._require().eval_many(wire.PUBLISH_SCRIPT, calls)
+        except TRANSIENT as exc:
+            # The replies are lost: some calls may have been applied, none is reported.
+            raise unavailable("publish", exc) from exc
+        firsts: dict[str, tuple[str, int] | Exception] = {}
+        for group, result in zip(groups, results, strict=True):
+            for j, stream in enumerate(group):
+                firsts[stream] = result if isinstance(result, Exception) else (
+                    wire.text(result[2 * j]), int(result[2 * j + 1]))
+        positions: list[Position] = []
+        seen: dict[str, int] = {}
+        for item in items:
+            first = firsts[item.stream]
+            if isinstance(first, Exception):
+                raise unavailable("publish", first, published=positions)
+            index = seen[item.stream] = seen.get(item.stream, 0) + 1
+            positions.append(Position(first[0], first[1] + index - 1))
+        return positions
+
+    def _publish_args(self, group: list[str], by_stream: dict[str, list[PublishItem]]) -> tuple[list[str], list[Any]]:
+        keys: list[str] = []
+        args: list[Any] = [self.max_events, int(self.max_age * 1000), self._meta_ttl_ms, self._stream_ttl_ms]
+        for stream in group:
+            batch = by_stream[stream]
+            keys.extend(self._keys(stream))
+            args += (secrets.token_hex(8), self._channel(stream), len(batch))
+            for item in batch:
+                args.append(item.body)
+                args.append("-" if item.conflation_key is None else "+" + item.conflation_key)
+        return keys, args
+
+    async def read(self, stream: str, after: int | None) -> ReadResult:
+        try:
+            epoch, top, first, rows = await self._read_raw(stream, after)
+        except TRANSIENT as exc:
+            raise unavailable("read", exc) from exc
+        return ReadResult(epoch=epoch, top=top, first_available=first,
+                          events=[wire.event_from_row(row, epoch) for row in rows])
+
+    async def _read_raw(self, stream: str, after: int | None) -> Read:
+        """``(epoch, top, first_available, rows oldest first)``; raises redis-py errors."""
+        (result,) = await self._require().eval_many(wire.READ_SCRIPT, [self._read_args(stream, after)])
+        if isinstance(result, Exception):
+            raise result
+        return wire.parse_read(result)
+
+    def _read_args(self, stream: str, after: int | None) -> tuple[list[str], list[Any]]:
+        args = [secrets.token_hex(8), "" if after is None else after, int(self.max_age * 1000), self._meta_ttl_ms]
+        return list(self._keys(stream)), args
+
+    # -- subscribe ------------------------------------------------------------------------
+
+    async def subscribe(self, stream: str, listener: Listener) -> Subscription:
+        """Returns once Redis confirmed the SUBSCRIBE and the stream's current position is
+        known: every event published after that reaches ``listener``."""
+        if self._subscriber is None:
+            raise BusUnavailable("RedisBus is not started")
+        return await self._subscriber.subscribe(stream, listener)
