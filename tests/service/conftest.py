@@ -153,11 +153,14 @@ class Harness:
                 if e["type"] == "generationUpdate" and (gen_id is None or e["generationId"] == gen_id)]
 
     async def wait_status(self, user_id: str, gen_id: str, status: str, timeout: float = 5.0) -> dict[str, Any]:
+        """Once the record has ``status`` *and* its ``generationUpdate`` is on the stream: the
+        record is written first (the conditional write decides the one terminal update
+        across processes), the event follows it."""
         assert self.service is not None
         async with asyncio.timeout(timeout):
             while True:
                 generation = json.loads(_encode(await self.service.get(user_id, gen_id)))
-                if generation["status"] == status:
+                if generation["status"] == status and status in await self.updates(user_id, gen_id):
                     return generation
                 await asyncio.sleep(0.01)
 
