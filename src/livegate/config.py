@@ -79,6 +79,8 @@ class Config:
     tools_file: str | None = None
     output_url_ttl_seconds: int = 3600
     max_concurrency_per_user: int = 4
+    max_queued_per_user: int = 50
+    tool_share_per_user: float = 0.5
     database_url: str | None = None
     max_output_bytes: int = 256 * 1024 * 1024
     run_worker: bool = True
@@ -137,6 +139,8 @@ class Config:
             tools_file=_env("LIVEGATE_TOOLS_FILE"),
             output_url_ttl_seconds=_int("LIVEGATE_OUTPUT_URL_TTL", 3600),
             max_concurrency_per_user=_int("LIVEGATE_MAX_CONCURRENCY_PER_USER", 4),
+            max_queued_per_user=_int("LIVEGATE_MAX_QUEUED_PER_USER", 50),
+            tool_share_per_user=_float("LIVEGATE_TOOL_SHARE_PER_USER", 0.5),
             database_url=_env("LIVEGATE_DATABASE_URL"),
             max_output_bytes=_int("LIVEGATE_MAX_OUTPUT_BYTES", 256 * 1024 * 1024),
             run_worker=_bool("LIVEGATE_RUN_WORKER", True),

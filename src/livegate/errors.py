@@ -8,6 +8,7 @@
     ├── BusError                 the bus cannot publish or read (Redis down, ...)
     │   └── BusUnavailable
     ├── EventTooLarge            a published event over LIVEGATE_MAX_EVENT_BYTES
+    ├── TooManyQueued            a user's queued generations are at the fair-use cap (HTTP 429)
     ├── IllegalTransition        generation state machine refused a move
     ├── NotFound
     ├── StoreError               the generation store refused or failed an operation
@@ -67,6 +68,10 @@ class EventTooLarge(LivegateError):
     def __init__(self, message: str, *, sizes: dict[int, int], limit: int) -> None:
         super().__init__(message)
         self.sizes, self.limit = sizes, limit
+
+
+class TooManyQueued(LivegateError):
+    code = "too_many_queued"
 
 
 class IllegalTransition(LivegateError):

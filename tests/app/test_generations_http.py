@@ -330,3 +330,23 @@ async def test_no_path_traversal(gw: RunningGateway, outputs: dict[str, dict[str
         response = await client.get(path)
     assert response.status_code in (401, 404, 422), (path, response.status_code)
     assert b"TOP-SECRET-BYTES" not in response.content and b"SQLite" not in response.content
+
+
+async def test_a_user_at_the_queued_cap_gets_429_too_many_queued(tmp_path: Path) -> None:
+    """openapi.yaml ``createGeneration`` 429: fair use, per user (another user still gets in)."""
+    async with (running_gateway(tmp_path, max_queued_per_user=2, max_concurrency_per_user=1) as gw,
+                gw.http("alice") as alice, gw.http("bob") as bob):
+        body = {"toolId": "demo", "inputs": {"durationSeconds": 30}}
+        created = [await alice.post("/v1/generations", json=body)]
+        async with asyncio.timeout(10):  # the first one runs (alice's one slot) ...
+            while (await alice.get(f"/v1/generations/{created[0].json()['id']}")).json()["status"] != "running":
+                await asyncio.sleep(0.02)
+        created += [await alice.post("/v1/generations", json=body) for _ in range(2)]  # ... two wait
+        assert [r.status_code for r in created] == [202, 202, 202]
+        refused = problem(await alice.post("/v1/generations", json={"toolId": "demo", "inputs": {}}),
+                          429, "too_many_queued")
+        assert "queued" in refused["detail"]
+        other = await bob.post("/v1/generations", json={"toolId": "demo", "inputs": {"durationSeconds": 0}})
+        assert other.status_code == 202
+        for response in created:
+            await alice.post(f"/v1/generations/{response.json()['id']}/cancel")

@@ -330,3 +330,37 @@ async def test_a_claimed_run_whose_job_was_lost_is_deferred_again(harness: Any) 
     run.finish.set_result("ok")
     await h.wait_status("carol", orphan.id, "completed")
     assert await svc.redefer_lost_claims() == 0
+
+
+async def test_fair_use_one_user_cannot_starve_another(harness: Any) -> None:
+    """A user over their share of a tool's slots (``tool_share_per_user``) gets no more of
+    them while another user waits; alone they may use the whole tool (work-conserving).
+    Beyond ``max_queued_per_user`` queued runs, creating answers ``too_many_queued``."""
+    from livegate.errors import TooManyQueued
+
+    tool = ScriptedTool(max_concurrency=2)
+    h = harness(tool, max_per_user=10)
+    svc = await h.start()
+    svc.tool_share_per_user, svc.max_queued_per_user = 0.5, 3
+    alone = [(await svc.create("alice", "scripted", {})).id for _ in range(2)]
+    await tool.started(2)  # alone, alice uses both slots
+    hers = [(await svc.create("alice", "scripted", {})).id for _ in range(3)]
+    with pytest.raises(TooManyQueued):
+        await svc.create("alice", "scripted", {})  # 3 queued already
+    bobs = (await svc.create("bob", "scripted", {})).id
+    tool.runs[0].finish.set_result("ok")
+    await h.wait_status("alice", alone[0], "completed")
+    [*_, third] = await tool.started(3)
+    assert third.ctx.generation_id == bobs  # bob waited: the freed slot is his, not alice's next
+    tool.runs[1].finish.set_result("ok")
+    [*_, fourth] = await tool.started(4)
+    assert fourth.ctx.generation_id == hers[0]  # nobody else waits: alice again
+    for run in tool.runs[2:]:
+        run.finish.set_result("ok")
+    await h.wait_status("bob", bobs, "completed")
+    async with asyncio.timeout(15):  # the rest of alice's runs go through, one slot at a time
+        while [(await svc.get("alice", g)).status for g in hers] != ["completed"] * len(hers):
+            for run in tool.runs:
+                if run.waiting and not run.finish.done():
+                    run.finish.set_result("ok")
+            await asyncio.sleep(0.02)

@@ -43,6 +43,7 @@ _TITLES = {
     "dev_mode_disabled": "Dev mode disabled",
     "bus_unavailable": "Event bus unavailable",
     "database_unavailable": "Database unavailable",
+    "too_many_queued": "Too many queued generations",
     "internal_error": "Internal server error",
 }
 
@@ -102,7 +103,7 @@ def _handle_http(request: Request[Any, Any, Any], exc: HTTPException) -> Respons
 
 def _handle_livegate(request: Request[Any, Any, Any], exc: LivegateError) -> Response[bytes]:
     status = {"not_found": 404, "illegal_transition": 409, "bus_unavailable": 503,
-              "database_unavailable": 503}.get(exc.code, 500)
+              "database_unavailable": 503, "too_many_queued": 429}.get(exc.code, 500)
     code = exc.code if exc.code in _TITLES else "internal_error"
     # a store outage is transient (the pool reconnects by itself): say when to retry
     headers = {"Retry-After": "1"} if code == "database_unavailable" else None

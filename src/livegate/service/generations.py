@@ -63,6 +63,7 @@ from livegate.errors import (
     NotFound,
     StoreUnavailable,
     ToolError,
+    TooManyQueued,
 )
 from livegate.protocol import http
 from livegate.service.jobs import JobEngine
@@ -114,7 +115,10 @@ class GenerationService:
                  dispatch_interval: float = 1.0, store_retry_seconds: float = 600.0,
                  cancel_wait_seconds: float = 15.0, retention_days: float = 30.0,
                  retention_interval: float = 3600.0, max_inputs_bytes: int = DEFAULT_MAX_INPUTS_BYTES,
-                 max_input_items: int = DEFAULT_MAX_INPUT_ITEMS) -> None:
+                 max_input_items: int = DEFAULT_MAX_INPUT_ITEMS, max_queued_per_user: int = 50,
+                 tool_share_per_user: float = 1.0) -> None:
+        self.max_queued_per_user = max_queued_per_user
+        self.tool_share_per_user = tool_share_per_user
         self.max_inputs_bytes = max_inputs_bytes
         self.max_input_items = max_input_items
         self.retention_days = retention_days
@@ -157,6 +161,8 @@ class GenerationService:
             retention_interval=config.retention_interval_seconds,
             max_inputs_bytes=config.max_inputs_bytes,
             max_input_items=config.max_input_items,
+            max_queued_per_user=config.max_queued_per_user,
+            tool_share_per_user=config.tool_share_per_user,
         )
 
     # -- lifecycle of the service ---------------------------------------------------------
@@ -332,6 +338,10 @@ class GenerationService:
     async def create(self, user_id: str, tool_id: str, inputs: dict[str, Any]) -> http.Generation:
         self.check_input_bounds(tool_id, inputs)
         await asyncio.to_thread(self.validate_inputs, tool_id, inputs)
+        queued = await self.store.list_for_user(user_id, limit=self.max_queued_per_user, status="queued")
+        if len(queued) >= self.max_queued_per_user:
+            raise TooManyQueued(f"You have {len(queued)} generations queued, the most a user may have; "
+                                "create more once some have started")
         now = time.time()
         row = GenerationRow(id="gen_" + secrets.token_hex(8), user_id=user_id, tool_id=tool_id, status="queued",
                             inputs=inputs, created_at=now, updated_at=now)
@@ -419,7 +429,8 @@ class GenerationService:
             return 0
         async with self._dispatch_lock:
             limits = {tid: t.spec.max_concurrency for tid, t in self.tools.items()}
-            claimed = await self.store.claim_dispatchable(self.max_per_user, limits, time.time(), self.owner)
+            claimed = await self.store.claim_dispatchable(self.max_per_user, limits, time.time(), self.owner,
+                                                          tool_share=self.tool_share_per_user)
             for row in claimed:
                 job_id = await self.engine.defer(row.id, row.tool_id)
                 await self.store.update(row.id, job_id=job_id)

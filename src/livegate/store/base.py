@@ -156,7 +156,7 @@ class Store(Protocol):
         everyone else (or when the row is missing)."""
 
     async def claim_dispatchable(self, max_per_user: int, tool_limits: dict[str, int], now: float,
-                                 owner: str) -> list[GenerationRow]:
+                                 owner: str, *, tool_share: float = 1.0) -> list[GenerationRow]:
         """Claim run slots, atomically across processes: walk the ``queued`` rows not yet
         dispatched in ``(created_at, id)`` order and take each whose user has fewer than
         ``max_per_user`` and whose tool fewer than ``tool_limits[tool]`` active runs
@@ -164,7 +164,9 @@ class Store(Protocol):
         ``dispatched_at=now`` and ``owner=owner`` and are returned in that order. A row
         that does not fit is skipped (its user's/tool's later rows then cannot fit either,
         so each stays FIFO); rows of other users and tools may still go. Tools missing from
-        ``tool_limits`` are not claimed (this process cannot run them)."""
+        ``tool_limits`` are not claimed (this process cannot run them). Fair use (work-conserving): a
+        user beyond ``max(1, ceil(tool_share * limit))`` of a tool's slots gets no more of
+        them while another user has a run waiting for that tool."""
 
     async def queue_position(self, gen_id: str) -> int | None:
         """How many undispatched ``queued`` rows of the same tool were created before this

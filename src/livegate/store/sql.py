@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -331,7 +332,7 @@ class SqlStore:
         return _generation(row) if row else None
 
     async def claim_dispatchable(self, max_per_user: int, tool_limits: dict[str, int], now: float,
-                                 owner: str) -> list[GenerationRow]:
+                                 owner: str, *, tool_share: float = 1.0) -> list[GenerationRow]:
         active = and_(g.c.status.in_(sorted(UNFINISHED_STATUSES)),
                       or_(g.c.status == "running", g.c.dispatched_at.is_not(None)))
         async with self._tx() as conn:
@@ -345,16 +346,28 @@ class SqlStore:
             per_tool: dict[str, int] = {
                 tool: count for tool, count in
                 await conn.execute(select(g.c.tool_id, func.count()).where(active).group_by(g.c.tool_id))}
+            per_pair: dict[tuple[str, str], int] = {
+                (user, tool): count for user, tool, count in
+                await conn.execute(select(g.c.user_id, g.c.tool_id, func.count()).where(active)
+                                   .group_by(g.c.user_id, g.c.tool_id))}
             candidates = await conn.execute(
                 select(g.c.id, g.c.user_id, g.c.tool_id)
                 .where(g.c.status == "queued", g.c.dispatched_at.is_(None))
                 .order_by(g.c.created_at, g.c.id).limit(self.claim_scan))
+            rows = list(candidates)
+            waiting: dict[str, set[str]] = {}  # tool -> users with a run waiting for it
+            for _gen_id, user, tool in rows:
+                waiting.setdefault(tool, set()).add(user)
             picked: list[str] = []
-            for gen_id, user, tool in candidates:
+            for gen_id, user, tool in rows:
                 limit = tool_limits.get(tool)
                 if limit is None or per_user.get(user, 0) >= max_per_user or per_tool.get(tool, 0) >= limit:
                     continue  # later rows of this user/tool cannot fit either: FIFO holds
+                if (per_pair.get((user, tool), 0) >= max(1, math.ceil(tool_share * limit))
+                        and waiting[tool] - {user}):
+                    continue  # fair use: over their share while another user waits for the tool
                 picked.append(gen_id)
+                per_pair[(user, tool)] = per_pair.get((user, tool), 0) + 1
                 per_user[user] = per_user.get(user, 0) + 1
                 per_tool[tool] = per_tool.get(tool, 0) + 1
             if not picked:
