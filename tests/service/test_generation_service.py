@@ -348,11 +348,12 @@ async def test_fair_use_one_user_cannot_starve_another(harness: Any) -> None:
     with pytest.raises(TooManyQueued):
         await svc.create("alice", "scripted", {})  # 3 queued already
     bobs = (await svc.create("bob", "scripted", {})).id
-    tool.runs[0].finish.set_result("ok")
+    first, second = sorted(tool.runs[:2], key=lambda r: alone.index(r.ctx.generation_id))  # any start order
+    first.finish.set_result("ok")
     await h.wait_status("alice", alone[0], "completed")
     [*_, third] = await tool.started(3)
     assert third.ctx.generation_id == bobs  # bob waited: the freed slot is his, not alice's next
-    tool.runs[1].finish.set_result("ok")
+    second.finish.set_result("ok")
     [*_, fourth] = await tool.started(4)
     assert fourth.ctx.generation_id == hers[0]  # nobody else waits: alice again
     for run in tool.runs[2:]:

@@ -395,6 +395,8 @@ class GenerationService:
                 # Woken at once when the run is in this process; else the record is
                 # read again every 50 ms until the worker elsewhere has recorded the end.
                 await asyncio.wait_for(ended.wait(), timeout=0.05)
+        if gen_id not in self._tasks:
+            self._ended.pop(gen_id, None)  # (a local run pops its own when it ends)
         return await self.describe(await self._owned(user_id, gen_id))
 
     async def describe(self, row: GenerationRow) -> http.Generation:
