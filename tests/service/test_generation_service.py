@@ -365,3 +365,25 @@ async def test_fair_use_one_user_cannot_starve_another(harness: Any) -> None:
                 if run.waiting and not run.finish.done():
                     run.finish.set_result("ok")
             await asyncio.sleep(0.02)
+
+
+async def test_no_job_outlives_its_run(harness: Any) -> None:
+    """The engine keeps no job rows for ended runs (completed, failed, cancelled while
+    queued or running): the generation's record is the only history."""
+    from livegate.errors import ToolError
+
+    tool = ScriptedTool(max_concurrency=1)
+    h = harness(tool)
+    svc = await h.start()
+    done, failed, running, queued = [(await svc.create("alice", "scripted", {})).id for _ in range(4)]
+    (await tool.started(1))[0].finish.set_result("ok")
+    await h.wait_status("alice", done, "completed")
+    (await tool.started(2))[1].finish.set_result(ToolError("boom", code="tool_error"))
+    await h.wait_status("alice", failed, "failed")
+    await tool.started(3)
+    await svc.cancel("alice", queued)
+    await svc.cancel("alice", running)
+    # the worker deletes a job just after its runner returned (the records are final already)
+    async with asyncio.timeout(5):
+        while list(await svc.engine.app.job_manager.list_jobs_async()):
+            await asyncio.sleep(0.02)

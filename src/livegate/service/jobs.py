@@ -174,7 +174,9 @@ class JobEngine:
                     # that stops on its own (a heartbeat failed: database outage) lets its
                     # running jobs finish; the service cancels its own runs before it stops
                     # the worker.
-                    delete_jobs="successful",
+                    # the generation's record holds the outcome: no job row outlives its run
+                    # (kept ones would grow the in-memory engine and procrastinate_jobs for ever)
+                    delete_jobs="always",
                 )
                 backoff = 0.5
             except asyncio.CancelledError:
@@ -211,7 +213,7 @@ class JobEngine:
         """Drop a job still waiting, or ask the worker running it to cancel it (the
         request travels by ``NOTIFY``; workers also poll for it every second)."""
         try:
-            await self.app.job_manager.cancel_job_by_id_async(int(job_id), abort=True)
+            await self.app.job_manager.cancel_job_by_id_async(int(job_id), abort=True, delete_job=True)
         except (KeyError, ValueError):
             return  # unknown job (in-memory engine after a restart): nothing runs it
         except Exception as exc:
