@@ -133,6 +133,12 @@ async def test_unfinished_lists_queued_and_running_oldest_first(store: SqlStore)
     assert [r.id for r in await store.unfinished()] == [rows[0].id, rows[2].id]
 
 
+async def test_count_queued_counts_one_users_queued_rows_only(store: SqlStore) -> None:
+    for i, (user, status) in enumerate([("a", "queued"), ("a", "queued"), ("a", "running"), ("b", "queued")]):
+        await store.insert(gen(user, status=status, created_at=10.0 + i))
+    assert (await store.count_queued("a"), await store.count_queued("b"), await store.count_queued("c")) == (2, 1, 0)
+
+
 # -- update and transition -----------------------------------------------------------------------
 
 

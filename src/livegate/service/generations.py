@@ -338,9 +338,9 @@ class GenerationService:
     async def create(self, user_id: str, tool_id: str, inputs: dict[str, Any]) -> http.Generation:
         self.check_input_bounds(tool_id, inputs)
         await asyncio.to_thread(self.validate_inputs, tool_id, inputs)
-        queued = await self.store.list_for_user(user_id, limit=self.max_queued_per_user, status="queued")
-        if len(queued) >= self.max_queued_per_user:
-            raise TooManyQueued(f"You have {len(queued)} generations queued, the most a user may have; "
+        queued = await self.store.count_queued(user_id)
+        if queued >= self.max_queued_per_user:
+            raise TooManyQueued(f"You have {queued} generations queued, the most a user may have; "
                                 "create more once some have started")
         now = time.time()
         row = GenerationRow(id="gen_" + secrets.token_hex(8), user_id=user_id, tool_id=tool_id, status="queued",

@@ -139,6 +139,9 @@ class Store(Protocol):
         of the last row of the previous page (from :func:`decode_cursor`), so pages stay
         consistent while rows are inserted (new rows are newer than every cursor)."""
 
+    async def count_queued(self, user_id: str) -> int:
+        """How many of the user's generations are ``queued`` (the fair-use cap)."""
+
     async def unfinished(self) -> list[GenerationRow]:
         """Every ``queued`` or ``running`` row, oldest first."""
 

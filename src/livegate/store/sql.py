@@ -303,6 +303,11 @@ class SqlStore:
         async with self._tx(write=False) as conn:
             return [_generation(r) for r in (await conn.execute(query)).mappings()]
 
+    async def count_queued(self, user_id: str) -> int:
+        query = select(func.count()).select_from(g).where(g.c.user_id == user_id, g.c.status == "queued")
+        async with self._tx(write=False) as conn:
+            return int((await conn.execute(query)).scalar_one())
+
     async def unfinished(self) -> list[GenerationRow]:
         query = select(g).where(g.c.status.in_(sorted(UNFINISHED_STATUSES))).order_by(g.c.created_at, g.c.id)
         async with self._tx(write=False) as conn:
