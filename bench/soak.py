@@ -1,7 +1,7 @@
-"""The chaos soak (issue 14): many users and connections on several gateways sharing one Redis,
-while gateways are SIGKILLed and restarted, Redis restarts, client connections are cut and
-some readers are slow; a ledger (bench/soak_ledger.py, whose docstring defines lost,
-duplicated and mismatched) then checks every connection::
+"""The chaos soak (issue 14): many users and connections on several gateways sharing one Redis
+and one PostgreSQL, while gateways are SIGKILLed and restarted, Redis and PostgreSQL restart,
+client connections are cut and some readers are slow; a ledger (bench/soak_ledger.py, whose
+docstring defines lost, duplicated and mismatched) then checks every connection::
 
     .venv/bin/python bench/soak.py --minutes 3          # make soak MINUTES=3
     .venv/bin/python bench/soak.py --seconds 25 --users 6 --seed 7 --json report.json
@@ -14,7 +14,12 @@ own gateway, falls back to the others while it is down). ``--users`` users hold
 proxies (so a user's tabs sit on different gateways); they reconnect and resume by themselves.
 Two publishers post batches (notifications and ``generationProgress`` of a few generations per
 user, so slow readers see conflation) for random users to random gateways, each event with a
-unique id in its ``message``. The chaos (seeded; the seed is printed) picks random moments for
+unique id in its ``message``. Users also create short ``demo`` generations through random
+gateways: their records and job queue live in PostgreSQL (``--no-postgres``: Redis only), so a
+killed gateway's runs are taken over by another (``LIVEGATE_TAKEOVER_SECONDS``) and a database
+restart is ridden out; the service's own ``generationUpdate``/``generationProgress`` events are
+checked by the same ledger (by position), and every run must end with exactly one terminal
+update, the one its record says. The chaos (seeded; the seed is printed) picks random moments for
 each fault, the first of each kind early in the run. Then the drain: faults stop, every process
 is up, one marker per user is published and every connection must reach it (bounded), and
 the ledger gives the verdict. Exit status 1 when anything was lost, duplicated or mismatched
@@ -49,12 +54,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench
 from bench.soak_ledger import PROGRESS, Connection, Ledger, Verdict
 from livegate.client import ClientStopped, LivegateClient
 from livegate.protocol import messages
+from livegate.testing.postgres_server import PostgresServer
 from livegate.testing.process import GatewayProcess
 from livegate.testing.redis_server import RedisServer
 from livegate.testing.tcp_proxy import ChaosProxy
 
 STARTUP_TIMEOUT = 90.0  # the machine is shared: imports alone can take seconds
 PUBLISH_TIMEOUT = 3.0
+TERMINAL = frozenset({"completed", "failed", "cancelled"})
 _RAW = msgspec.json.Decoder()
 SERVER_COUNTERS = {"livegate_slow_consumer_closes_total": "slow_consumer_closes",
                    "livegate_events_conflated_total": "events_conflated"}
@@ -76,6 +83,9 @@ class Settings:
     history_max_events: int = 1000
     drain_timeout: float = 60.0
     rewind: bool = False  # restart Redis once from an older copy of its AOF (issue 14's failover gap)
+    postgres: bool = True  # records and jobs in PostgreSQL, demo generations created during the chaos
+    generation_rate: float = 1.0  # generations created per second, all users together
+    takeover_seconds: float = 3.0  # LIVEGATE_TAKEOVER_SECONDS: how soon a killed gateway's runs move
     json_path: Path | None = None
 
 
@@ -87,14 +97,62 @@ class Chaos:
     slow_episodes: int = 0
     floods: int = 0
     rewinds: int = 0
+    postgres_restarts: int = 0
     log: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Generations:
+    """What the soak's users created and what their connections were told about it."""
+
+    created: dict[str, str] = field(default_factory=dict)  # generation id -> user
+    create_outcomes: Counter[str] = field(default_factory=Counter)
+    # (user, generation) -> positions of terminal updates seen by any connection -> status
+    terminal_at: dict[tuple[str, str], dict[tuple[str, int], str]] = field(default_factory=dict)
+    records: dict[str, str] = field(default_factory=dict)  # generation id -> final status in GET
+
+    def seen(self, user: str, generation: str, status: str, position: tuple[str, int]) -> None:
+        if status in TERMINAL:
+            self.terminal_at.setdefault((user, generation), {})[position] = status
+
+    def verdict(self, resets_of: Callable[[str], int]) -> dict[str, Any]:
+        """Every created run recorded as ended, and announced by exactly one terminal update
+        carrying the recorded status. A run whose end no connection saw is only counted as
+        unpublished when no connection of its user had a reset (which may have announced it lost)."""
+        unfinished = [g for g in self.created if self.records.get(g) not in TERMINAL]
+        duplicated = [g for (_, g), at in self.terminal_at.items() if len(at) > 1]
+        mismatched = [g for (u, g), at in self.terminal_at.items()
+                      if any(status != self.records.get(g) for status in at.values())]
+        unpublished = [g for g, u in self.created.items() if self.records.get(g) in TERMINAL
+                       and (u, g) not in self.terminal_at and resets_of(u) == 0]
+        leaked = [f"generation {g} of {self.created[g]} reached {u}" for (u, g) in self.terminal_at
+                  if self.created.get(g, u) != u]
+        problems = ([f"generation {g} did not end (record: {self.records.get(g)})" for g in unfinished[:10]]
+                    + [f"generation {g}: terminal update at {sorted(self.terminal_at[(self.created[g], g)])}"
+                       for g in duplicated[:10]]
+                    + [f"generation {g}: a terminal update disagrees with its record" for g in mismatched[:10]]
+                    + [f"generation {g}: ended {self.records[g]} but no connection was told" for g in unpublished[:10]]
+                    + leaked[:10])
+        return {"generations_created": len(self.created), "create_outcomes": dict(self.create_outcomes),
+                "generation_statuses": dict(Counter(self.records.values())),
+                "generations_unfinished": len(unfinished), "terminal_duplicated": len(duplicated),
+                "terminal_mismatched": len(mismatched) + len(leaked), "terminal_unpublished": len(unpublished),
+                "generation_problems": problems}
+
+
+def _published_by_us(generation_id: str) -> bool:
+    """The publishers' made-up generations are ``g<n>`` (Soak._item); the service names its own."""
+    return generation_id[:1] == "g" and generation_id[1:].isdigit()
 
 
 class Tab:
     """One user's connection: the client, its consumer task and its ledger record."""
 
-    def __init__(self, url: str, token: Callable[[], str], conn: Connection) -> None:
+    def __init__(self, url: str, token: Callable[[], str], conn: Connection, ledger: Ledger,
+                 generations: Generations) -> None:
         self.conn = conn
+        self.ledger = ledger
+        self.generations = generations
         self.errors: Counter[str] = Counter()
         self.stopped: str | None = None
         self.client = LivegateClient(url, token, backoff_initial=0.05, backoff_max=0.5, on_frame=self._raw)
@@ -126,12 +184,30 @@ class Tab:
                 conn.event(message.epoch, message.offset, message.message, "notification")
             case messages.GenerationProgress():
                 supersedes = message.supersedes if isinstance(message.supersedes, list) else ()
-                conn.event(message.epoch, message.offset, str(message.message), PROGRESS,
-                           message.generation_id, supersedes)
+                event_id = str(message.message)
+                if not _published_by_us(message.generation_id):  # the service's own progress
+                    event_id = self._service_event("gp", message, PROGRESS)
+                conn.event(message.epoch, message.offset, event_id, PROGRESS, message.generation_id, supersedes)
             case messages.GenerationUpdate():
-                conn.event(message.epoch, message.offset, "?", "generationUpdate")
+                event_id = self._service_event(f"gu:{message.status}", message, "generationUpdate")
+                self.generations.seen(conn.user, message.generation_id, message.status,
+                                      (message.epoch, message.offset))
+                conn.event(message.epoch, message.offset, event_id, "generationUpdate", message.generation_id)
             case messages.Error():
                 self.errors[message.code] += 1
+
+    def _service_event(self, prefix: str, message: Any, kind: str) -> str:
+        """The service publishes its events itself: the first connection to see one enters it
+        in the ledger as acknowledged at its position (its id names what it carries, so another
+        connection given something else there is a mismatch, and another user's is a phantom)."""
+        event_id = f"{prefix}:{message.generation_id}:{message.epoch}:{message.offset}"
+        if event_id not in self.ledger.sent:
+            # Its queued update may arrive before the create's answer names the run: then this
+            # connection's user stands in (Generations.verdict checks updates reach only the owner).
+            user = self.generations.created.get(message.generation_id, self.conn.user)
+            self.ledger.will_publish(event_id, user, kind, message.generation_id)
+            self.ledger.acknowledged(event_id, message.epoch, message.offset)
+        return event_id
 
     async def close(self) -> None:
         await self.client.close()
@@ -148,7 +224,11 @@ class Soak:
         self.workdir = workdir
         self.ledger = Ledger()
         self.chaos = Chaos()
+        self.generations = Generations()
         self.redis = RedisServer(appendonly=True, startup_timeout=30)
+        self.postgres = PostgresServer(startup_timeout=60) if settings.postgres else None
+        self.database_url: str | None = None
+        self._postgres_lock = asyncio.Lock()
         self.gateways: list[GatewayProcess] = []
         self.proxies: list[ChaosProxy] = []
         self.tabs: list[Tab] = []
@@ -167,13 +247,20 @@ class Soak:
     # -- start and stop -----------------------------------------------------------------------
 
     def env(self) -> dict[str, str]:
-        return {"LIVEGATE_REDIS_URL": self.redis.url, "LIVEGATE_LOG_LEVEL": "WARNING",
-                "LIVEGATE_QUEUE_MAX_BYTES": str(self.s.queue_max_bytes),
-                "LIVEGATE_HISTORY_MAX_EVENTS": str(self.s.history_max_events),
-                "LIVEGATE_SHUTDOWN_GRACE": "2"}
+        env = {"LIVEGATE_REDIS_URL": self.redis.url, "LIVEGATE_LOG_LEVEL": "WARNING",
+               "LIVEGATE_QUEUE_MAX_BYTES": str(self.s.queue_max_bytes),
+               "LIVEGATE_HISTORY_MAX_EVENTS": str(self.s.history_max_events),
+               "LIVEGATE_SHUTDOWN_GRACE": "2"}
+        if self.database_url is not None:
+            env |= {"LIVEGATE_DATABASE_URL": self.database_url,
+                    "LIVEGATE_TAKEOVER_SECONDS": str(self.s.takeover_seconds)}
+        return env
 
     async def start(self) -> None:
         await asyncio.to_thread(self.redis.start)
+        if self.postgres is not None:
+            await asyncio.to_thread(self.postgres.start)
+            self.database_url = await asyncio.to_thread(self.postgres.create_database, "soak")
         self.gateways = [GatewayProcess(self.workdir / f"gw{i}", env=self.env(), startup_timeout=STARTUP_TIMEOUT)
                          for i in range(self.s.gateways)]
         await asyncio.gather(*(asyncio.to_thread(gw.start) for gw in self.gateways))
@@ -184,7 +271,8 @@ class Soak:
             for c in range(self.s.connections):
                 proxy = self.proxies[(u + c) % len(self.proxies)]
                 conn = self.ledger.connection(user, f"{user}/tab{c}")
-                tab = Tab(f"ws://127.0.0.1:{proxy.port}/v1/ws", lambda user=user: token_of(user, 3600), conn)
+                tab = Tab(f"ws://127.0.0.1:{proxy.port}/v1/ws", lambda user=user: token_of(user, 3600), conn,
+                          self.ledger, self.generations)
                 self.tabs.append(tab)
         await asyncio.gather(*(tab.start() for tab in self.tabs))
         await self._wait(lambda: all(tab.conn.welcomes for tab in self.tabs), 30, "every first welcome")
@@ -198,6 +286,8 @@ class Soak:
             await proxy.stop()
         await asyncio.gather(*(asyncio.to_thread(gw.terminate) for gw in self.gateways), return_exceptions=True)
         await asyncio.to_thread(self.redis.close)
+        if self.postgres is not None:
+            await asyncio.to_thread(self.postgres.close)
 
     @staticmethod
     async def _wait(check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -254,6 +344,53 @@ class Soak:
         self.publish_outcomes[outcome] += 1
         return outcome == "ok"
 
+    async def creator(self, deadline: float) -> None:
+        """Users create short demo runs through random gateways (each takes a few seconds, so
+        kills and database restarts meet runs that are queued, running and finishing)."""
+        if self.postgres is None or self.s.generation_rate <= 0:
+            return
+        async with httpx.AsyncClient(timeout=PUBLISH_TIMEOUT) as client:
+            while time.monotonic() < deadline:
+                await self.create(client, self.rng.choice(self.users), self.rng.choice(self.gateways))
+                await asyncio.sleep(self.rng.expovariate(self.s.generation_rate))
+
+    async def create(self, client: httpx.AsyncClient, user: str, gw: GatewayProcess) -> None:
+        inputs = {"prompt": f"soak {user}", "durationSeconds": round(self.rng.uniform(0.5, 4.0), 2),
+                  "steps": self.rng.randint(2, 8), "outputs": ["text"]}
+        try:
+            response = await client.post(f"{gw.http_url}/v1/generations", json={"toolId": "demo", "inputs": inputs},
+                                         headers={"Authorization": f"Bearer {gw.token(user, 600)}"})
+        except httpx.HTTPError:
+            self.generations.create_outcomes["no answer"] += 1  # a run may exist that nobody named: not checked
+            return
+        if response.status_code == 202:
+            self.generations.created[response.json()["id"]] = user
+        self.generations.create_outcomes[str(response.status_code)] += 1
+
+    async def settle(self) -> None:
+        """Wait (bounded) until every created run's record has ended and its end was seen."""
+        if not self.generations.created:
+            return
+        deadline = time.monotonic() + self.s.drain_timeout
+        pending = set(self.generations.created)
+        async with httpx.AsyncClient(timeout=PUBLISH_TIMEOUT) as client:
+            while pending and time.monotonic() < deadline:
+                for gen in sorted(pending):
+                    user, gw = self.generations.created[gen], self.rng.choice(self.gateways)
+                    try:
+                        response = await client.get(f"{gw.http_url}/v1/generations/{gen}",
+                                                    headers={"Authorization": f"Bearer {gw.token(user, 600)}"})
+                    except httpx.HTTPError:
+                        continue
+                    if response.status_code == 200:
+                        self.generations.records[gen] = status = response.json()["status"]
+                        if status in TERMINAL and (user, gen) in self.generations.terminal_at:
+                            pending.discard(gen)
+                await asyncio.sleep(0.25)
+        unfinished = sum(1 for g in pending if self.generations.records.get(g) not in TERMINAL)
+        self.chaos.log.append(f"{self._t():6.1f}s generations settled: {len(pending)} unseen or unfinished "
+                              f"({unfinished} unfinished)")
+
     async def scrape(self, gw: GatewayProcess) -> None:
         """Add the gateway's own counters (they restart at 0 with the process) to the totals."""
         try:
@@ -302,6 +439,19 @@ class Soak:
                                   f"down {down_for:.1f}s")
             await asyncio.sleep(down_for)
             await asyncio.to_thread(self.redis.start)
+
+    async def restart_postgres(self) -> None:
+        """PostgreSQL crashes or stops for a moment: creates answer 503, runs retry their writes
+        and every process's dispatch and takeover resume when it is back."""
+        assert self.postgres is not None
+        down_for = self.rng.uniform(0.5, 3.0)
+        crash = self.rng.random() < 0.5
+        async with self._postgres_lock:
+            await asyncio.to_thread(self.postgres.kill if crash else self.postgres.stop)
+            self.chaos.postgres_restarts += 1
+            self.chaos.log.append(f"{self._t():6.1f}s PostgreSQL {'SIGKILL' if crash else 'stop'}, down {down_for:.1f}s")
+            await asyncio.sleep(down_for)
+            await asyncio.to_thread(self.postgres.start)
 
     def cut(self) -> None:
         proxy = self.rng.choice(self.proxies)
@@ -376,6 +526,8 @@ class Soak:
                  "flood": max(8.0, span / 12)}
         if self.s.flood_bytes <= 0:
             del means["flood"]
+        if self.postgres is not None:
+            means["postgres"] = max(12.0, span / 4)
         start = time.monotonic()
         if self.s.rewind:
             self._spawn(self.rewind(span))
@@ -390,6 +542,8 @@ class Soak:
                 self._spawn(self.kill_and_restart())
             elif kind == "redis" and not self._redis_lock.locked():
                 self._spawn(self.restart_redis())
+            elif kind == "postgres" and not self._postgres_lock.locked():
+                self._spawn(self.restart_postgres())
             elif kind == "cut":
                 self.cut()
             elif kind == "slow":
@@ -409,7 +563,10 @@ class Soak:
         await asyncio.gather(*self._background, return_exceptions=True)
         if not self.redis.running():
             await asyncio.to_thread(self.redis.start)
+        if self.postgres is not None and not self.postgres.running():
+            await asyncio.to_thread(self.postgres.start)
         await asyncio.gather(*(asyncio.to_thread(gw.start) for gw in self.gateways if not gw.running()))
+        await self.settle()  # before the markers: every run's updates are then below them
         finals: dict[str, tuple[str, int]] = {}
         deadline = time.monotonic() + self.s.drain_timeout
         async with httpx.AsyncClient(timeout=PUBLISH_TIMEOUT) as client:
@@ -446,7 +603,8 @@ class Soak:
               f"in {self._t():.1f}s", flush=True)
         chaos_started = time.monotonic()
         deadline = chaos_started + self.s.seconds
-        await asyncio.gather(self.publisher(deadline, 0.5), self.publisher(deadline, 0.5), self.chaos_loop(deadline))
+        await asyncio.gather(self.publisher(deadline, 0.5), self.publisher(deadline, 0.5), self.creator(deadline),
+                             self.chaos_loop(deadline))
         chaos_ended = time.monotonic() - chaos_started
         finals = await self.drain()
         print(f"drained in {time.monotonic() - chaos_started - chaos_ended:.1f}s", flush=True)
@@ -461,11 +619,17 @@ class Soak:
             errors.update(tab.errors)
         figures = asdict(verdict)
         problems = figures.pop("problems")
+        resets: Counter[str] = Counter()
+        for tab in self.tabs:
+            resets[tab.conn.user] += tab.conn.resets
+        generations = self.generations.verdict(resets.__getitem__)
+        problems += generations.pop("generation_problems")
         figures.update(
             seed=self.s.seed, seconds=round(chaos_seconds, 1), users=self.s.users, connections=len(self.tabs),
             gateways=self.s.gateways, kills=self.chaos.kills, redis_restarts=self.chaos.redis_restarts,
             proxy_cuts=self.chaos.cuts, slow_episodes=self.chaos.slow_episodes, floods=self.chaos.floods,
-            rewinds=self.chaos.rewinds,
+            rewinds=self.chaos.rewinds, postgres=self.postgres is not None,
+            postgres_restarts=self.chaos.postgres_restarts, **generations,
             reconnects=sum(max(0, tab.conn.welcomes - 1) for tab in self.tabs),
             close_codes=dict(sorted(codes.items())), errors=dict(sorted(errors.items())),
             slow_consumer_closes=int(self.server_counters["slow_consumer_closes"]),
@@ -485,7 +649,8 @@ def report(figures: dict[str, Any]) -> str:
         f"conflated {figures['conflated']})",
         f"  kills {figures['kills']}, Redis restarts {figures['redis_restarts']}, proxy cuts {figures['proxy_cuts']}, "
         f"slow episodes {figures['slow_episodes']}, floods {figures['floods']}"
-        + (f", AOF rewinds {figures['rewinds']}" if figures["rewinds"] else ""),
+        + (f", AOF rewinds {figures['rewinds']}" if figures["rewinds"] else "")
+        + (f", PostgreSQL restarts {figures['postgres_restarts']}" if figures["postgres"] else ""),
         f"  reconnects {figures['reconnects']}, slow-consumer closes {figures['slow_consumer_closes']} "
         f"(counted by the gateways; conflated there {figures['events_conflated_by_servers']}), "
         f"close codes {figures['close_codes']}, errors {figures['errors']}",
@@ -494,6 +659,12 @@ def report(figures: dict[str, Any]) -> str:
         f"  lost {figures['lost']}, duplicated {figures['duplicated']}, mismatched {figures['mismatched']}, "
         f"not drained {figures['not_drained']}, stopped clients {figures['stopped_clients']}",
     ]
+    if figures["postgres"]:
+        lines.append(
+            f"  generations created {figures['generations_created']} (create answers {figures['create_outcomes']}), "
+            f"ended {figures['generation_statuses']}; unfinished {figures['generations_unfinished']}, "
+            f"terminal updates duplicated {figures['terminal_duplicated']}, mismatched "
+            f"{figures['terminal_mismatched']}, unpublished {figures['terminal_unpublished']}")
     lines += [f"  problem: {p}" for p in figures["problems"]]
     return "\n".join(lines)
 
@@ -513,13 +684,18 @@ def parse(argv: list[str] | None = None) -> Settings:
     p.add_argument("--drain-timeout", type=float, default=60.0)
     p.add_argument("--rewind", action="store_true",
                    help="once, restart Redis from an older copy of its AOF (a failover that lost writes)")
+    p.add_argument("--no-postgres", dest="postgres", action="store_false",
+                   help="Redis only: no PostgreSQL, no generations")
+    p.add_argument("--generation-rate", type=float, default=1.0, help="demo generations created per second")
+    p.add_argument("--takeover-seconds", type=float, default=3.0, help="LIVEGATE_TAKEOVER_SECONDS of the gateways")
     p.add_argument("--json", type=Path, help="write the figures here")
     a = p.parse_args(argv)
     seed = a.seed if a.seed is not None else int.from_bytes(os.urandom(4), "big")
     return Settings(seconds=a.seconds if a.seconds is not None else a.minutes * 60, users=a.users,
                     connections=a.connections, gateways=a.gateways, rate=a.rate, seed=seed,
                     queue_max_bytes=a.queue_max_bytes, flood_bytes=a.flood_bytes, history_max_events=a.history_max_events,
-                    drain_timeout=a.drain_timeout, rewind=a.rewind, json_path=a.json)
+                    drain_timeout=a.drain_timeout, rewind=a.rewind, postgres=a.postgres,
+                    generation_rate=a.generation_rate, takeover_seconds=a.takeover_seconds, json_path=a.json)
 
 
 async def amain(settings: Settings) -> int:
@@ -537,7 +713,9 @@ async def amain(settings: Settings) -> int:
     print(report(figures))
     if settings.json_path is not None:
         settings.json_path.write_text(json.dumps(figures, indent=2) + "\n")
-    failed = not verdict.ok or figures["not_drained"] or figures["stopped_clients"]
+    failed = (not verdict.ok or figures["not_drained"] or figures["stopped_clients"]
+              or figures.get("generations_unfinished") or figures.get("terminal_duplicated")
+              or figures.get("terminal_mismatched") or figures.get("terminal_unpublished"))
     print("FAILED" if failed else "OK: nothing lost, nothing duplicated", flush=True)
     if not failed:
         shutil.rmtree(workdir, ignore_errors=True)

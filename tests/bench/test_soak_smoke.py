@@ -1,6 +1,8 @@
-"""bench/soak.py end to end, short: 2 gateways on one Redis, 6 users x 2 connections, ~18 s of
-chaos with at least one gateway kill, one Redis restart, proxy cuts and a flood behind a slowed
-proxy; the ledger must find nothing lost, duplicated or mismatched (bench/soak_ledger.py)."""
+"""bench/soak.py end to end, short: 2 gateways on one Redis and one PostgreSQL, 6 users x 2
+connections creating demo runs, ~18 s of chaos with at least one gateway kill, one Redis and one
+PostgreSQL restart, proxy cuts and a flood behind a slowed proxy; the ledger must find nothing
+lost, duplicated or mismatched (bench/soak_ledger.py), and every run must end with exactly one
+terminal update matching its record."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ def test_a_short_soak_loses_and_duplicates_nothing(tmp_path: Path) -> None:
         [sys.executable, str(ROOT / "bench" / "soak.py"), "--seconds", "18", "--users", "6",
          "--connections", "2", "--gateways", "2", "--rate", "100", "--flood-bytes", "3000000",
          "--drain-timeout", "30", "--seed", str(seed), "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=110, check=False,
+        cwd=ROOT, capture_output=True, text=True, timeout=150, check=False,
     )
     print(proc.stdout[-4000:])
     assert proc.returncode == 0, f"seed {seed}\n{proc.stdout[-4000:]}\n{proc.stderr[-3000:]}"
@@ -35,3 +37,6 @@ def test_a_short_soak_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     assert figures["kills"] >= 1 and figures["proxy_cuts"] >= 1, figures
     assert figures["published"] > 200 and figures["delivered"] > figures["published"], figures
     assert figures["reconnects"] >= 1, figures
+    assert figures["postgres_restarts"] >= 1 and figures["generations_created"] >= 3, figures
+    assert figures["generations_unfinished"] == 0 and figures["terminal_duplicated"] == 0, figures
+    assert figures["terminal_mismatched"] == 0 and figures["terminal_unpublished"] == 0, figures

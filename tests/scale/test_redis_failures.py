@@ -267,3 +267,41 @@ async def test_a_silently_dead_subscription_fails_readiness_and_is_reestablished
 async def _not_ready(gw: GatewayProcess) -> bool:
     status, body = await readiness(gw)
     return status == 503 and body["checks"]["subscriber"] is False
+
+
+async def test_a_run_ending_while_redis_is_down_is_announced_once_it_is_back(cluster: Cluster) -> None:
+    """The record says `completed` while Redis is down (same data, same epoch when it is back:
+    no `recovered: false` would tell the client): the service keeps the update and publishes it
+    once the bus is back, exactly once, after the run's earlier updates."""
+    gws, user = cluster.gateways, user_name("ends-offline")
+    watcher = ResumingClient(gws[1].ws_url, gws[1].token(user))
+    headers = {"Authorization": f"Bearer {gws[0].token(user)}"}
+    try:
+        await watcher.start()
+        async with httpx.AsyncClient(base_url=gws[0].http_url, headers=headers, timeout=10) as client:
+            created = await client.post("/v1/generations", json={"toolId": "demo", "inputs": {
+                "prompt": "outage", "durationSeconds": 2.0, "steps": 2, "outputs": ["text"]}})
+            assert created.status_code == 202, created.text
+            gen_id = created.json()["id"]
+
+            def updates() -> list[str]:
+                return [e["status"] for e in watcher.events
+                        if e["type"] == "generationUpdate" and e["generationId"] == gen_id]
+
+            await eventually(lambda: "running" in updates(), timeout=15.0, what="the run started")
+            await asyncio.to_thread(cluster.redis.stop)
+
+            async def recorded() -> bool:
+                return (await client.get(f"/v1/generations/{gen_id}")).json()["status"] == "completed"
+
+            await wait_until(recorded, 20.0, "the run recorded as completed while Redis is down")
+            assert "completed" not in updates()
+            await asyncio.to_thread(cluster.redis.start)
+            await eventually(lambda: "completed" in updates(), timeout=20.0, what="the end announced")
+        assert updates() == ["queued", "running", "completed"], updates()
+        assert len(watcher.welcomes) == 1 or all(w.get("recovered") is not False for w in watcher.welcomes)
+        assert not watcher.invalid, watcher.invalid[:3]
+    finally:
+        if not cluster.redis.running():
+            await asyncio.to_thread(cluster.redis.start)
+        await close_all([watcher])

@@ -38,6 +38,16 @@ Store outages: the HTTP API answers 503 (``StoreUnavailable``); a run that ends 
 the outage keeps retrying its final write (bounded by ``store_retry_seconds``) and
 publishes its terminal update once the record is saved — so the stream never announces
 what the records do not hold.
+
+Bus outages: a lifecycle update (``generationUpdate``) that cannot be published because the
+bus is down is kept, in order per user, and published again with backoff (bounded by
+``store_retry_seconds`` and :data:`MAX_UNPUBLISHED_PER_USER`) — without that a run ending
+while Redis restarts with its data (same epoch, so no ``recovered: false``) would be
+recorded as ended while no client is ever told (found by the chaos soak). Progress is not
+kept: the next progress or the final update supersedes it. When Redis failed *after*
+receiving a publish (the connection died before its answer) the retry can append the same
+update a second time, at a new offset: clients treat ``generationUpdate`` as the run's state,
+so a repeat is harmless; a lost end is not.
 """
 
 from __future__ import annotations
@@ -49,6 +59,7 @@ import os
 import secrets
 import socket
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -102,6 +113,11 @@ class InputsInvalid(Exception):
         self.errors = errors
 
 
+#: Lifecycle updates of one user kept for republishing while the bus is down; beyond it the
+#: oldest are dropped (logged at error level). A user has at most a few runs changing state.
+MAX_UNPUBLISHED_PER_USER = 1000
+
+
 class _Stopping(Exception):
     """The process stops while a store write is being retried."""
 
@@ -141,6 +157,8 @@ class GenerationService:
         self._dispatch_lock = asyncio.Lock()
         self._ticker: asyncio.Task[None] | None = None
         self._stopping = False
+        self._unpublished: dict[str, deque[http.GenerationUpdateInput]] = {}  # user -> updates to retry
+        self._republishers: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_config(cls, config: Any, publisher: Publisher) -> GenerationService:
@@ -204,6 +222,9 @@ class GenerationService:
                 with contextlib.suppress(Exception):
                     await self.engine.defer(gen_id, tool_id)
         await self.engine.close()
+        for task in list(self._republishers):
+            task.cancel()
+        await asyncio.gather(*self._republishers, return_exceptions=True)
         for tool in self.tools.values():
             with contextlib.suppress(Exception):
                 await tool.aclose()
@@ -563,7 +584,53 @@ class GenerationService:
                                          node_id=row.error.get("nodeId", _UNSET))
         event = http.GenerationUpdateInput(generation_id=row.id, tool_id=row.tool_id,
                                            status=row.status, outputs=outputs, error=error)  # type: ignore[arg-type]
-        await self.publish(row.user_id, event)
+        await self._publish_lifecycle(row.user_id, event)
+
+    async def _publish_lifecycle(self, user_id: str, event: http.GenerationUpdateInput) -> None:
+        """Publish a lifecycle update now, or keep it for :meth:`_republish` (see the module
+        docstring, "Bus outages"); updates of one user keep their order either way."""
+        backlog = self._unpublished.get(user_id)
+        if backlog is None:
+            try:
+                await self.publisher.publish_one(user_id, event)
+                return
+            except BusError as exc:
+                log.warning("could not publish a generation update, will retry: %s", exc.message,
+                            extra={"user_id": user_id, "generation_id": event.generation_id})
+            backlog = self._unpublished[user_id] = deque()
+            task = asyncio.create_task(self._republish(user_id, backlog))
+            self._republishers.add(task)
+            task.add_done_callback(self._republishers.discard)
+        if len(backlog) >= MAX_UNPUBLISHED_PER_USER:
+            dropped = backlog.popleft()
+            log.error("dropped an unpublished generation update (too many waiting for the bus)",
+                      extra={"user_id": user_id, "generation_id": dropped.generation_id})
+        backlog.append(event)
+
+    async def _republish(self, user_id: str, backlog: deque[http.GenerationUpdateInput]) -> None:
+        deadline = time.monotonic() + self.store_retry_seconds
+        delay = 0.05
+        try:
+            while backlog:
+                await asyncio.sleep(delay)
+                try:
+                    await self.publisher.publish_one(user_id, backlog[0])
+                except BusError:
+                    if time.monotonic() + delay > deadline:
+                        log.error("gave up publishing %d generation update(s): the bus stayed unavailable",
+                                  len(backlog), extra={"user_id": user_id})
+                        return
+                    delay = min(max(delay * 2, 0.05), 2.0)
+                else:
+                    backlog.popleft()
+                    delay = 0.0  # the bus is back: the rest at once
+        except asyncio.CancelledError:
+            if backlog:
+                log.error("stopping with %d generation update(s) unpublished", len(backlog),
+                          extra={"user_id": user_id})
+            raise
+        finally:
+            self._unpublished.pop(user_id, None)
 
     async def publish(self, user_id: str, event: Any) -> None:
         """Publish for a run; a bus outage is logged, never fatal to the run (the record
