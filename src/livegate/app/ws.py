@@ -31,6 +31,7 @@ from livegate.protocol.codes import CLOSE_CODES, FATAL_CLOSE
 from livegate.protocol.delivery import OVERFLOW, QUEUED, WRITE, Delivery
 from livegate.protocol.resume import Fresh, Replay
 from livegate.protocol.session import Authenticate, Close, Effect, Session
+from livegate.protocol.textdelta import LegacyText
 from livegate.transport.wire import Wire
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ class Connection:
         "_deliveries",
         "_flush_scheduled",
         "_joining",
+        "_legacy_text",
         "_lost",
         "_metrics",
         "_origin",
@@ -89,6 +91,10 @@ class Connection:
         self._flush_scheduled = False
         self._joining: list[tuple[str | None, int]] | None = None  # frames that wait for the join
         self._subscription: Subscription | None = None
+        # Set at the join unless the client asked for auth.textDeltas: its progress frames
+        # get the deprecated partialText rebuilt from the deltas, at the point they are
+        # written (after conflation merged them, in wire order).
+        self._legacy_text: LegacyText | None = None
         self._registered_user: str | None = None
         self._counted = False  # in the connections gauge (authenticated and welcomed)
         self._conflated_seen = 0
@@ -235,6 +241,8 @@ class Connection:
                 self._apply(self.session.fail("server_restart", "The server is shutting down"))
             return
         self._registered_user = user
+        if not auth.text_deltas:
+            self._legacy_text = LegacyText(self.gw.text_so_far)
         self.delivery.hold()
         resume = auth.resume
         try:
@@ -275,7 +283,7 @@ class Connection:
         wire = self.wire
         decision = self.delivery.offer(event, self._clock, wire.writable)
         if decision == WRITE:
-            wire.write(event.data)
+            wire.write(event.data if self._legacy_text is None else self._legacy_text.frame(event.data))
             self._deliveries.record(event.published_at)
         elif decision == QUEUED:
             self._schedule_flush()
@@ -312,14 +320,14 @@ class Connection:
         self._flush_scheduled = False
         if self._lost:
             return
-        delivery, wire, deliveries = self.delivery, self.wire, self._deliveries
+        delivery, wire, deliveries, legacy = self.delivery, self.wire, self._deliveries, self._legacy_text
         written = 0
         while wire.writable:
             item = delivery.next_item()
             if item is None:
                 break
             text, published_at = item
-            wire.write(text)
+            wire.write(text if legacy is None else legacy.frame(text))
             if published_at is not None:
                 deliveries.record(published_at)
             written += 1

@@ -399,6 +399,11 @@ class GenerationService:
             self._ended.pop(gen_id, None)  # (a local run pops its own when it ends)
         return await self.describe(await self._owned(user_id, gen_id))
 
+    def local_text(self, gen_id: str) -> str | None:
+        """The text streamed so far by a run of this process (``None``: not running here)."""
+        ctx = self._contexts.get(gen_id)
+        return ctx.text if ctx is not None else None
+
     async def describe(self, row: GenerationRow) -> http.Generation:
         outputs = [self.outputs.describe(o) for o in await self.store.outputs(row.output_ids)]
         progress: Any = _UNSET
