@@ -6,7 +6,15 @@ import json
 import random
 
 from livegate.protocol.outbox import Outbox, Outgoing
-from livegate.protocol.textdelta import LegacyText, TextAssembler, apply, merge, merge_frames, utf16_len, utf16_prefix
+from livegate.protocol.textdelta import (
+    LegacyText,
+    TextAssembler,
+    apply,
+    merge,
+    merge_frames,
+    utf16_len,
+    utf16_prefix,
+)
 
 ASTRAL = "a🌅b😀é\u4e2d"  # two astral chars (2 UTF-16 units each), one BMP accent, one CJK
 
