@@ -14,9 +14,13 @@ from typing import Any
 import pytest
 import websockets
 
+from livegate.client import LivegateClient
 from livegate.protocol import http
+from livegate.protocol.messages import GenerationProgress, GenerationUpdate
 from livegate.testing.gateway import running_gateway
+from livegate.testing.spec_validation import assert_valid_message
 
+from ._generations import stack
 from .conftest import Probe
 
 #: ASCII, accents, CJK and characters outside the BMP (2 UTF-16 code units each).
@@ -131,3 +135,41 @@ async def test_a_late_joiner_gets_the_prefix_from_the_snapshot(tmp_path: Path, c
             held = [message] if message["type"] == "generationProgress" else []
         [output] = [o for o in message["outputs"] if o["kind"] == "text"]
         assert text == output["text"]
+
+
+async def follow_text(client: LivegateClient, gen_id: str) -> tuple[str | None, str]:
+    """The last streamed text the client exposed (``partial_text``) and the final text."""
+    last: str | None = None
+    async with asyncio.timeout(60):
+        while True:
+            message = await client.next_message(timeout=30)
+            if getattr(message, "generation_id", None) != gen_id:
+                continue
+            if isinstance(message, GenerationProgress) and isinstance(message.partial_text, str):
+                last = message.partial_text
+            if isinstance(message, GenerationUpdate) and message.status == "completed":
+                [output] = [o for o in message.outputs or [] if o.kind == "text"]
+                assert isinstance(output.text, str)
+                return last, output.text
+
+
+async def test_the_python_client_shows_the_streamed_text_of_an_openai_run_even_when_it_joins_mid_stream(
+        tmp_path: Path) -> None:
+    async with stack(tmp_path) as env:
+        gw = env.gw
+        expected = env.openai.long_answer(600, seconds=4)
+        async with LivegateClient(gw.ws_url, gw.token("alice"), on_frame=assert_valid_message) as early:
+            await asyncio.wait_for(early.connected.wait(), 10)
+            async with gw.http("alice") as client:
+                created = (await client.post("/v1/generations", json={"toolId": "chat",
+                                                                       "inputs": {"prompt": "x"}})).json()
+            following = asyncio.create_task(follow_text(early, created["id"]))
+            async with asyncio.timeout(30):
+                while not (early.texts.text(created["id"]) or "").endswith("waves"):
+                    await asyncio.sleep(0.02)  # the early client has some text: join now
+            async with LivegateClient(gw.ws_url, gw.token("alice"), on_frame=assert_valid_message) as late:
+                late_text, late_final = await follow_text(late, created["id"])
+            early_text, early_final = await following
+    assert early_final == late_final == expected
+    assert early_text == expected, "the streamed text must equal the final text"
+    assert late_text == expected, "a client that joined mid-stream must rebuild the exact text too"
