@@ -124,3 +124,19 @@ def test_a_legacy_late_joiner_gets_partial_text_once_the_prefix_is_known() -> No
     run_text["g1"] = "Hello wor"  # the run (on this process) is already further
     assert json.loads(legacy.frame(progress(8, 5, " wo").data))["partialText"] == "Hello wo"
     assert json.loads(legacy.frame(progress(9, 8, "rld").data))["partialText"] == "Hello world"
+
+
+def test_a_legacy_late_joiner_asks_once_for_a_prefix_from_elsewhere() -> None:
+    """The run is on another process: the I/O layer takes ``wanted``, fetches the saved
+    text (which may lag) and seeds; one fetch at a time per generation."""
+    legacy = LegacyText(lambda gen: None)
+    assert "partialText" not in json.loads(legacy.frame(progress(7, 3, "lo").data))
+    assert legacy.wanted == ["g1"]
+    legacy.wanted.clear()
+    legacy.frame(progress(8, 5, " wo").data)
+    assert legacy.wanted == []  # still in flight: not asked twice
+    legacy.seed("g1", "He")  # the saved text lagged behind the held deltas
+    assert "partialText" not in json.loads(legacy.frame(progress(9, 8, "r").data))
+    assert legacy.wanted == ["g1"]  # asked again
+    legacy.seed("g1", "Hel")
+    assert json.loads(legacy.frame(progress(10, 9, "ld").data))["partialText"] == "Hello world"

@@ -45,6 +45,8 @@ MAX_FRAMES_WHILE_JOINING = 64
 #: Frames one flush callback writes before it gives the loop a turn (a long replay to a fast
 #: reader must not hold the loop).
 FRAMES_PER_FLUSH = 256
+#: Seconds before the prefix of a legacy connection's generation is asked for again.
+PREFIX_RETRY_SECONDS = 0.5
 
 
 class Connection:
@@ -68,6 +70,7 @@ class Connection:
         "_registered_user",
         "_replayed_seen",
         "_subscription",
+        "_text_fetches",
         "_timer",
         "delivery",
         "gw",
@@ -95,6 +98,7 @@ class Connection:
         # get the deprecated partialText rebuilt from the deltas, at the point they are
         # written (after conflation merged them, in wire order).
         self._legacy_text: LegacyText | None = None
+        self._text_fetches: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak references
         self._registered_user: str | None = None
         self._counted = False  # in the connections gauge (authenticated and welcomed)
         self._conflated_seen = 0
@@ -283,7 +287,7 @@ class Connection:
         wire = self.wire
         decision = self.delivery.offer(event, self._clock, wire.writable)
         if decision == WRITE:
-            wire.write(event.data if self._legacy_text is None else self._legacy_text.frame(event.data))
+            wire.write(event.data if self._legacy_text is None else self._legacy_frame(event.data))
             self._deliveries.record(event.published_at)
         elif decision == QUEUED:
             self._schedule_flush()
@@ -292,6 +296,29 @@ class Connection:
             log.warning("slow consumer", extra={"connection_id": self.id, "user_id": self._registered_user,
                                                 "queued_bytes": self.delivery.outbox.bytes})
             self.request_close("slow_consumer", "Outbound queue overflow; reconnect and resume", flush=False)
+
+    def _legacy_frame(self, data: str) -> str:
+        """``data`` in the deprecated ``partialText`` form (a client without
+        ``auth.textDeltas``); a generation joined mid-stream whose run is on another process
+        gets its prefix fetched from the store (one fetch at a time per generation)."""
+        legacy = self._legacy_text
+        assert legacy is not None
+        frame = legacy.frame(data)
+        while legacy.wanted:
+            gen_id = legacy.wanted.pop()
+            task = asyncio.get_running_loop().create_task(self._fetch_prefix(legacy, gen_id), name=f"ws-text-{self.id}")
+            self._text_fetches.add(task)
+            task.add_done_callback(self._text_fetches.discard)
+        return frame
+
+    async def _fetch_prefix(self, legacy: LegacyText, gen_id: str) -> None:
+        prefix = None
+        generations = self.gw.generations
+        with contextlib.suppress(Exception):  # best effort: the final update carries the text
+            prefix = await generations.saved_text(gen_id) if generations is not None else None
+        if prefix is None:
+            await asyncio.sleep(PREFIX_RETRY_SECONDS)  # the runner saves it about once a second
+        legacy.seed(gen_id, prefix)
 
     async def _leave_stream(self) -> None:
         try:
@@ -327,7 +354,7 @@ class Connection:
             if item is None:
                 break
             text, published_at = item
-            wire.write(text if legacy is None else legacy.frame(text))
+            wire.write(text if legacy is None else self._legacy_frame(text))
             if published_at is not None:
                 deliveries.record(published_at)
             written += 1

@@ -197,6 +197,10 @@ class LegacyText:
     def __init__(self, lookup: Callable[[str], str | None] | None = None) -> None:
         self.assembler = TextAssembler()
         self._lookup = lookup
+        #: Generations whose prefix the I/O layer should fetch (from the store: the run is on
+        #: another process); it takes them, and calls :meth:`seed` or :meth:`fetch_failed`.
+        self.wanted: list[str] = []
+        self._asked: set[str] = set()
 
     def frame(self, data: str) -> str:
         """The frame to write instead of ``data``."""
@@ -204,6 +208,7 @@ class LegacyText:
             body = _decode(data)
             if body.get("status") in FINAL_STATUSES and isinstance(body.get("generationId"), str):
                 self.assembler.forget(body["generationId"])
+                self._asked.discard(body["generationId"])
             return data
         if '"textDelta"' not in data:
             return data
@@ -218,13 +223,20 @@ class LegacyText:
             prefix = self._lookup(gen_id)
             if prefix is not None:
                 text = assembler.seed(gen_id, prefix)
+        if text is None and gen_id not in self._asked:
+            self._asked.add(gen_id)
+            self.wanted.append(gen_id)
         del body["textOffset"], body["textDelta"]
         if text is not None:
             body["partialText"] = text
         return _encode(body).decode()
 
-    def seed(self, generation_id: str, prefix: str) -> None:
-        self.assembler.seed(generation_id, prefix)
+    def seed(self, generation_id: str, prefix: str | None) -> None:
+        """A fetched prefix (``None``: none was found); the next frame asks again if it
+        did not reach the held deltas."""
+        self._asked.discard(generation_id)
+        if prefix is not None:
+            self.assembler.seed(generation_id, prefix)
 
 
 __all__ = ["LegacyText", "TextAssembler", "apply", "merge", "merge_frames", "utf16_len", "utf16_prefix"]

@@ -404,6 +404,16 @@ class GenerationService:
         ctx = self._contexts.get(gen_id)
         return ctx.text if ctx is not None else None
 
+    async def saved_text(self, gen_id: str) -> str | None:
+        """The text streamed so far: this process's run, else the snapshot its runner saved
+        (about once a second); ``None`` when there is none."""
+        local = self.local_text(gen_id)
+        if local is not None:
+            return local
+        row = await self.store.get(gen_id)
+        text = (row.progress or {}).get("partialText") if row is not None and row.status == "running" else None
+        return text if isinstance(text, str) else None
+
     async def describe(self, row: GenerationRow) -> http.Generation:
         outputs = [self.outputs.describe(o) for o in await self.store.outputs(row.output_ids)]
         progress: Any = _UNSET
