@@ -392,3 +392,32 @@ async def test_no_job_outlives_its_run(harness: Any) -> None:
     async with asyncio.timeout(5):
         while list(await svc.engine.app.job_manager.list_jobs_async()):
             await asyncio.sleep(0.02)
+
+
+async def test_streamed_text_goes_out_as_deltas_that_rebuild_every_text_the_tool_sent(harness: Any) -> None:
+    """Appends, emoji outside the BMP (UTF-16 offsets), a cut and a rewrite: applying each
+    event's ``text[:textOffset] + textDelta`` gives exactly the tool's text at that point."""
+    from livegate.protocol.textdelta import apply
+
+    tool = ScriptedTool()
+    h = harness(tool)
+    svc = await h.start()
+    created = generation(await svc.create("alice", "scripted", {"prompt": "hi"}))
+    [run] = await tool.started(1)
+    await h.wait_status("alice", created["id"], "running")
+    sent = ["Hel", "Hello 🌅", "Hello 🌅 wor", "Hello 🌅 world😀!", "Hello", "Help me"]
+    for i, text in enumerate(sent[1:]):
+        await run.ctx.progress(0.6 + i / 100, partial_text=text)
+        await run.ctx.flush()  # type: ignore[attr-defined]
+    snapshot = (await h.wait_status("alice", created["id"], "running"))["progress"]
+    assert snapshot["partialText"] == "Help me"  # GET: the text so far
+    run.finish.set_result("ok")
+    await h.wait_status("alice", created["id"], "completed")
+    events = [e for e in await h.events("alice") if "textDelta" in e]
+    texts, text = [], ""
+    for event in events:
+        step = apply(text, event["textOffset"], event["textDelta"])
+        assert step is not None
+        texts.append(text := step)
+    assert texts == [*sent, "Hello"]  # the scripted tool ends with "Hello"
+    assert [e["textOffset"] for e in events[1:4]] == [3, 8, 12]  # 🌅 counts 2 UTF-16 units

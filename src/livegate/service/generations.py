@@ -580,12 +580,16 @@ class GenerationService:
                                            status=row.status, outputs=outputs, error=error)  # type: ignore[arg-type]
         await self.publish(row.user_id, event)
 
-    async def publish(self, user_id: str, event: Any) -> None:
+    async def publish(self, user_id: str, event: Any) -> bool:
         """Publish for a run; a bus outage is logged, never fatal to the run (the record
-        stays right and clients resync over HTTP after ``recovered: false``)."""
+        stays right and clients resync over HTTP after ``recovered: false``). ``False``
+        when the event was not published."""
         try:
             await self.publisher.publish_one(user_id, event)
         except BusError as exc:
             log.error("could not publish generation event: %s", exc.message, extra={"user_id": user_id})
         except EventTooLarge as exc:  # a tool's event over LIVEGATE_MAX_EVENT_BYTES: never on a stream
             log.warning("generation event dropped: %s", exc.message, extra={"user_id": user_id})
+        else:
+            return True
+        return False

@@ -158,29 +158,35 @@ class ServiceRunContext:
             self._flush_task = None
         if event is not None and not self.closed:
             self._last_sent = time.monotonic()
-            for part in self._with_text(self._bounded(event)):
-                await self._service.publish(self._row.user_id, part)
+            for part, sent_text, sent_units in self._with_text(self._bounded(event)):
+                if not await self._service.publish(self._row.user_id, part):
+                    break  # not on the stream: the next event carries this text again
+                self._sent_text, self._sent_units = sent_text, sent_units
 
-    def _with_text(self, event: http.GenerationProgressInput) -> list[http.GenerationProgressInput]:
+    def _with_text(self, event: http.GenerationProgressInput) -> list[tuple[http.GenerationProgressInput, str, int]]:
         """``event`` with the text streamed since the last published one as ``textDelta`` +
-        ``textOffset``; split over several events when the delta would not fit one."""
+        ``textOffset`` (split over several events when it would not fit one), each with the
+        sent text and its length once it is published."""
         text, sent = self.text, self._sent_text
         if text == sent:
-            return [event]
+            return [(event, sent, self._sent_units)]
         if text.startswith(sent):
-            offset, delta = self._sent_units, text[len(sent):]
+            common, offset = len(sent), self._sent_units
         else:  # the tool rewrote the text: restart at the common prefix (asyncapi: text[:offset] + delta)
-            common = next((i for i, (a, b) in enumerate(zip(text, sent, strict=False)) if a != b), min(len(text), len(sent)))
-            offset, delta = utf16_len(text[:common]), text[common:]
-        self._sent_text, self._sent_units = text, offset + utf16_len(delta)
+            common = next((i for i, (a, b) in enumerate(zip(text, sent, strict=False)) if a != b),
+                          min(len(text), len(sent)))
+            offset = utf16_len(text[:common])
         # Encoded JSON takes at most 6 bytes per code point (\u00XX escapes).
         publisher = self._service.publisher
         room = max(256, (publisher.max_event_bytes - 1024 - publisher.encoded_size(event)) // 6)
         parts = []
-        for start in range(0, len(delta), room):
-            piece = delta[start:start + room]
-            parts.append(msgspec.structs.replace(event, text_delta=piece, text_offset=offset))
+        for start in range(common, len(text), room):
+            piece = text[start:start + room]
+            parts.append((msgspec.structs.replace(event, text_delta=piece, text_offset=offset),
+                          text[:start + len(piece)], offset + utf16_len(piece)))
             offset += utf16_len(piece)
+        if not parts:  # the tool cut its text short: an empty delta where it now ends
+            parts.append((msgspec.structs.replace(event, text_delta="", text_offset=offset), text, offset))
         return parts
 
     def _bounded(self, event: http.GenerationProgressInput) -> http.GenerationProgressInput:
