@@ -173,3 +173,27 @@ async def test_the_python_client_shows_the_streamed_text_of_an_openai_run_even_w
     assert early_final == late_final == expected
     assert early_text == expected, "the streamed text must equal the final text"
     assert late_text == expected, "a client that joined mid-stream must rebuild the exact text too"
+
+
+async def test_the_python_client_text_stays_exact_across_a_4001_and_a_resume(tmp_path: Path) -> None:
+    """The server drops the client's connection mid-stream (slow consumer, queue dropped):
+    the client resumes (``recovered: true``), the replay brings the deltas it missed, and
+    the text it exposes ends equal to the final text."""
+    async with running_gateway(tmp_path) as gw:
+        client = LivegateClient(gw.ws_url, gw.token("alice"), backoff_initial=0.01, backoff_max=0.05,
+                                on_frame=assert_valid_message)
+        async with client, gw.http("alice") as http_client:
+            await asyncio.wait_for(client.connected.wait(), 10)
+            created = (await http_client.post("/v1/generations", json={
+                "toolId": "demo", "inputs": {"prompt": "a lighthouse 🌅 at dusk, é中😀 " * 4, "outputs": ["text"],
+                                             "steps": 40, "durationSeconds": 3}})).json()
+            following = asyncio.create_task(follow_text(client, created["id"]))
+            async with asyncio.timeout(15):
+                while not client.texts.text(created["id"]):
+                    await asyncio.sleep(0.02)
+            for connection in list(gw.gateway.connections):
+                connection.request_close("slow_consumer", "test: dropped mid-stream", flush=False)
+            streamed, final = await following
+        assert any(w.recovered is True for w in client.welcomes), client.welcomes
+        assert 4001 in client.close_codes
+        assert streamed == final
