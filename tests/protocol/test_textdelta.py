@@ -135,8 +135,12 @@ def test_a_legacy_late_joiner_asks_once_for_a_prefix_from_elsewhere() -> None:
     legacy.wanted.clear()
     legacy.frame(progress(8, 5, " wo").data)
     assert legacy.wanted == []  # still in flight: not asked twice
-    legacy.seed("g1", "He")  # the saved text lagged behind the held deltas
-    assert "partialText" not in json.loads(legacy.frame(progress(9, 8, "r").data))
+    assert legacy.seed("g1", "He") is False  # the saved text lagged behind the held deltas
+    legacy.frame(progress(9, 8, "r").data)
+    assert legacy.wanted == []  # not before the I/O layer says so (it waits a while)
+    legacy.ask_again("g1")
+    assert "partialText" not in json.loads(legacy.frame(progress(10, 9, "l").data))
     assert legacy.wanted == ["g1"]  # asked again
-    legacy.seed("g1", "Hel")
-    assert json.loads(legacy.frame(progress(10, 9, "ld").data))["partialText"] == "Hello world"
+    assert legacy.seed("g1", "Hel") is True
+    legacy.ask_again("g1")
+    assert json.loads(legacy.frame(progress(11, 10, "d").data))["partialText"] == "Hello world"

@@ -316,9 +316,9 @@ class Connection:
         generations = self.gw.generations
         with contextlib.suppress(Exception):  # best effort: the final update carries the text
             prefix = await generations.saved_text(gen_id) if generations is not None else None
-        if prefix is None:
+        if not legacy.seed(gen_id, prefix):
             await asyncio.sleep(PREFIX_RETRY_SECONDS)  # the runner saves it about once a second
-        legacy.seed(gen_id, prefix)
+        legacy.ask_again(gen_id)
 
     async def _leave_stream(self) -> None:
         try:

@@ -198,7 +198,8 @@ class LegacyText:
         self.assembler = TextAssembler()
         self._lookup = lookup
         #: Generations whose prefix the I/O layer should fetch (from the store: the run is on
-        #: another process); it takes them, and calls :meth:`seed` or :meth:`fetch_failed`.
+        #: another process); it takes them and calls :meth:`seed`, then :meth:`ask_again`
+        #: (at once, or a while later when the prefix did not reach the held deltas).
         self.wanted: list[str] = []
         self._asked: set[str] = set()
 
@@ -231,12 +232,16 @@ class LegacyText:
             body["partialText"] = text
         return _encode(body).decode()
 
-    def seed(self, generation_id: str, prefix: str | None) -> None:
-        """A fetched prefix (``None``: none was found); the next frame asks again if it
-        did not reach the held deltas."""
-        self._asked.discard(generation_id)
+    def seed(self, generation_id: str, prefix: str | None) -> bool:
+        """A fetched prefix (``None``: none was found); ``True`` when the generation's text
+        is known now (or the generation is no longer tracked)."""
         if prefix is not None:
             self.assembler.seed(generation_id, prefix)
+        return not self.assembler.waiting(generation_id)
+
+    def ask_again(self, generation_id: str) -> None:
+        """The next frame of the generation may ask for its prefix again."""
+        self._asked.discard(generation_id)
 
 
 __all__ = ["LegacyText", "TextAssembler", "apply", "merge", "merge_frames", "utf16_len", "utf16_prefix"]
