@@ -20,6 +20,12 @@
 //   once when it becomes visible again; no `pong` in time means a dead socket: reconnect;
 // * drops duplicates by offset, counts `supersedes` (conflation) as delivered, and tells the
 //   app to resync over HTTP when `welcome.recovered` is not `true`;
+// * asks for streamed text as deltas (`auth.textDeltas`) and rebuilds each generation's text
+//   from `textDelta` + `textOffset` (UTF-16 indices, i.e. JS string indices): every
+//   `generationProgress` with text is emitted with `partialText` set to the whole text so far,
+//   as before deltas. A generation joined mid-stream takes its prefix from `fetchText`
+//   (default: `GET /v1/generations/{id}`, `progress.partialText`); once it has it, a `text`
+//   event `{generationId, text, offset}` carries the text;
 // * in development mode validates every frame (both ways) against web/generated/messages.schema.json
 //   (ajv standalone bundle web/generated/validate.js); unknown message types are reported always.
 //
@@ -147,6 +153,80 @@ export class StreamCursor {
   }
 }
 
+/**
+ * Each generation's streamed text, rebuilt from `textDelta` + `textOffset` (asyncapi.yaml
+ * "Streamed text"): the text after an event is `text.slice(0, textOffset) + textDelta`. A
+ * generation joined mid-stream holds its deltas until `seed(prefix)`. Pure; mirrors
+ * livegate.protocol.textdelta.TextAssembler.
+ */
+export class TextAssembler {
+  constructor(maxGenerations = 64) {
+    /** @type {Map<string, {text: string|null, lastEvent: number, held: Array<[number, string]>}>} */
+    this.texts = new Map();
+    this.maxGenerations = maxGenerations;
+  }
+
+  /** @returns {string|null} */
+  text(generationId) {
+    return this.texts.get(generationId)?.text ?? null;
+  }
+
+  /** Apply one event's delta; the whole text, or `null` while the prefix is missing. */
+  apply(generationId, eventOffset, textOffset, delta) {
+    let entry = this.texts.get(generationId);
+    if (!entry) {
+      entry = { text: null, lastEvent: 0, held: [] };
+      this.texts.set(generationId, entry);
+      if (this.texts.size > this.maxGenerations) this.texts.delete(this.texts.keys().next().value);
+    }
+    if (eventOffset <= entry.lastEvent) return entry.text; // older than what was applied
+    entry.lastEvent = eventOffset;
+    if (entry.text === null && !entry.held.length && textOffset === 0) entry.text = "";
+    if (entry.text !== null) {
+      if (textOffset <= entry.text.length) {
+        entry.text = entry.text.slice(0, textOffset) + delta;
+        return entry.text;
+      }
+      entry.text = null; // a gap: wait for a prefix
+    }
+    entry.held.push([textOffset, delta]);
+    return null;
+  }
+
+  /** A whole text (`partialText` of a publisher that sends no deltas). */
+  replace(generationId, eventOffset, text) {
+    const entry = this.texts.get(generationId);
+    if (entry && eventOffset <= entry.lastEvent) return;
+    this.texts.set(generationId, { text, lastEvent: eventOffset, held: [] });
+  }
+
+  /** A prefix (GET snapshot): the whole text when it reaches the first held delta, else `null`. */
+  seed(generationId, prefix) {
+    const entry = this.texts.get(generationId);
+    if (!entry || entry.text !== null) return entry ? entry.text : null;
+    if (entry.held.length && prefix.length < entry.held[0][0]) return null;
+    let text = prefix;
+    for (const [offset, delta] of entry.held) {
+      if (offset > text.length) return null;
+      text = text.slice(0, offset) + delta;
+    }
+    entry.text = text;
+    entry.held = [];
+    return text;
+  }
+
+  forget(generationId) {
+    this.texts.delete(generationId);
+  }
+
+  clear() {
+    this.texts.clear();
+  }
+}
+
+const FINAL_STATUSES = new Set(["completed", "failed", "cancelled"]);
+const PREFIX_RETRY_MS = 500; // the runner saves its text about once a second
+
 /** Is this a development setup (validate frames, log loudly)? localhost, or `?dev=1`. */
 export function isDevelopment() {
   if (typeof location === "undefined") return false;
@@ -169,6 +249,11 @@ export class LivegateClient {
    * @param {number} [options.hiddenPingMs] App-level ping interval while hidden (default
    *   `welcome.heartbeatIntervalMs`).
    * @param {number} [options.pongTimeoutMs] A ping unanswered this long means a dead socket (10000).
+   * @param {boolean} [options.textDeltas] Ask for streamed text as deltas (default `true`); the
+   *   client rebuilds `partialText` either way.
+   * @param {(generationId: string) => Promise<string|null>} [options.fetchText] The text so far
+   *   of a generation joined mid-stream (default: `GET /v1/generations/{id}` on this origin,
+   *   `progress.partialText`).
    * @param {typeof WebSocket} [options.WebSocket] WebSocket constructor (tests inject fakes).
    * @param {() => number} [options.random] Random source in [0, 1) for the jitter (tests).
    */
@@ -176,8 +261,8 @@ export class LivegateClient {
     if (!options || typeof options.getToken !== "function") throw new TypeError("getToken is required");
     this.options = {
       url: null, storage: typeof sessionStorage === "undefined" ? null : sessionStorage, validate: "auto",
-      backoffInitialMs: 500, backoffMaxMs: 15000, hiddenPingMs: null, pongTimeoutMs: 10000,
-      WebSocket: globalThis.WebSocket, random: Math.random, ...options,
+      backoffInitialMs: 500, backoffMaxMs: 15000, hiddenPingMs: null, pongTimeoutMs: 10000, textDeltas: true,
+      fetchText: null, WebSocket: globalThis.WebSocket, random: Math.random, ...options,
     };
     /** @type {ConnectionState} */ this.state = "idle";
     /** @type {Welcome|null} */ this.welcome = null;
@@ -190,6 +275,8 @@ export class LivegateClient {
     this._timers = { retry: null, ping: null, pong: null };
     this._ids = 0;
     this._latestProgress = new Map(); // generationId -> offset (skip older after a conflation hole)
+    this.texts = new TextAssembler();
+    this._fetchedAt = new Map(); // generationId -> Date.now() of the last prefix fetch
     this._validator = null;
     this._onVisibility = () => this._visibilityChanged();
     this._positionUser = null;
@@ -296,6 +383,7 @@ export class LivegateClient {
     ws.onopen = () => {
       const auth = { type: "auth", id: this._id("a"), token: this.token };
       if (this.cursor.position) auth.resume = this.cursor.position;
+      if (this.options.textDeltas) auth.textDeltas = true;
       this._send(auth);
     };
     ws.onmessage = (event) => this._receive(event.data);
@@ -436,6 +524,7 @@ export class LivegateClient {
     if (welcome.recovered !== true) {
       this.cursor.reset(welcome.epoch, welcome.offset);
       this._latestProgress.clear();
+      this.texts.clear(); // offsets restart: a text continues only from a prefix
       this._savePosition();
     }
     this._setState("live", {});
@@ -458,9 +547,55 @@ export class LivegateClient {
       // A replay after a conflation hole may bring an older progress than one already shown.
       if ((this._latestProgress.get(event.generationId) || 0) > event.offset) return;
       this._latestProgress.set(event.generationId, event.offset);
+      this._text(event);
+    } else if (event.type === "generationUpdate" && FINAL_STATUSES.has(event.status)) {
+      this.texts.forget(event.generationId);
+      this._fetchedAt.delete(event.generationId);
     }
     this._emit("event", event);
     this._emit(event.type, event);
+  }
+
+  /** Set `partialText` on a progress event from its delta (asyncapi.yaml "Streamed text"). */
+  _text(event) {
+    const id = event.generationId;
+    if (typeof event.textDelta === "string" && Number.isInteger(event.textOffset)) {
+      const text = this.texts.apply(id, event.offset, event.textOffset, event.textDelta);
+      if (text !== null) event.partialText = text;
+      else this._fetchPrefix(id);
+    } else if (typeof event.partialText === "string") {
+      this.texts.replace(id, event.offset, event.partialText);
+    } else {
+      const text = this.texts.text(id);
+      if (text !== null) event.partialText = text;
+    }
+  }
+
+  async _fetchPrefix(generationId) {
+    const last = this._fetchedAt.get(generationId);
+    if (last !== undefined && Date.now() - last < PREFIX_RETRY_MS) return; // the next delta asks again
+    this._fetchedAt.set(generationId, Date.now());
+    let prefix = null;
+    try {
+      prefix = await (this.options.fetchText || ((id) => this._snapshotText(id)))(generationId);
+    } catch (err) {
+      console.warn("livegate: could not fetch the streamed text so far", err);
+    }
+    if (typeof prefix !== "string") return;
+    const text = this.texts.seed(generationId, prefix);
+    if (text !== null) {
+      this._emit("text", { generationId, text, offset: this._latestProgress.get(generationId) || 0 });
+    }
+  }
+
+  async _snapshotText(generationId) {
+    const base = this.options.url ? this.options.url.replace(/^ws/, "http").replace(/\/v1\/ws$/, "") : "";
+    const response = await fetch(`${base}/v1/generations/${encodeURIComponent(generationId)}`, {
+      headers: { authorization: `Bearer ${this.token}` },
+    });
+    if (!response.ok) return null;
+    const text = (await response.json()).progress?.partialText;
+    return typeof text === "string" ? text : null;
   }
 
   async _refresh(expiring) {

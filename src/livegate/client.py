@@ -15,6 +15,13 @@ least 5 s after 4003; on 4401/4402 asks the callback for a *new* token, once: a 
 refusal in a row stops; stops on other terminal codes) and yields each stream event once,
 in order. The backoff restarts after every connection that got a ``welcome``;
 ``max_reconnects`` bounds the attempts in a row that got none.
+
+Streamed text: the client asks for deltas (``auth.textDeltas``) and rebuilds each
+generation's text from ``textDelta`` + ``textOffset``; every yielded ``GenerationProgress``
+that carries text has ``partial_text`` set to the whole text so far, as before deltas. A
+generation joined mid-stream (a fresh connection, ``recovered: false``) takes its prefix from
+``GET /v1/generations/{id}`` (``progress.partialText``) through ``fetch_text``; until then
+its progress is yielded without ``partial_text``.
 """
 
 from __future__ import annotations
@@ -25,9 +32,11 @@ import inspect
 import itertools
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import httpx
 import msgspec
 import websockets
 from websockets.exceptions import ConnectionClosed
@@ -36,13 +45,17 @@ from livegate.errors import ContractError
 from livegate.protocol import codec, messages
 from livegate.protocol.codes import CLOSE_CODES, RECONNECT_CLOSE_CODES
 from livegate.protocol.cursor import StreamCursor
-from livegate.protocol.messages import Pong  # the name `messages` is also a method below
+from livegate.protocol.messages import GenerationProgress, Pong  # `messages` is also a method below
+from livegate.protocol.textdelta import FINAL_STATUSES, TextAssembler
 
 log = logging.getLogger("livegate.client")
 TokenSource = str | Callable[[], str] | Callable[[], Awaitable[str]]
 StreamMessage = messages.GenerationUpdate | messages.GenerationProgress | messages.Notification
 NEW_TOKEN_CLOSE_CODES = frozenset({CLOSE_CODES["auth_failed"], CLOSE_CODES["token_expired"]})
 LONG_BACKOFF_CLOSE_CODES = {CLOSE_CODES["too_many_connections"]: 5.0}
+#: Seconds between two fetches of one generation's prefix (the runner saves it ~once a second).
+PREFIX_RETRY_SECONDS = 0.5
+TextFetcher = Callable[[str], Awaitable[str | None]]
 
 
 class ClientStopped(Exception):
@@ -64,6 +77,8 @@ class LivegateClient:
         backoff_max: float = 15.0,
         max_reconnects: int | None = None,
         on_frame: Callable[[str], None] | None = None,
+        text_deltas: bool = True,
+        fetch_text: TextFetcher | None = None,
     ) -> None:
         self.url = url
         self._token_source = token
@@ -82,6 +97,10 @@ class LivegateClient:
         self._task: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
         self._latest_progress: dict[str, int] = {}
+        self.text_deltas = text_deltas
+        self.texts = TextAssembler()  # each generation's streamed text, from the deltas
+        self._fetch_text = fetch_text or self._fetch_snapshot_text
+        self._fetched_at: dict[str, float] = {}
         self._pongs: dict[str, asyncio.Future[messages.Pong]] = {}
 
     async def __aenter__(self) -> LivegateClient:
@@ -176,13 +195,44 @@ class LivegateClient:
         except Exception as exc:  # never die silently
             await self._queue.put(ClientStopped(f"client failed: {exc!r}"))
 
+    async def _with_text(self, message: GenerationProgress) -> GenerationProgress:
+        """``message`` with ``partial_text`` = the generation's whole text so far, rebuilt
+        from its ``textDelta`` (asyncapi.yaml, "Streamed text")."""
+        gen_id = message.generation_id
+        if isinstance(message.text_delta, str) and isinstance(message.text_offset, int):
+            text = self.texts.apply(gen_id, message.offset, message.text_offset, message.text_delta)
+            if text is None and time.monotonic() - self._fetched_at.get(gen_id, -1e9) >= PREFIX_RETRY_SECONDS:
+                self._fetched_at[gen_id] = time.monotonic()
+                with contextlib.suppress(Exception):  # the next delta asks again
+                    prefix = await self._fetch_text(gen_id)
+                    text = self.texts.seed(gen_id, prefix) if prefix is not None else None
+        elif isinstance(message.partial_text, str):  # a publisher that sends whole texts
+            self.texts.replace(gen_id, message.offset, message.partial_text)
+            return message
+        else:
+            text = self.texts.text(gen_id)
+        return message if text is None else msgspec.structs.replace(message, partial_text=text)
+
+    async def _fetch_snapshot_text(self, generation_id: str) -> str | None:
+        """The text so far from ``GET /v1/generations/{id}`` (``progress.partialText``) on the
+        gateway of ``url``; ``None`` when it has none (not running any more, no text yet)."""
+        base = self.url.replace("wss://", "https://", 1).replace("ws://", "http://", 1).removesuffix("/v1/ws")
+        async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+            response = await http.get(f"/v1/generations/{generation_id}",
+                                      headers={"authorization": f"Bearer {await self._token()}"})
+        if response.status_code != 200:
+            return None
+        text = (response.json().get("progress") or {}).get("partialText")
+        return text if isinstance(text, str) else None
+
     async def _connect_once(self) -> int | None:
         try:
             async with websockets.connect(self.url, open_timeout=10, max_size=2**24, compression=None) as ws:
                 self._ws = ws
                 auth = messages.Auth(id=f"a{next(self._ids)}", token=await self._token(),
                                      resume=self.position if (self._resume_requested or self.welcomes)
-                                     and self.position else msgspec.UNSET)
+                                     and self.position else msgspec.UNSET,
+                                     text_deltas=True if self.text_deltas else msgspec.UNSET)
                 await ws.send(codec.encode_text(auth))
                 async for frame in ws:
                     await self._handle(frame)
@@ -209,6 +259,7 @@ class LivegateClient:
                 if message.recovered is not True:
                     self.cursor.reset(message.epoch, message.offset)
                     self._latest_progress.clear()
+                    self.texts = TextAssembler()  # offsets restart: a text continues only from a prefix
                 self.connected.set()
                 await self._queue.put(message)
             case messages.GenerationUpdate() | messages.GenerationProgress() | messages.Notification():
@@ -219,6 +270,10 @@ class LivegateClient:
                         if self._latest_progress.get(message.generation_id, 0) > message.offset:
                             return
                         self._latest_progress[message.generation_id] = message.offset
+                        message = await self._with_text(message)
+                    elif isinstance(message, messages.GenerationUpdate) and message.status in FINAL_STATUSES:
+                        self.texts.forget(message.generation_id)
+                        self._fetched_at.pop(message.generation_id, None)
                     await self._queue.put(message)
             case messages.TokenExpiring():
                 with contextlib.suppress(Exception):

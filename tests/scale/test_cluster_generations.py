@@ -27,6 +27,8 @@ import httpx
 import psycopg
 import pytest
 
+from livegate.client import LivegateClient
+from livegate.protocol import messages
 from livegate.testing.fake_comfyui import FakeComfyUI
 from livegate.testing.fake_openai import FakeOpenAI
 from livegate.testing.postgres_server import PostgresServer
@@ -440,3 +442,46 @@ async def test_livegate_worker_runs_generations_for_a_gateway_that_runs_none(
                     if worker.poll() is None:
                         worker.kill()
                         await asyncio.to_thread(worker.wait, 10)
+
+
+async def test_streamed_text_is_exact_on_other_processes_for_clients_that_join_mid_stream(cluster: Cluster) -> None:
+    """asyncapi.yaml "Streamed text": a run streams on one process; on the two others, a tab
+    that joins mid-stream *without* ``textDeltas`` (an old client) gets ``partialText`` again
+    once its gateway read the prefix from the database, and one *with* it (the Python client,
+    which takes the prefix from GET on its own gateway) rebuilds the text; both end with the
+    exact final text."""
+    user = user_name("text")
+    gen_id = await create(cluster.gateways[0], user, "demo", prompt="a lighthouse 🌅 at dusk, é中😀 " * 4,
+                          steps=40, durationSeconds=6, outputs=["text"])
+    owner = await running_owner(cluster, gen_id)
+    others = [gw for gw in cluster.gateways if gw is not owner]
+
+    async def streaming() -> bool:
+        return bool(((await record(owner, user, gen_id)).get("progress") or {}).get("partialText"))
+
+    await eventually(streaming, timeout=15.0, interval=0.05, what=f"{gen_id} streaming text")
+    legacy = Tab(others[0].ws_url, others[0].token(user))
+    await legacy.open()
+    texts: list[str] = []
+
+    async def follow(client: LivegateClient) -> str:
+        async for message in client.messages():
+            if isinstance(message, messages.GenerationProgress) and isinstance(message.partial_text, str):
+                texts.append(message.partial_text)
+            if isinstance(message, messages.GenerationUpdate) and message.status in FINAL:
+                [output] = message.outputs or []
+                assert isinstance(output.text, str)
+                return output.text
+        raise AssertionError("the client stopped")
+
+    try:
+        async with LivegateClient(others[1].ws_url, others[1].token(user)) as client:
+            final = await asyncio.wait_for(follow(client), 30)
+        await wait_final(legacy, gen_id)
+    finally:
+        await legacy.close()
+    assert texts and texts[-1] == final, "the Python client joined mid-stream must rebuild the exact text"
+    progress = [e for e in legacy.events if e["type"] == "generationProgress" and e["generationId"] == gen_id]
+    assert all("textDelta" not in e for e in progress)
+    with_text = [e["partialText"] for e in progress if "partialText" in e]
+    assert with_text and with_text[-1] == final, "the old client gets partialText again, exact"

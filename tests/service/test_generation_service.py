@@ -34,16 +34,17 @@ async def test_every_transition_is_published_in_order(harness: Any) -> None:
     assert created["status"] == "queued" and created["outputs"] == []
     [run] = await tool.started(1)
     running = await h.wait_status("alice", created["id"], "running")
-    assert running["progress"] == {"fraction": 0.5, "step": 1, "totalSteps": 2, "message": "halfway"}
+    assert running["progress"] == {"fraction": 0.5, "step": 1, "totalSteps": 2, "message": "halfway",
+                                   "partialText": "Hel"}
     run.finish.set_result("ok")
     done = generation(await h.wait_status("alice", created["id"], "completed"))
 
     events = await h.events("alice")
-    assert [(e["type"], e.get("status") or e.get("partialText")) for e in events] == [
+    assert [(e["type"], e.get("status") or (e.get("textOffset"), e.get("textDelta"))) for e in events] == [
         ("generationUpdate", "queued"),
         ("generationUpdate", "running"),
-        ("generationProgress", "Hel"),
-        ("generationProgress", "Hello"),  # published before the final update, never after
+        ("generationProgress", (0, "Hel")),
+        ("generationProgress", (3, "lo")),  # published before the final update, never after
         ("generationUpdate", "completed"),
     ]
     assert [e["offset"] for e in events] == [1, 2, 3, 4, 5]
@@ -278,7 +279,7 @@ async def test_list_is_newest_first_with_cursor_pages_and_a_status_filter(harnes
         run.finish.set_result("ok")
 
 
-async def test_progress_over_the_event_limit_drops_the_preview_then_the_partial_text(harness: Any, caplog: Any) -> None:
+async def test_progress_over_the_event_limit_drops_the_preview_and_splits_the_text(harness: Any, caplog: Any) -> None:
     import logging
 
     tool = ScriptedTool()
@@ -303,7 +304,11 @@ async def test_progress_over_the_event_limit_drops_the_preview_then_the_partial_
     assert all(len(str(e)) < 4096 for e in events)
     progress = {e["fraction"]: e for e in events if e["type"] == "generationProgress"}
     assert "preview" not in progress.get(0.6, {})
-    assert "partialText" not in progress[0.7] and progress[0.7]["preview"]["mediaType"] == "image/jpeg"
+    assert progress[0.7]["preview"]["mediaType"] == "image/jpeg"
+    # A text delta is never dropped: it is split over events that each fit, in order.
+    parts = [(e["textOffset"], e["textDelta"]) for e in events if "textDelta" in e and e["fraction"] == 0.7]
+    assert len(parts) > 1 and "".join(d for _, d in parts) == "t" * 8000  # the tool replaced "Hel"
+    assert [o for o, _ in parts] == [sum(len(d) for _, d in parts[:i]) for i in range(len(parts))]
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("preview dropped" in w for w in warnings), warnings
 
@@ -387,3 +392,32 @@ async def test_no_job_outlives_its_run(harness: Any) -> None:
     async with asyncio.timeout(5):
         while list(await svc.engine.app.job_manager.list_jobs_async()):
             await asyncio.sleep(0.02)
+
+
+async def test_streamed_text_goes_out_as_deltas_that_rebuild_every_text_the_tool_sent(harness: Any) -> None:
+    """Appends, emoji outside the BMP (UTF-16 offsets), a cut and a rewrite: applying each
+    event's ``text[:textOffset] + textDelta`` gives exactly the tool's text at that point."""
+    from livegate.protocol.textdelta import apply
+
+    tool = ScriptedTool()
+    h = harness(tool)
+    svc = await h.start()
+    created = generation(await svc.create("alice", "scripted", {"prompt": "hi"}))
+    [run] = await tool.started(1)
+    await h.wait_status("alice", created["id"], "running")
+    sent = ["Hel", "Hello 🌅", "Hello 🌅 wor", "Hello 🌅 world😀!", "Hello", "Help me"]
+    for i, text in enumerate(sent[1:]):
+        await run.ctx.progress(0.6 + i / 100, partial_text=text)
+        await run.ctx.flush()  # type: ignore[attr-defined]
+    snapshot = (await h.wait_status("alice", created["id"], "running"))["progress"]
+    assert snapshot["partialText"] == "Help me"  # GET: the text so far
+    run.finish.set_result("ok")
+    await h.wait_status("alice", created["id"], "completed")
+    events = [e for e in await h.events("alice") if "textDelta" in e]
+    texts, text = [], ""
+    for event in events:
+        step = apply(text, event["textOffset"], event["textDelta"])
+        assert step is not None
+        texts.append(text := step)
+    assert texts == [*sent, "Hello"]  # the scripted tool ends with "Hello"
+    assert [e["textOffset"] for e in events[1:4]] == [3, 8, 12]  # 🌅 counts 2 UTF-16 units

@@ -17,7 +17,11 @@ const api = new Api(() => session?.token || null);
 const debug = { offsets: [], events: [], protocolErrors: [], states: [], welcomes: [], resyncs: [], sent: [] };
 /** @type {any} */ (window).__livegate = debug;
 
-const client = new LivegateClient({ getToken });
+// The prefix of a run joined mid-stream comes from the same GET the page uses elsewhere.
+const client = new LivegateClient({
+  getToken,
+  fetchText: async (id) => (await api.generation(id)).progress?.partialText ?? null,
+});
 debug.client = client;
 const views = new Map(); // generationId -> Set<RunView>
 const latest = new Map(); // generationId -> {update, progress}: for views created after the events
@@ -133,6 +137,11 @@ function wireClient() {
     remember(event);
     for (const view of views.get(event.generationId) || []) view.applyProgress(event);
     historyPanel.onProgress(event);
+  });
+  client.on("text", ({ generationId, text }) => { // the prefix of a run joined mid-stream arrived
+    const seen = latest.get(generationId);
+    if (seen?.progress) seen.progress = { ...seen.progress, partialText: text };
+    for (const view of views.get(generationId) || []) view.applyText(text);
   });
   client.on("notification", (n) => toast(n.title ? `${n.title}: ${n.message}` : n.message, n.level));
   client.on("error", (e) => { if (!e.fatal) console.warn("livegate error", e); });

@@ -74,10 +74,15 @@ export class RunView {
       this.preview.hidden = false;
       this.preview.dataset.step = String(p.step ?? "");
     }
-    if (typeof p.partialText === "string") {
-      this.text.textContent = p.partialText;
-      this.text.hidden = false;
-    }
+    // The whole text so far: web/client.js rebuilds it from textDelta + textOffset.
+    if (typeof p.partialText === "string") this.applyText(p.partialText);
+  }
+
+  /** The streamed text so far. */
+  applyText(text) {
+    if (FINAL.has(this.status)) return;
+    this.text.textContent = text;
+    this.text.hidden = false;
   }
 
   /** generationUpdate (status change, outputs, error). */

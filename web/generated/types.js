@@ -8,6 +8,7 @@
  * @property {RequestId} [id]
  * @property {Token} token
  * @property {StreamPosition} [resume]
+ * @property {boolean} [textDeltas] `true`: receive streamed text as `textDelta` + `textOffset` on `generationProgress` (see "Streamed text"), without `partialText`. Absent or `false`: the deprecated `partialText` (whole text so far) instead of the deltas, as before this option.
  */
 
 /**
@@ -80,8 +81,10 @@
  * @property {number} [totalSteps]
  * @property {string} [message]
  * @property {Preview} [preview]
- * @property {string} [partialText] The whole text streamed so far (not a delta), so a conflated event loses nothing.
- * @property {Array<Offset>} [supersedes] Offsets of earlier `generationProgress` events of this generation that the server dropped in favour of this one (slow reader). Treat them as delivered.
+ * @property {string} [partialText] Deprecated: the whole text streamed so far. Sent only to connections that did not ask for `auth.textDeltas` (instead of `textDelta`/`textOffset`, rebuilt per connection), and by publishers of `POST /v1/events` that set it. Use `textDelta` + `textOffset`; see "Streamed text". A connection that joined mid-stream may get events without it until the server knows the text's prefix.
+ * @property {TextDelta} [textDelta]
+ * @property {TextOffset} [textOffset]
+ * @property {Array<Offset>} [supersedes] Offsets of earlier `generationProgress` events of this generation that the server dropped in favour of this one (slow reader). Treat them as delivered; their `textDelta`s are merged into this event's.
  */
 
 /**
@@ -172,6 +175,7 @@
  * @property {number} [step]
  * @property {number} [totalSteps]
  * @property {string} [message]
+ * @property {string} [partialText] The text streamed so far (a prefix of the final text), for a client that joined mid-stream: deltas with a `textOffset` up to its length (in UTF-16 code units) continue it. Saved about once a second when the run is on another process.
  */
 
 /**
@@ -204,6 +208,16 @@
  * @typedef {Object} StreamPosition
  * @property {Epoch} epoch
  * @property {Offset} offset
+ */
+
+/**
+ * Streamed text appended at `textOffset` (see "Streamed text"); after conflation, the concatenation of the merged events' deltas.
+ * @typedef {string} TextDelta
+ */
+
+/**
+ * Where `textDelta` starts in the generation's full text, in UTF-16 code units (JavaScript string indices; a character outside the BMP counts 2). The text after the event is `text.slice(0, textOffset) + textDelta`.
+ * @typedef {number} TextOffset
  */
 
 /**

@@ -64,6 +64,11 @@ class Gateway:
         self.generations = GenerationService.from_config(self.config, self.publisher)
         await self.generations.start()
 
+    def text_so_far(self, generation_id: str) -> str | None:
+        """The streamed text of a run of this process (a prefix for a connection that
+        joined mid-stream and gets the deprecated ``partialText``), else ``None``."""
+        return self.generations.local_text(generation_id) if self.generations is not None else None
+
     async def stop(self) -> None:
         await self.drain(self.config.shutdown_grace_seconds)
         if self.generations is not None:

@@ -31,6 +31,7 @@ from livegate.protocol.codes import CLOSE_CODES, FATAL_CLOSE
 from livegate.protocol.delivery import OVERFLOW, QUEUED, WRITE, Delivery
 from livegate.protocol.resume import Fresh, Replay
 from livegate.protocol.session import Authenticate, Close, Effect, Session
+from livegate.protocol.textdelta import LegacyText
 from livegate.transport.wire import Wire
 
 if TYPE_CHECKING:
@@ -44,6 +45,8 @@ MAX_FRAMES_WHILE_JOINING = 64
 #: Frames one flush callback writes before it gives the loop a turn (a long replay to a fast
 #: reader must not hold the loop).
 FRAMES_PER_FLUSH = 256
+#: Seconds before the prefix of a legacy connection's generation is asked for again.
+PREFIX_RETRY_SECONDS = 0.5
 
 
 class Connection:
@@ -60,12 +63,14 @@ class Connection:
         "_deliveries",
         "_flush_scheduled",
         "_joining",
+        "_legacy_text",
         "_lost",
         "_metrics",
         "_origin",
         "_registered_user",
         "_replayed_seen",
         "_subscription",
+        "_text_fetches",
         "_timer",
         "delivery",
         "gw",
@@ -89,6 +94,11 @@ class Connection:
         self._flush_scheduled = False
         self._joining: list[tuple[str | None, int]] | None = None  # frames that wait for the join
         self._subscription: Subscription | None = None
+        # Set at the join unless the client asked for auth.textDeltas: its progress frames
+        # get the deprecated partialText rebuilt from the deltas, at the point they are
+        # written (after conflation merged them, in wire order).
+        self._legacy_text: LegacyText | None = None
+        self._text_fetches: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak references
         self._registered_user: str | None = None
         self._counted = False  # in the connections gauge (authenticated and welcomed)
         self._conflated_seen = 0
@@ -235,6 +245,8 @@ class Connection:
                 self._apply(self.session.fail("server_restart", "The server is shutting down"))
             return
         self._registered_user = user
+        if not auth.text_deltas:
+            self._legacy_text = LegacyText(self.gw.text_so_far)
         self.delivery.hold()
         resume = auth.resume
         try:
@@ -275,7 +287,7 @@ class Connection:
         wire = self.wire
         decision = self.delivery.offer(event, self._clock, wire.writable)
         if decision == WRITE:
-            wire.write(event.data)
+            wire.write(event.data if self._legacy_text is None else self._legacy_frame(event.data))
             self._deliveries.record(event.published_at)
         elif decision == QUEUED:
             self._schedule_flush()
@@ -284,6 +296,29 @@ class Connection:
             log.warning("slow consumer", extra={"connection_id": self.id, "user_id": self._registered_user,
                                                 "queued_bytes": self.delivery.outbox.bytes})
             self.request_close("slow_consumer", "Outbound queue overflow; reconnect and resume", flush=False)
+
+    def _legacy_frame(self, data: str) -> str:
+        """``data`` in the deprecated ``partialText`` form (a client without
+        ``auth.textDeltas``); a generation joined mid-stream whose run is on another process
+        gets its prefix fetched from the store (one fetch at a time per generation)."""
+        legacy = self._legacy_text
+        assert legacy is not None
+        frame = legacy.frame(data)
+        while legacy.wanted:
+            gen_id = legacy.wanted.pop()
+            task = asyncio.get_running_loop().create_task(self._fetch_prefix(legacy, gen_id), name=f"ws-text-{self.id}")
+            self._text_fetches.add(task)
+            task.add_done_callback(self._text_fetches.discard)
+        return frame
+
+    async def _fetch_prefix(self, legacy: LegacyText, gen_id: str) -> None:
+        prefix = None
+        generations = self.gw.generations
+        with contextlib.suppress(Exception):  # best effort: the final update carries the text
+            prefix = await generations.saved_text(gen_id) if generations is not None else None
+        if not legacy.seed(gen_id, prefix):
+            await asyncio.sleep(PREFIX_RETRY_SECONDS)  # the runner saves it about once a second
+        legacy.ask_again(gen_id)
 
     async def _leave_stream(self) -> None:
         try:
@@ -312,14 +347,14 @@ class Connection:
         self._flush_scheduled = False
         if self._lost:
             return
-        delivery, wire, deliveries = self.delivery, self.wire, self._deliveries
+        delivery, wire, deliveries, legacy = self.delivery, self.wire, self._deliveries, self._legacy_text
         written = 0
         while wire.writable:
             item = delivery.next_item()
             if item is None:
                 break
             text, published_at = item
-            wire.write(text)
+            wire.write(text if legacy is None else self._legacy_frame(text))
             if published_at is not None:
                 deliveries.record(published_at)
             written += 1

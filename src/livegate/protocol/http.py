@@ -55,6 +55,16 @@ class ProgressSnapshot(Struct, frozen=True, kw_only=True):
         name='totalSteps', default=UNSET
     )
     message: str | UnsetType = UNSET
+    partial_text: (
+        Annotated[
+            str,
+            Meta(
+                description='The text streamed so far (a prefix of the final text), for a client that joined\nmid-stream: deltas with a `textOffset` up to its length (in UTF-16 code units)\ncontinue it. Saved about once a second when the run is on another process.\n',
+                examples=['A lighthouse at dusk'],
+            ),
+        ]
+        | UnsetType
+    ) = field(name='partialText', default=UNSET)
 
 
 class ToolInfo(Struct, frozen=True, kw_only=True):
@@ -115,7 +125,36 @@ class GenerationProgressInput(Struct, frozen=True, kw_only=True, tag_field='type
     )
     message: str | UnsetType = UNSET
     preview: Preview | UnsetType = UNSET
-    partial_text: str | UnsetType = field(name='partialText', default=UNSET)
+    partial_text: (
+        Annotated[
+            str,
+            Meta(
+                description='Deprecated; the whole text so far. Prefer `textDelta` + `textOffset`; connections that ask for `auth.textDeltas` do not get this field rebuilt from them.'
+            ),
+        ]
+        | UnsetType
+    ) = field(name='partialText', default=UNSET)
+    text_delta: (
+        Annotated[
+            str,
+            Meta(
+                description='Streamed text appended at `textOffset` (see "Streamed text"); after conflation, the concatenation of the merged events\' deltas.',
+                examples=[' dusk 🌅'],
+            ),
+        ]
+        | UnsetType
+    ) = field(name='textDelta', default=UNSET)
+    text_offset: (
+        Annotated[
+            int,
+            Meta(
+                description="Where `textDelta` starts in the generation's full text, in UTF-16 code units\n(JavaScript string indices; a character outside the BMP counts 2). The text after the\nevent is `text.slice(0, textOffset) + textDelta`.\n",
+                examples=[15],
+                ge=0,
+            ),
+        ]
+        | UnsetType
+    ) = field(name='textOffset', default=UNSET)
 
 
 class NotificationInput(Struct, frozen=True, kw_only=True, tag_field='type', tag='notification'):

@@ -55,6 +55,16 @@ class Auth(Struct, frozen=True, kw_only=True, tag_field='type', tag='auth'):
         | UnsetType
     ) = UNSET
     resume: StreamPosition | UnsetType = UNSET
+    text_deltas: (
+        Annotated[
+            bool,
+            Meta(
+                description='`true`: receive streamed text as `textDelta` + `textOffset` on `generationProgress`\n(see "Streamed text"), without `partialText`. Absent or `false`: the deprecated\n`partialText` (whole text so far) instead of the deltas, as before this option.\n',
+                examples=[True],
+            ),
+        ]
+        | UnsetType
+    ) = field(name='textDeltas', default=UNSET)
 
 
 class Refresh(Struct, frozen=True, kw_only=True, tag_field='type', tag='refresh'):
@@ -238,6 +248,16 @@ class ProgressSnapshot(Struct, frozen=True, kw_only=True):
         name='totalSteps', default=UNSET
     )
     message: str | UnsetType = UNSET
+    partial_text: (
+        Annotated[
+            str,
+            Meta(
+                description='The text streamed so far (a prefix of the final text), for a client that joined\nmid-stream: deltas with a `textOffset` up to its length (in UTF-16 code units)\ncontinue it. Saved about once a second when the run is on another process.\n',
+                examples=['A lighthouse at dusk'],
+            ),
+        ]
+        | UnsetType
+    ) = field(name='partialText', default=UNSET)
 
 
 class GenerationUpdate(Struct, frozen=True, kw_only=True, tag_field='type', tag='generationUpdate'):
@@ -314,16 +334,37 @@ class GenerationProgress(Struct, frozen=True, kw_only=True, tag_field='type', ta
         Annotated[
             str,
             Meta(
-                description='The whole text streamed so far (not a delta), so a conflated event loses nothing.'
+                description='Deprecated: the whole text streamed so far. Sent only to connections that did not\nask for `auth.textDeltas` (instead of `textDelta`/`textOffset`, rebuilt per\nconnection), and by publishers of `POST /v1/events` that set it. Use `textDelta` +\n`textOffset`; see "Streamed text". A connection that joined mid-stream may get\nevents without it until the server knows the text\'s prefix.\n'
             ),
         ]
         | UnsetType
     ) = field(name='partialText', default=UNSET)
+    text_delta: (
+        Annotated[
+            str,
+            Meta(
+                description='Streamed text appended at `textOffset` (see "Streamed text"); after conflation, the concatenation of the merged events\' deltas.',
+                examples=[' dusk 🌅'],
+            ),
+        ]
+        | UnsetType
+    ) = field(name='textDelta', default=UNSET)
+    text_offset: (
+        Annotated[
+            int,
+            Meta(
+                description="Where `textDelta` starts in the generation's full text, in UTF-16 code units\n(JavaScript string indices; a character outside the BMP counts 2). The text after the\nevent is `text.slice(0, textOffset) + textDelta`.\n",
+                examples=[15],
+                ge=0,
+            ),
+        ]
+        | UnsetType
+    ) = field(name='textOffset', default=UNSET)
     supersedes: (
         Annotated[
             list[Offset],
             Meta(
-                description='Offsets of earlier `generationProgress` events of this generation that the server dropped in favour of this one (slow reader). Treat them as delivered.'
+                description="Offsets of earlier `generationProgress` events of this generation that the server dropped in favour of this one (slow reader). Treat them as delivered; their `textDelta`s are merged into this event's."
             ),
         ]
         | UnsetType

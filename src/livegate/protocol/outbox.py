@@ -8,6 +8,10 @@ Rules (asyncapi.yaml, "Conflation"):
   with the same key is pushed while an older one is still queued, the older one is
   removed and its offset (and whatever it superseded) is listed in the newer one's
   ``supersedes``. The newer one goes to the back, so offsets stay ascending on the wire.
+* Streamed text is **merged**, not dropped: the newer one's ``textDelta`` becomes the
+  older one's followed by its own, from the older one's ``textOffset``
+  (:func:`livegate.protocol.textdelta.merge_frames`), so a conflated stream rebuilds the
+  exact text. Two that cannot be merged (a whole ``partialText`` after a delta) both stay.
 * Everything else (``generationUpdate``, ``notification``, control frames) is never dropped.
 
 A fast reader drains the queue at once, so nothing is ever conflated for it.
@@ -19,6 +23,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from livegate.protocol.textdelta import merge_frames
 
 
 @dataclass(slots=True)
@@ -60,7 +66,9 @@ class Outbox:
         key = item.conflation_key
         if key is not None:
             older_seq = self._by_key.pop(key, None)
-            if older_seq is not None:
+            merged = None if older_seq is None else merge_frames(self.items[older_seq].data, item.data)
+            if older_seq is not None and merged is not None:
+                item.data = merged
                 older = self.items.pop(older_seq)
                 self.bytes -= len(older.data)
                 supersedes = item.supersedes if item.supersedes is not None else []

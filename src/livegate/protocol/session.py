@@ -41,6 +41,8 @@ class Authenticate:
     claims: Claims
     resume: messages.StreamPosition | None
     request_id: str | None
+    #: ``auth.textDeltas``: streamed text as deltas; else the deprecated ``partialText``.
+    text_deltas: bool = False
 
 
 Effect = Send | Close | Authenticate
@@ -192,7 +194,8 @@ class Session:
         self.claims = claims
         self.state = advance(self.state, State.AUTHENTICATING)
         resume = message.resume if isinstance(message.resume, messages.StreamPosition) else None
-        return [Authenticate(claims=claims, resume=resume, request_id=_rid(message))]
+        return [Authenticate(claims=claims, resume=resume, request_id=_rid(message),
+                             text_deltas=message.text_deltas is True)]
 
     def _refresh(self, message: messages.Refresh, now: float) -> list[Effect]:
         assert self.claims is not None

@@ -420,6 +420,21 @@ class GenerationService:
             self._ended.pop(gen_id, None)  # (a local run pops its own when it ends)
         return await self.describe(await self._owned(user_id, gen_id))
 
+    def local_text(self, gen_id: str) -> str | None:
+        """The text streamed so far by a run of this process (``None``: not running here)."""
+        ctx = self._contexts.get(gen_id)
+        return ctx.text if ctx is not None else None
+
+    async def saved_text(self, gen_id: str) -> str | None:
+        """The text streamed so far: this process's run, else the snapshot its runner saved
+        (about once a second); ``None`` when there is none."""
+        local = self.local_text(gen_id)
+        if local is not None:
+            return local
+        row = await self.store.get(gen_id)
+        text = (row.progress or {}).get("partialText") if row is not None and row.status == "running" else None
+        return text if isinstance(text, str) else None
+
     async def describe(self, row: GenerationRow) -> http.Generation:
         outputs = [self.outputs.describe(o) for o in await self.store.outputs(row.output_ids)]
         progress: Any = _UNSET
@@ -632,12 +647,16 @@ class GenerationService:
         finally:
             self._unpublished.pop(user_id, None)
 
-    async def publish(self, user_id: str, event: Any) -> None:
+    async def publish(self, user_id: str, event: Any) -> bool:
         """Publish for a run; a bus outage is logged, never fatal to the run (the record
-        stays right and clients resync over HTTP after ``recovered: false``)."""
+        stays right and clients resync over HTTP after ``recovered: false``). ``False``
+        when the event was not published."""
         try:
             await self.publisher.publish_one(user_id, event)
         except BusError as exc:
             log.error("could not publish generation event: %s", exc.message, extra={"user_id": user_id})
         except EventTooLarge as exc:  # a tool's event over LIVEGATE_MAX_EVENT_BYTES: never on a stream
             log.warning("generation event dropped: %s", exc.message, extra={"user_id": user_id})
+        else:
+            return True
+        return False

@@ -4,12 +4,14 @@ store (their bytes into ``output_chunks``, readable from every process).
 
 Progress is coalesced per run to at most one event per ``min_interval`` (50 ms): a tool
 streaming hundreds of text deltas a second would otherwise flood the user's bounded
-history. Nothing is lost — ``partialText`` is the whole text so far and the latest
-progress is always published (``flush`` runs before every transition).
+history. Nothing is lost: the latest progress is always published (``flush`` runs before
+every transition), and streamed text goes out as ``textDelta`` + ``textOffset``
+(asyncapi.yaml, "Streamed text"): a coalesced event carries the concatenation of the
+deltas since the last one published, and the text so far is in the snapshot (GET).
 
 Progress is bounded by ``LIVEGATE_MAX_EVENT_BYTES``: a preview whose event would be larger
-is dropped (logged at warning), and if the event is still too large its ``partialText``
-is left out (the run's outputs carry the whole text when it completes).
+is dropped (logged at warning). A text delta is never dropped (that would break every
+reader's text): one too large for an event is split over several.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import msgspec
 
 from livegate.errors import OutputTooLarge, ToolError
 from livegate.protocol import http
+from livegate.protocol.textdelta import utf16_len
 from livegate.store.base import GenerationRow, OutputRow
 from livegate.tools.base import OutputKind, StoredOutput
 
@@ -57,6 +60,9 @@ class ServiceRunContext:
         self._flush_task: asyncio.Task[None] | None = None
         self._snapshot_saved = 0.0
         self._snapshot_task: asyncio.Task[None] | None = None
+        self.text = ""  # the whole text streamed so far (the tool's latest partial_text)
+        self._sent_text = ""  # the text as of the last published delta
+        self._sent_units = 0  # its length in UTF-16 code units (the next textOffset)
 
     @property
     def generation_id(self) -> str:
@@ -104,14 +110,14 @@ class ServiceRunContext:
             preview_obj = http.Preview(media_type=media_type, url=url)
         elif self._pending is not None and self._pending.preview is not _UNSET:
             preview_obj = self._pending.preview  # keep a coalesced preview
-        if partial_text is None and self._pending is not None and self._pending.partial_text is not _UNSET:
-            partial_text = self._pending.partial_text
+        if partial_text is not None:
+            self.text = partial_text
         event = http.GenerationProgressInput(
             generation_id=self._row.id, fraction=fraction, step=_opt(step), total_steps=_opt(total_steps),
-            message=_opt(message), preview=preview_obj, partial_text=_opt(partial_text),
+            message=_opt(message), preview=preview_obj,
         )
         self.snapshot = http.ProgressSnapshot(fraction=fraction, step=_opt(step), total_steps=_opt(total_steps),
-                                              message=_opt(message))
+                                              message=_opt(message), partial_text=self.text or _UNSET)
         self._pending = event
         self._save_snapshot_soon()
         wait = self._last_sent + self.min_interval - time.monotonic()
@@ -152,26 +158,48 @@ class ServiceRunContext:
             self._flush_task = None
         if event is not None and not self.closed:
             self._last_sent = time.monotonic()
-            await self._service.publish(self._row.user_id, self._bounded(event))
+            for part, sent_text, sent_units in self._with_text(self._bounded(event)):
+                if not await self._service.publish(self._row.user_id, part):
+                    break  # not on the stream: the next event carries this text again
+                self._sent_text, self._sent_units = sent_text, sent_units
+
+    def _with_text(self, event: http.GenerationProgressInput) -> list[tuple[http.GenerationProgressInput, str, int]]:
+        """``event`` with the text streamed since the last published one as ``textDelta`` +
+        ``textOffset`` (split over several events when it would not fit one), each with the
+        sent text and its length once it is published."""
+        text, sent = self.text, self._sent_text
+        if text == sent:
+            return [(event, sent, self._sent_units)]
+        if text.startswith(sent):
+            common, offset = len(sent), self._sent_units
+        else:  # the tool rewrote the text: restart at the common prefix (asyncapi: text[:offset] + delta)
+            common = next((i for i, (a, b) in enumerate(zip(text, sent, strict=False)) if a != b),
+                          min(len(text), len(sent)))
+            offset = utf16_len(text[:common])
+        # Encoded JSON takes at most 6 bytes per code point (\u00XX escapes).
+        publisher = self._service.publisher
+        room = max(256, (publisher.max_event_bytes - 1024 - publisher.encoded_size(event)) // 6)
+        parts = []
+        for start in range(common, len(text), room):
+            piece = text[start:start + room]
+            parts.append((msgspec.structs.replace(event, text_delta=piece, text_offset=offset),
+                          text[:start + len(piece)], offset + utf16_len(piece)))
+            offset += utf16_len(piece)
+        if not parts:  # the tool cut its text short: an empty delta where it now ends
+            parts.append((msgspec.structs.replace(event, text_delta="", text_offset=offset), text, offset))
+        return parts
 
     def _bounded(self, event: http.GenerationProgressInput) -> http.GenerationProgressInput:
-        """``event`` within ``LIVEGATE_MAX_EVENT_BYTES``: as it is, else without its preview,
-        else without its ``partialText``, else without both (what was dropped is logged at
-        warning)."""
+        """``event`` within ``LIVEGATE_MAX_EVENT_BYTES``: as it is, else without its preview
+        (logged at warning). Its text is added after (:meth:`_with_text`)."""
         publisher = self._service.publisher
         limit = publisher.max_event_bytes - 64  # the publish adds its timestamp
         size = publisher.encoded_size(event)
-        if size <= limit:
+        if size <= limit or event.preview is _UNSET:
             return event
-        candidates = [("preview",), ("partial_text",), ("preview", "partial_text")]
-        for dropped in candidates:
-            smaller = msgspec.structs.replace(event, **dict.fromkeys(dropped, _UNSET))
-            if publisher.encoded_size(smaller) <= limit or dropped == candidates[-1]:
-                log.warning("progress %s dropped: the event is %d bytes, over LIVEGATE_MAX_EVENT_BYTES",
-                            " and ".join(dropped), size,
-                            extra={"generation_id": self._row.id, "user_id": self._row.user_id})
-                return smaller
-        return event
+        log.warning("progress preview dropped: the event is %d bytes, over LIVEGATE_MAX_EVENT_BYTES", size,
+                    extra={"generation_id": self._row.id, "user_id": self._row.user_id})
+        return msgspec.structs.replace(event, preview=_UNSET)
 
     async def store_output(self, data: bytes, *, kind: OutputKind, media_type: str, filename: str | None = None,
                            width: int | None = None, height: int | None = None,

@@ -51,7 +51,8 @@ class GenerationRow:
     started, ``request_sent_at`` a non-idempotent upstream request went out (a takeover
     must not resend it), ``cancel_requested_at`` a cancel was asked for (any process),
     ``owner`` the process that runs it now; ``progress`` (revision 4) the latest progress
-    snapshot (``{fraction, step?, totalSteps?, message?}``), saved about once a second.
+    snapshot (``{fraction, step?, totalSteps?, message?, partialText?}``: the streamed text so
+    far, for late joiners), saved about once a second (JSON: no migration for the new key).
     """
 
     id: str

@@ -37,7 +37,7 @@ from litestar.response import Stream
 
 from livegate.testing._server import BackgroundServer, find_fixtures_dir
 
-__all__ = ["FakeOpenAI", "RecordedRequest", "main"]
+__all__ = ["FakeOpenAI", "RecordedRequest", "long_stream", "main"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +116,18 @@ class FakeOpenAI:
         return self._server.base_url
 
     # -- knobs --------------------------------------------------------------------------
+
+    def long_answer(self, tokens: int, *, seconds: float = 0.0, name: str = "long") -> str:
+        """Make chat streams answer ``tokens`` content chunks (in the ``stream_basic``
+        fixture's own chunk format; words, accents, CJK and emoji outside the BMP), paced to
+        take about ``seconds``. Returns the whole answer text."""
+        body, text = long_stream(self.sse["stream_basic"], tokens)
+        self.sse[name] = body
+        self.chat_fixture = name
+        if seconds > 0:
+            self.chunk_sizes = (64,)
+            self.chunk_delay = seconds / max(1, len(body) // 64)
+        return text
 
     def fail_next(
         self, error: str, times: int = 1, headers: Mapping[str, str] | None = None
@@ -269,6 +281,25 @@ class FakeOpenAI:
             return Response(fake.png, media_type="image/png")
 
         return Litestar([chat, images, files], openapi_config=None, logging_config=None)
+
+
+LONG_ANSWER_WORDS = ("The", " lighthouse", " keeper", " counted", " waves", ",", " then", " 🌅", " slept", ".",
+                     " Fog", " rolled", " in", " é", "中", " 😀", " again", "\n")
+
+
+def long_stream(template: bytes, tokens: int) -> tuple[bytes, str]:
+    """An SSE body in ``template``'s format (a chat stream fixture) with ``tokens`` content
+    chunks, and the answer's text."""
+    events = [e for e in template.split(b"\n\n") if e.strip()]
+    content = next(e for e in events if b'"content":"Hello"' in e)
+    tail = [e for e in events if b'"finish_reason":"stop"' in e or e.startswith(b"data: [DONE]")]
+    prefix, suffix = content.split(b'"content":"Hello"')
+    out, text = [events[0]], []  # the role chunk first
+    for i in range(tokens):
+        word = LONG_ANSWER_WORDS[i % len(LONG_ANSWER_WORDS)]
+        text.append(word)
+        out.append(prefix + b'"content":' + json.dumps(word).encode() + suffix)
+    return b"\n\n".join(out + tail) + b"\n\n", "".join(text)
 
 
 def _load(path: Path) -> Any:

@@ -77,7 +77,8 @@ class RunContext(Protocol):
         partial_text: str | None = None,
     ) -> None:
         """Publish a ``generationProgress``. ``partial_text`` is the *whole* text so far
-        (not a delta), so that a conflated progress event still carries everything."""
+        (not a delta); the gateway sends what was added since the last event as
+        ``textDelta`` + ``textOffset`` (asyncapi.yaml, "Streamed text")."""
 
     async def store_output(
         self,
