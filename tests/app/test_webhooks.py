@@ -52,14 +52,6 @@ def gateways(request: pytest.FixtureRequest, tmp_path: Path) -> Gateways:
     return make
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[WebhookReceiver]:
-    server = WebhookReceiver()
-    await server.start()
-    yield server
-    await server.stop()
-
-
 async def create(client: httpx.AsyncClient, **extra: Any) -> httpx.Response:
     return await client.post("/v1/generations", json={"toolId": "demo", "inputs": {"prompt": "kite"}, **extra})
 
@@ -85,13 +77,13 @@ def verified(request: Any, secret: str = SECRET) -> dict[str, Any]:
 
 
 async def test_a_generation_webhook_is_signed_per_standard_webhooks(gateways: Gateways,
-                                                                    receiver: WebhookReceiver) -> None:
+                                                                    webhook_receiver: WebhookReceiver) -> None:
     async with gateways() as gw, gw.http("alice") as alice:
-        created = await create(alice, webhookUrl=receiver.url, webhookEvents=["running", "completed"])
+        created = await create(alice, webhookUrl=webhook_receiver.url, webhookEvents=["running", "completed"])
         assert created.status_code == 202, created.text
         gen = created.json()
         done = await settled(alice, gen["id"])
-        requests = await receiver.wait_for(2)
+        requests = await webhook_receiver.wait_for(2)
         events = [verified(r) for r in requests]
         assert sorted(e["type"] for e in events) == ["generation.completed", "generation.running"]
         final = next(e for e in events if e["type"] == "generation.completed")
@@ -105,17 +97,17 @@ async def test_a_generation_webhook_is_signed_per_standard_webhooks(gateways: Ga
         assert {(d["event"], d["status"], d["endpoint"], d["attempts"]) for d in listed} == {
             ("generation.running", "delivered", "generation", 1), ("generation.completed", "delivered", "generation", 1)}
         assert {d["id"] for d in listed} == {r.headers["webhook-id"] for r in requests}
-        assert all(d["url"] == receiver.url and d["lastStatusCode"] == 204 for d in listed)
+        assert all(d["url"] == webhook_receiver.url and d["lastStatusCode"] == 204 for d in listed)
     async with gateways() as gw, gw.http("bob") as bob:  # another user's deliveries are not found
         problem(await bob.get(f"/v1/generations/{gen['id']}/webhooks"), 404, "not_found")
 
 
 async def test_retries_keep_the_webhook_id_until_the_receiver_succeeds(gateways: Gateways,
-                                                                       receiver: WebhookReceiver) -> None:
-    receiver.fail_next(2)
+                                                                       webhook_receiver: WebhookReceiver) -> None:
+    webhook_receiver.fail_next(2)
     async with gateways() as gw, gw.http("alice") as alice:
-        gen = (await create(alice, webhookUrl=receiver.url)).json()
-        requests = await receiver.wait_for(3)
+        gen = (await create(alice, webhookUrl=webhook_receiver.url)).json()
+        requests = await webhook_receiver.wait_for(3)
         assert len({r.headers["webhook-id"] for r in requests}) == 1
         assert all(verified(r)["type"] == "generation.completed" for r in requests)
         (delivery,) = await deliveries(alice, gen["id"], settled_all)
@@ -123,19 +115,19 @@ async def test_retries_keep_the_webhook_id_until_the_receiver_succeeds(gateways:
         assert delivery["id"] == requests[0].headers["webhook-id"] and "nextAttemptAt" not in delivery
 
 
-async def test_a_permanent_failure_is_recorded_and_visible(gateways: Gateways, receiver: WebhookReceiver) -> None:
-    receiver.mode = "fail"
+async def test_a_permanent_failure_is_recorded_and_visible(gateways: Gateways, webhook_receiver: WebhookReceiver) -> None:
+    webhook_receiver.mode = "fail"
     async with gateways() as gw, gw.http("alice") as alice:
-        gen = (await create(alice, webhookUrl=receiver.url)).json()
+        gen = (await create(alice, webhookUrl=webhook_receiver.url)).json()
         (delivery,) = await deliveries(alice, gen["id"], settled_all)
         assert delivery["status"] == "failed" and delivery["attempts"] == FAST["webhook_max_attempts"]
         assert delivery["lastStatusCode"] == 500 and "500" in delivery["lastError"]
-        assert len(receiver.requests) == FAST["webhook_max_attempts"]
+        assert len(webhook_receiver.requests) == FAST["webhook_max_attempts"]
 
 
-async def test_per_generation_urls_need_the_setting(gateways: Gateways, receiver: WebhookReceiver) -> None:
+async def test_per_generation_urls_need_the_setting(gateways: Gateways, webhook_receiver: WebhookReceiver) -> None:
     async with gateways(webhook_per_generation=False) as gw, gw.http("alice") as alice:
-        problem(await create(alice, webhookUrl=receiver.url), 422, "webhooks_disabled")
+        problem(await create(alice, webhookUrl=webhook_receiver.url), 422, "webhooks_disabled")
         assert (await create(alice)).status_code == 202  # without one, create works as before
 
 
@@ -162,11 +154,11 @@ async def test_refused_webhook_urls_are_422_at_create(gateways: Gateways) -> Non
 
 
 async def test_deployment_endpoints_get_the_statuses_they_ask_for(gateways: Gateways,
-                                                                  receiver: WebhookReceiver) -> None:
+                                                                  webhook_receiver: WebhookReceiver) -> None:
     other = WebhookReceiver()
     await other.start()
     endpoints = [
-        {"name": "billing", "url": receiver.url, "secret": OTHER_SECRET, "events": ["completed", "cancelled"]},
+        {"name": "billing", "url": webhook_receiver.url, "secret": OTHER_SECRET, "events": ["completed", "cancelled"]},
         {"name": "alerts", "url": other.url, "secret": SECRET, "events": ["failed"]},
         {"name": "internal", "url": "http://127.0.0.2:9/hook", "secret": SECRET, "events": ["completed"]},
     ]
@@ -175,7 +167,7 @@ async def test_deployment_endpoints_get_the_statuses_they_ask_for(gateways: Gate
                 gw.http("alice") as alice:
             gen = (await create(alice)).json()
             await settled(alice, gen["id"])
-            (request,) = await receiver.wait_for(1)
+            (request,) = await webhook_receiver.wait_for(1)
             event = verified(request, OTHER_SECRET)
             assert event["type"] == "generation.completed" and event["data"]["id"] == gen["id"]
             listed = await deliveries(alice, gen["id"], lambda d: len(d) == 2 and settled_all(d))
@@ -190,13 +182,13 @@ async def test_deployment_endpoints_get_the_statuses_they_ask_for(gateways: Gate
         await other.stop()
 
 
-async def test_redirects_are_not_followed(gateways: Gateways, receiver: WebhookReceiver) -> None:
+async def test_redirects_are_not_followed(gateways: Gateways, webhook_receiver: WebhookReceiver) -> None:
     target = WebhookReceiver()
     await target.start()
-    receiver.mode, receiver.redirect_to = "redirect", target.url
+    webhook_receiver.mode, webhook_receiver.redirect_to = "redirect", target.url
     try:
         async with gateways() as gw, gw.http("alice") as alice:
-            gen = (await create(alice, webhookUrl=receiver.url)).json()
+            gen = (await create(alice, webhookUrl=webhook_receiver.url)).json()
             (delivery,) = await deliveries(alice, gen["id"], settled_all)
             assert delivery["status"] == "failed" and delivery["lastStatusCode"] == 302
             assert "redirect" in delivery["lastError"] and target.requests == []
@@ -205,12 +197,12 @@ async def test_redirects_are_not_followed(gateways: Gateways, receiver: WebhookR
 
 
 @pytest.mark.parametrize("mode", ["huge", "slow"])
-async def test_oversized_and_slow_answers_are_bounded(gateways: Gateways, receiver: WebhookReceiver,
+async def test_oversized_and_slow_answers_are_bounded(gateways: Gateways, webhook_receiver: WebhookReceiver,
                                                       mode: str) -> None:
-    receiver.mode = mode  # a 1 MiB body; or 100 bytes trickling one per 0.2 s (20 s in all)
+    webhook_receiver.mode = mode  # a 1 MiB body; or 100 bytes trickling one per 0.2 s (20 s in all)
     async with gateways(webhook_max_response_bytes=1024, webhook_timeout_seconds=1.0, webhook_max_attempts=1) as gw, \
             gw.http("alice") as alice:
-        gen = (await create(alice, webhookUrl=receiver.url)).json()
+        gen = (await create(alice, webhookUrl=webhook_receiver.url)).json()
         (delivery,) = await deliveries(alice, gen["id"], settled_all)
         assert delivery["status"] == "failed", delivery
         expected = "over 1024 bytes" if mode == "huge" else "within 1 s"
