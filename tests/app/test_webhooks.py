@@ -18,6 +18,7 @@ import httpx
 import pytest
 from standardwebhooks import Webhook
 
+from livegate.client import ApiProblem, GenerationsClient
 from livegate.testing.gateway import RunningGateway, running_gateway
 from livegate.testing.webhook_receiver import WebhookReceiver
 
@@ -207,3 +208,18 @@ async def test_oversized_and_slow_answers_are_bounded(gateways: Gateways, webhoo
         assert delivery["status"] == "failed", delivery
         expected = "over 1024 bytes" if mode == "huge" else "within 1 s"
         assert expected in delivery["lastError"], delivery
+
+
+async def test_the_python_client_creates_with_a_webhook_and_reads_its_deliveries(
+        gateways: Gateways, webhook_receiver: WebhookReceiver) -> None:
+    async with gateways() as gw, GenerationsClient(gw.http_url, gw.token("alice")) as api:
+        run = await api.create("demo", {"prompt": "kite"}, webhook_url=webhook_receiver.url,
+                               webhook_events=["completed"])
+        async with asyncio.timeout(15):
+            while not (listed := (await api.webhooks(run.id)).deliveries) or listed[0].status == "pending":
+                await asyncio.sleep(0.05)
+        assert [(d.event, d.status, d.url) for d in listed] == [
+            ("generation.completed", "delivered", webhook_receiver.url)]
+        with pytest.raises(ApiProblem) as refused:
+            await api.create("demo", {"prompt": "kite"}, webhook_url="http://169.254.169.254/")
+        assert refused.value.code == "webhook_url_refused"
