@@ -131,6 +131,9 @@ def generation_routes(gw: Gateway) -> list[HTTPRouteHandler]:
         try:
             webhook_url = body.webhook_url if isinstance(body.webhook_url, str) else None
             webhook_events = body.webhook_events if isinstance(body.webhook_events, list) else None
+            if webhook_events is not None and len(set(webhook_events)) != len(webhook_events):
+                raise ProblemError(422, "validation_failed", "The body does not match the schema", errors=[
+                    http.ProblemItem(message="webhookEvents has repeated statuses", path="$.webhookEvents")])
             generation = await service().create(user_id, body.tool_id, body.inputs, webhook_url=webhook_url,
                                                 webhook_events=webhook_events)
         except NotFound as exc:

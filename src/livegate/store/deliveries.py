@@ -56,7 +56,10 @@ class DeliveryQueries:
     async def claim_deliveries(self, now: float, owner: str, lease_until: float, limit: int) -> list[DeliveryRow]:
         claimable = [d.c.status == "pending", d.c.next_attempt_at <= now,
                      or_(d.c.lease_until.is_(None), d.c.lease_until < now)]
-        due = select(d.c.id).where(*claimable).order_by(d.c.next_attempt_at).limit(limit).scalar_subquery()
+        # SKIP LOCKED (PostgreSQL; SQLite has one writer and no row locks): racing claimers
+        # pick different rows instead of queueing on the same ones.
+        due = (select(d.c.id).where(*claimable).order_by(d.c.next_attempt_at).limit(limit)
+               .with_for_update(skip_locked=True).scalar_subquery())
         # One statement: the database re-checks the WHERE on each row it updates, so of
         # two racing claimers (PostgreSQL READ COMMITTED, or SQLite's single writer) only
         # one takes a row; the other finds its lease unexpired and skips it.
