@@ -223,3 +223,16 @@ async def test_the_python_client_creates_with_a_webhook_and_reads_its_deliveries
         with pytest.raises(ApiProblem) as refused:
             await api.create("demo", {"prompt": "kite"}, webhook_url="http://169.254.169.254/")
         assert refused.value.code == "webhook_url_refused"
+
+
+async def test_queued_and_cancelled_events_reach_the_endpoint_that_wants_them(
+        gateways: Gateways, webhook_receiver: WebhookReceiver) -> None:
+    endpoints = [{"name": "ops", "url": webhook_receiver.url, "secret": SECRET, "events": ["queued", "cancelled"]}]
+    async with gateways(webhooks=json.dumps(endpoints)) as gw, gw.http("alice") as alice:
+        gen = (await alice.post("/v1/generations", json={"toolId": "slow", "inputs": {}})).json()
+        assert (await alice.post(f"/v1/generations/{gen['id']}/cancel")).status_code == 200
+        requests = await webhook_receiver.wait_for(2)
+        events = sorted((verified(r)["type"], verified(r)["data"]["id"]) for r in requests)
+        assert events == [("generation.cancelled", gen["id"]), ("generation.queued", gen["id"])]
+        listed = await deliveries(alice, gen["id"], lambda d: len(d) == 2 and settled_all(d))
+        assert [d["event"] for d in listed] == ["generation.queued", "generation.cancelled"]

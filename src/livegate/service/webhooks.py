@@ -90,6 +90,7 @@ class WebhookService:
         self._wake = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
         self._attempts: set[asyncio.Task[None]] = set()
+        self._in_flight: dict[str, DeliveryRow] = {}  # leased by this process, attempt not recorded
 
     @classmethod
     def from_config(cls, config: Any, store: Store, owner: str) -> WebhookService:
@@ -140,8 +141,9 @@ class WebhookService:
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="livegate-webhooks")
 
     async def stop(self) -> None:
-        """Stop claiming and abandon attempts in flight: their leases expire and another
-        process (or the next start) makes them again, with the same ``webhook-id``."""
+        """Stop claiming and abandon attempts in flight, releasing their leases: another
+        process (or the next start) makes them again at once, with the same ``webhook-id``
+        (the receiver may have seen the abandoned one: at least once)."""
         tasks = [t for t in (self._sweeper, *self._attempts) if t is not None]
         for task in tasks:
             task.cancel()
@@ -149,6 +151,10 @@ class WebhookService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._sweeper = None
+        for row in list(self._in_flight.values()):
+            with contextlib.suppress(Exception):  # else the lease simply expires
+                await self.store.finish_attempt(row.id, self.owner)
+        self._in_flight.clear()
         await self.sender.aclose()
 
     async def _sweep_forever(self) -> None:
@@ -172,6 +178,7 @@ class WebhookService:
         now = time.time() if now is None else now
         claimed = await self.store.claim_deliveries(now, self.owner, now + self.lease_seconds, free)
         for row in claimed:
+            self._in_flight[row.id] = row
             task = asyncio.create_task(self._attempt(row), name=f"webhook-{row.id}")
             self._attempts.add(task)
             task.add_done_callback(self._attempt_done)
@@ -184,6 +191,13 @@ class WebhookService:
         self._wake.set()  # a slot is free: claim more if some are due
 
     async def _attempt(self, row: DeliveryRow) -> None:
+        try:
+            await self._attempt_once(row)
+        except Exception:
+            self._in_flight.pop(row.id, None)  # (not on cancel: stop() releases those leases)
+            raise  # logged by _attempt_done; the lease expires and the row is tried again
+
+    async def _attempt_once(self, row: DeliveryRow) -> None:
         endpoint = self.generation if row.endpoint == GENERATION_ENDPOINT else self.endpoints.get(row.endpoint)
         url = row.url if row.endpoint == GENERATION_ENDPOINT else (endpoint.url if endpoint else None)
         generation = await self.store.get(row.generation_id)
@@ -214,6 +228,7 @@ class WebhookService:
             log.log(logging.INFO if due is not None else logging.WARNING, "webhook attempt failed: %s", error,
                     extra={"generation_id": row.generation_id, "webhook_id": row.id, "endpoint": row.endpoint,
                            "attempt": attempts, "gave_up": due is None})
+        self._in_flight.pop(row.id, None)
         try:
             if not await self.store.finish_attempt(row.id, self.owner, **fields):
                 log.warning("webhook lease lost before the attempt was recorded", extra={"webhook_id": row.id})
