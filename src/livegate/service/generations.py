@@ -23,6 +23,11 @@ Cancel (any process): a queued run is cancelled in the store; a running one gets
 job aborted, which reaches the worker running it by ``NOTIFY`` and cancels its task; the
 tool stops its upstream work, and the runner records ``cancelled``.
 
+Webhooks (:mod:`livegate.service.webhooks`): every lifecycle transition above inserts the
+webhook deliveries it causes in the *same* store transaction (``Store.insert`` /
+``Store.transition(..., deliveries=...)``), so a recorded status always has its deliveries;
+a takeover (``running`` again) causes none. Any process's sweeper then delivers them.
+
 Input validation never blocks the event loop: before a tool's JSON Schema sees them,
 ``inputs`` are bounded in encoded size (``max_inputs_bytes``) and in the length of every
 array in them (``max_input_items``) — jsonschema's ``uniqueItems`` compares every pair, so
