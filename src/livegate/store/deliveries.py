@@ -65,6 +65,11 @@ class DeliveryQueries:
         # one takes a row; the other finds its lease unexpired and skips it.
         statement = (update(d).where(d.c.id.in_(due), *claimable)
                      .values(lease_owner=owner, lease_until=lease_until).returning(*d.c))
+        # Most polls find nothing due: a read first, so they take no write lock (SQLite's is
+        # database-wide) and write nothing.
+        async with self._tx(write=False) as conn:
+            if (await conn.execute(select(d.c.id).where(*claimable).limit(1))).first() is None:
+                return []
         async with self._tx() as conn:
             rows = (await conn.execute(statement)).mappings().all()
         return sorted((_delivery(r) for r in rows), key=lambda r: (r.next_attempt_at or 0.0, r.id))
