@@ -137,7 +137,7 @@
  * One event to one endpoint, delivered at least once with the same `id`.
  * @typedef {Object} WebhookDelivery
  * @property {string} id The `webhook-id` header of every attempt (stable per generation, event and endpoint).
- * @property {("generation.queued"|"generation.running"|"generation.completed"|"generation.failed"|"generation.cancelled")} event The event `type`, `generation.<status>`.
+ * @property {WebhookEventType} event
  * @property {string} endpoint `generation` for the generation's own `webhookUrl`, else the name of a deployment endpoint.
  * @property {string} [url] The generation's own `webhookUrl` (absent for deployment endpoints).
  * @property {WebhookDeliveryStatus} status
@@ -163,9 +163,14 @@
 /**
  * The JSON body of a webhook request (Standard Webhooks): `type` names the lifecycle status reached, `timestamp` when it was reached, `data` the generation as `GET /v1/generations/{id}` returns it at the time of the attempt (fresh output URLs).
  * @typedef {Object} WebhookEvent
- * @property {("generation.queued"|"generation.running"|"generation.completed"|"generation.failed"|"generation.cancelled")} type
+ * @property {WebhookEventType} type
  * @property {string} timestamp
  * @property {Generation} data
+ */
+
+/**
+ * The Standard Webhooks `type` of a lifecycle event, `generation.<status>`.
+ * @typedef {("generation.queued"|"generation.running"|"generation.completed"|"generation.failed"|"generation.cancelled")} WebhookEventType
  */
 
 export {};

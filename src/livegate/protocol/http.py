@@ -206,7 +206,9 @@ class WebhookDelivery(Struct, frozen=True, kw_only=True):
     ]
     event: Annotated[
         Literal['generation.queued', 'generation.running', 'generation.completed', 'generation.failed', 'generation.cancelled'],
-        Meta(description='The event `type`, `generation.<status>`.'),
+        Meta(
+            description='The Standard Webhooks `type` of a lifecycle event, `generation.<status>`.'
+        ),
     ]
     endpoint: Annotated[
         str,
@@ -341,7 +343,12 @@ class PublishResponse(Struct, frozen=True, kw_only=True):
 
 
 class WebhookEvent(Struct, frozen=True, kw_only=True):
-    type: Literal['generation.queued', 'generation.running', 'generation.completed', 'generation.failed', 'generation.cancelled']
+    type: Annotated[
+        Literal['generation.queued', 'generation.running', 'generation.completed', 'generation.failed', 'generation.cancelled'],
+        Meta(
+            description='The Standard Webhooks `type` of a lifecycle event, `generation.<status>`.'
+        ),
+    ]
     timestamp: datetime
     data: Generation
 
