@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
 import pytest
@@ -10,6 +10,7 @@ import pytest
 if TYPE_CHECKING:
     from livegate.testing.postgres_server import PostgresServer
     from livegate.testing.redis_server import RedisServer
+    from livegate.testing.webhook_receiver import WebhookReceiver
 
 
 # -- Redis (tests/bus, tests/scale) ----------------------------------------------------------
@@ -34,3 +35,15 @@ def postgres_server() -> Iterator[PostgresServer]:
 
     with PostgresServer() as server:
         yield server
+
+
+# -- webhooks (tests/app/test_webhooks.py, tests/webhooks) -----------------------------------
+@pytest.fixture
+async def webhook_receiver() -> AsyncIterator[WebhookReceiver]:
+    """A real webhook endpoint on 127.0.0.1 that records requests and fails when told."""
+    from livegate.testing.webhook_receiver import WebhookReceiver
+
+    server = WebhookReceiver()
+    await server.start()
+    yield server
+    await server.stop()

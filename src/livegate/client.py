@@ -34,7 +34,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import msgspec
@@ -42,13 +42,14 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from livegate.errors import ContractError
-from livegate.protocol import codec, messages
+from livegate.protocol import codec, http, messages
 from livegate.protocol.codes import CLOSE_CODES, RECONNECT_CLOSE_CODES
 from livegate.protocol.cursor import StreamCursor
 from livegate.protocol.messages import GenerationProgress, Pong  # `messages` is also a method below
 from livegate.protocol.textdelta import FINAL_STATUSES, TextAssembler
 
 log = logging.getLogger("livegate.client")
+T = TypeVar("T")
 TokenSource = str | Callable[[], str] | Callable[[], Awaitable[str]]
 StreamMessage = messages.GenerationUpdate | messages.GenerationProgress | messages.Notification
 NEW_TOKEN_CLOSE_CODES = frozenset({CLOSE_CODES["auth_failed"], CLOSE_CODES["token_expired"]})
@@ -286,3 +287,63 @@ class LivegateClient:
                 pass
             case messages.Error():
                 await self._queue.put(message)
+
+
+class GenerationsClient:
+    """The generations half of openapi.yaml over HTTP, typed with the generated structs::
+
+        async with GenerationsClient("http://127.0.0.1:8000", token) as api:
+            run = await api.create("demo", {"prompt": "a kite"}, webhook_url="https://example.com/hook")
+            deliveries = await api.webhooks(run.id)   # pending / delivered / failed, per endpoint
+
+    A problem answer (4xx/5xx) raises :class:`ApiProblem` with the contract's ``code``.
+    """
+
+    def __init__(self, base_url: str, token: str, *, timeout: float = 10.0) -> None:
+        import httpx
+
+        self._http = httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {token}"},
+                                       timeout=timeout)
+
+    async def __aenter__(self) -> GenerationsClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def create(self, tool_id: str, inputs: dict[str, Any], *, webhook_url: str | None = None,
+                     webhook_events: list[str] | None = None) -> http.Generation:
+        """openapi.yaml ``createGeneration``; ``webhook_url`` only where the deployment allows it."""
+        body: dict[str, Any] = {"toolId": tool_id, "inputs": inputs}
+        if webhook_url is not None:
+            body["webhookUrl"] = webhook_url
+        if webhook_events is not None:
+            body["webhookEvents"] = webhook_events
+        return await self._call("POST", "/v1/generations", http.Generation, json=body)
+
+    async def get(self, generation_id: str) -> http.Generation:
+        """openapi.yaml ``getGeneration``."""
+        return await self._call("GET", f"/v1/generations/{generation_id}", http.Generation)
+
+    async def webhooks(self, generation_id: str) -> http.WebhookDeliveryList:
+        """openapi.yaml ``listGenerationWebhooks``: each delivery's status, attempts and last error."""
+        return await self._call("GET", f"/v1/generations/{generation_id}/webhooks", http.WebhookDeliveryList)
+
+    async def _call(self, method: str, path: str, answer: type[T], **kwargs: Any) -> T:
+        response = await self._http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            problem = msgspec.json.decode(response.content, type=http.Problem)
+            raise ApiProblem(problem)
+        return msgspec.json.decode(response.content, type=answer)
+
+
+class ApiProblem(Exception):
+    """An RFC 9457 problem answer of the HTTP API (``problem.code`` is a ProblemCode)."""
+
+    def __init__(self, problem: http.Problem) -> None:
+        super().__init__(f"{problem.status} {problem.code}: {problem.detail or problem.title}")
+        self.problem = problem
+        self.code = problem.code

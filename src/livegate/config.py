@@ -90,6 +90,21 @@ class Config:
     retention_interval_seconds: float = 3600.0
     max_inputs_bytes: int = 256 * 1024
     max_input_items: int = 256
+    # Webhooks (README "Webhooks")
+    webhooks: str | None = None  # LIVEGATE_WEBHOOKS: JSON array of endpoints, or a file holding it
+    webhook_secret: str | None = None  # signs per-generation webhookUrl deliveries (whsec_...)
+    webhook_per_generation: bool = False
+    webhook_allow: tuple[str, ...] = ()
+    webhook_backoff_base_seconds: float = 5.0
+    webhook_backoff_factor: float = 6.0
+    webhook_backoff_max_seconds: float = 36000.0
+    webhook_max_attempts: int = 8
+    webhook_retry_period_seconds: float = 3 * 86400.0
+    webhook_connect_timeout_seconds: float = 5.0
+    webhook_timeout_seconds: float = 15.0
+    webhook_max_response_bytes: int = 64 * 1024
+    webhook_poll_seconds: float = 1.0
+    webhook_concurrency: int = 16
     log_level: str = "INFO"
     insecure_defaults_used: tuple[str, ...] = field(default=())
 
@@ -150,6 +165,20 @@ class Config:
             retention_interval_seconds=_float("LIVEGATE_RETENTION_INTERVAL", 3600.0),
             max_inputs_bytes=_int("LIVEGATE_MAX_INPUTS_BYTES", 256 * 1024),
             max_input_items=_int("LIVEGATE_MAX_INPUT_ITEMS", 256),
+            webhooks=_env("LIVEGATE_WEBHOOKS"),
+            webhook_secret=_env("LIVEGATE_WEBHOOK_SECRET"),
+            webhook_per_generation=_bool("LIVEGATE_WEBHOOK_PER_GENERATION"),
+            webhook_allow=_list("LIVEGATE_WEBHOOK_ALLOW"),
+            webhook_backoff_base_seconds=_float("LIVEGATE_WEBHOOK_BACKOFF_BASE", 5.0),
+            webhook_backoff_factor=_float("LIVEGATE_WEBHOOK_BACKOFF_FACTOR", 6.0),
+            webhook_backoff_max_seconds=_float("LIVEGATE_WEBHOOK_BACKOFF_MAX", 36000.0),
+            webhook_max_attempts=_int("LIVEGATE_WEBHOOK_MAX_ATTEMPTS", 8),
+            webhook_retry_period_seconds=_float("LIVEGATE_WEBHOOK_RETRY_PERIOD", 3 * 86400.0),
+            webhook_connect_timeout_seconds=_float("LIVEGATE_WEBHOOK_CONNECT_TIMEOUT", 5.0),
+            webhook_timeout_seconds=_float("LIVEGATE_WEBHOOK_TIMEOUT", 15.0),
+            webhook_max_response_bytes=_int("LIVEGATE_WEBHOOK_MAX_RESPONSE_BYTES", 64 * 1024),
+            webhook_poll_seconds=_float("LIVEGATE_WEBHOOK_POLL_SECONDS", 1.0),
+            webhook_concurrency=_int("LIVEGATE_WEBHOOK_CONCURRENCY", 16),
             log_level=_env("LIVEGATE_LOG_LEVEL", "INFO") or "INFO",
             insecure_defaults_used=tuple(insecure),
         )
@@ -215,10 +244,27 @@ class Config:
         if not 1024 <= self.max_event_bytes <= self.queue_max_bytes:
             found.append(f"LIVEGATE_MAX_EVENT_BYTES must be 1024..LIVEGATE_QUEUE_MAX_BYTES "
                          f"({self.queue_max_bytes}), got {self.max_event_bytes}: one event must fit a reader's queue")
+        found.extend(self._webhook_problems())
         for name, value in (("LIVEGATE_MAX_INPUTS_BYTES", self.max_inputs_bytes),
-                            ("LIVEGATE_MAX_INPUT_ITEMS", self.max_input_items)):
+                            ("LIVEGATE_MAX_INPUT_ITEMS", self.max_input_items),
+                            ("LIVEGATE_WEBHOOK_MAX_ATTEMPTS", self.webhook_max_attempts),
+                            ("LIVEGATE_WEBHOOK_CONCURRENCY", self.webhook_concurrency)):
             if value < 1:
                 found.append(f"{name} must be positive (got {value})")
+        return found
+
+    def _webhook_problems(self) -> list[str]:
+        from livegate.webhooks.policy import WebhookConfigError, generation_endpoint, load_endpoints
+
+        found = []
+        try:
+            load_endpoints(self.webhooks)
+            generation_endpoint(self.webhook_secret)
+        except (WebhookConfigError, OSError) as exc:
+            found.append(str(exc))
+        if self.webhook_per_generation and not self.webhook_secret:
+            found.append("LIVEGATE_WEBHOOK_PER_GENERATION=1 needs LIVEGATE_WEBHOOK_SECRET (whsec_<base64>) to sign "
+                         "the deliveries to per-generation webhookUrls")
         return found
 
     def warn_if_insecure(self) -> None:

@@ -66,6 +66,11 @@ export class Api {
     return this.request("GET", `/v1/generations/${encodeURIComponent(id)}`);
   }
 
+  /** openapi.yaml listGenerationWebhooks. */
+  webhooks(id) {
+    return this.request("GET", `/v1/generations/${encodeURIComponent(id)}/webhooks`);
+  }
+
   /** openapi.yaml cancelGeneration. */
   cancel(id) {
     return this.request("POST", `/v1/generations/${encodeURIComponent(id)}/cancel`);

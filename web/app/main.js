@@ -185,6 +185,7 @@ function windowContext() {
       return gen;
     },
     track,
+    webhooks: (id) => api.webhooks(id),
     cancel: async (id) => {
       const gen = await api.cancel(id);
       for (const view of views.get(id) || []) view.applyGeneration(gen);

@@ -1,7 +1,9 @@
 // The live view of one generation: status, progress bar with step and message, preview
-// images as they arrive, streamed text as it streams, the final outputs, Cancel.
+// images as they arrive, streamed text as it streams, the final outputs, Cancel, and the
+// status of its webhook deliveries.
 import { h } from "./dom.js";
 import { isPreviewUrl, renderOutput } from "./outputs.js";
+import { WebhookStatus } from "./webhooks-view.js";
 
 const FINAL = new Set(["completed", "failed", "cancelled"]);
 const STATUS_TEXT = {
@@ -11,9 +13,9 @@ const STATUS_TEXT = {
 export class RunView {
   /**
    * @param {Object} generation A Generation (openapi.yaml) or at least {id, toolId, status}.
-   * @param {{onCancel: (id: string) => Promise<void>}} actions
+   * @param {{onCancel: (id: string) => Promise<void>, loadWebhooks?: (id: string) => Promise<Object>}} actions
    */
-  constructor(generation, { onCancel }) {
+  constructor(generation, { onCancel, loadWebhooks }) {
     this.id = generation.id;
     this.status = null;
     this.lastOffset = 0;
@@ -37,13 +39,14 @@ export class RunView {
       }
     } }, "Cancel");
     this.live = h("p", { class: "sr-only", "aria-live": "polite" });
+    this.webhooks = loadWebhooks ? new WebhookStatus(() => loadWebhooks(this.id)) : null;
     this.element = h("section", { class: "run", dataset: { generationId: this.id }, "aria-label": `Run ${this.id}` },
       h("div", { class: "run-head" }, this.statusEl, h("code", { class: "gen-id", title: "Generation id" }, this.id),
         this.cancelButton),
       h("div", { class: "progress-row" }, this.bar, h("span", { class: "percent" })),
       h("p", { class: "progress-detail" }, this.stepEl, " ", this.messageEl),
       h("div", { class: "live-media" }, this.preview, this.text),
-      this.errorEl, this.outputs, this.live);
+      this.errorEl, this.outputs, ...(this.webhooks ? [this.webhooks.element] : []), this.live);
     this.percent = this.element.querySelector(".percent");
     this.applyGeneration(generation);
   }
@@ -112,6 +115,7 @@ export class RunView {
     this.element.dataset.status = status;
     this.cancelButton.hidden = FINAL.has(status);
     this.live.textContent = `Generation ${STATUS_TEXT[status] || status}`;
+    this.webhooks?.refresh(); // a status change may have queued deliveries
     if (status === "cancelled") this.messageEl.textContent = "— stopped";
   }
 

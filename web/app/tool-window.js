@@ -74,7 +74,7 @@ export class ToolWindow {
       this.select.value = generation.toolId;
       this.showForm(generation.inputs || {});
     }
-    this.view = new RunView(generation, { onCancel: (id) => this.ctx.cancel(id) });
+    this.view = new RunView(generation, { onCancel: (id) => this.ctx.cancel(id), loadWebhooks: this.ctx.webhooks });
     this.runSlot.replaceChildren(this.view.element);
     this.ctx.track(this.view);
   }

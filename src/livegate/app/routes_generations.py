@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
@@ -21,6 +21,7 @@ from livegate.errors import NotFound, StoreUnavailable
 from livegate.protocol import http
 from livegate.service.generations import GenerationService, InputsInvalid
 from livegate.service.outputs import OUTPUT_ID
+from livegate.service.webhooks import WebhookRefused, WebhooksDisabled
 
 _create_decoder = msgspec.json.Decoder(http.CreateGenerationRequest)
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$", re.ASCII)
@@ -110,6 +111,13 @@ def generation_routes(gw: Gateway) -> list[HTTPRouteHandler]:
     def not_found(exc: NotFound) -> ProblemError:
         return ProblemError(404, exc.code if exc.code == "unknown_tool" else "not_found", exc.message)
 
+    async def owned(answer: Awaitable[Any]) -> Response[bytes]:
+        """The answer about one generation of the caller (``NotFound``: 404)."""
+        try:
+            return _json(await answer)
+        except NotFound as exc:
+            raise not_found(exc) from None
+
     @get("/v1/tools")
     async def list_tools(request: Request[Any, Any, Any]) -> Response[bytes]:
         """openapi.yaml ``listTools``."""
@@ -121,9 +129,18 @@ def generation_routes(gw: Gateway) -> list[HTTPRouteHandler]:
         user_id = user(request)
         body = decode_body(await request.body(), _create_decoder, gw.config.max_json_depth)
         try:
-            generation = await service().create(user_id, body.tool_id, body.inputs)
+            webhook_url = body.webhook_url if isinstance(body.webhook_url, str) else None
+            webhook_events = body.webhook_events if isinstance(body.webhook_events, list) else None
+            if webhook_events is not None and len(set(webhook_events)) != len(webhook_events):
+                raise ProblemError(422, "validation_failed", "The body does not match the schema", errors=[
+                    http.ProblemItem(message="webhookEvents has repeated statuses", path="$.webhookEvents")])
+            generation = await service().create(user_id, body.tool_id, body.inputs, webhook_url=webhook_url,
+                                                webhook_events=webhook_events)
         except NotFound as exc:
             raise not_found(exc) from None
+        except (WebhooksDisabled, WebhookRefused) as exc:
+            raise ProblemError(422, exc.code, exc.message, errors=[
+                http.ProblemItem(message=exc.message, path="$.webhookUrl")]) from None
         except InputsInvalid as exc:
             raise ProblemError(422, "validation_failed", "The inputs do not match the tool's input schema",
                                errors=exc.errors) from None
@@ -165,20 +182,17 @@ def generation_routes(gw: Gateway) -> list[HTTPRouteHandler]:
     @get("/v1/generations/{generation_id:str}")
     async def get_generation(request: Request[Any, Any, Any], generation_id: PathStr) -> Response[bytes]:
         """openapi.yaml ``getGeneration``."""
-        user_id = user(request)
-        try:
-            return _json(await service().get(user_id, generation_id))
-        except NotFound as exc:
-            raise not_found(exc) from None
+        return await owned(service().get(user(request), generation_id))
+
+    @get("/v1/generations/{generation_id:str}/webhooks")
+    async def list_generation_webhooks(request: Request[Any, Any, Any], generation_id: PathStr) -> Response[bytes]:
+        """openapi.yaml ``listGenerationWebhooks``."""
+        return await owned(service().webhook_deliveries(user(request), generation_id))
 
     @post("/v1/generations/{generation_id:str}/cancel")
     async def cancel_generation(request: Request[Any, Any, Any], generation_id: PathStr) -> Response[bytes]:
         """openapi.yaml ``cancelGeneration``."""
-        user_id = user(request)
-        try:
-            return _json(await service().cancel(user_id, generation_id))
-        except NotFound as exc:
-            raise not_found(exc) from None
+        return await owned(service().cancel(user(request), generation_id))
 
     @get("/v1/outputs/{output_id:str}")
     async def get_output(request: Request[Any, Any, Any], output_id: PathStr) -> Response[Any]:
@@ -237,4 +251,4 @@ def generation_routes(gw: Gateway) -> list[HTTPRouteHandler]:
             status = 206
         return Stream(_prefixed(first, pieces), status_code=status, media_type=row.media_type, headers=headers)
 
-    return [list_tools, generations, get_generation, cancel_generation, get_output]
+    return [list_tools, generations, get_generation, list_generation_webhooks, cancel_generation, get_output]

@@ -91,6 +91,27 @@ class CreateGenerationRequest(Struct, frozen=True, kw_only=True):
         name='toolId'
     )
     inputs: dict[str, Any]
+    webhook_url: (
+        Annotated[
+            str,
+            Meta(
+                description="Where to POST this generation's lifecycle events (Standard Webhooks, signed with the\ndeployment's `LIVEGATE_WEBHOOK_SECRET`; see `webhooks.generationEvent`). Only when\nthe deployment allows it (`LIVEGATE_WEBHOOK_PER_GENERATION`, else 422\n`webhooks_disabled`); http(s) only, and a URL resolving to a loopback, private,\nlink-local, CGNAT, multicast, unspecified or metadata address is refused (422\n`webhook_url_refused`) unless `LIVEGATE_WEBHOOK_ALLOW` admits it.\n",
+                max_length=2048,
+            ),
+        ]
+        | UnsetType
+    ) = field(name='webhookUrl', default=UNSET)
+    webhook_events: (
+        Annotated[
+            list[Literal['queued', 'running', 'completed', 'failed', 'cancelled']],
+            Meta(
+                description='Which lifecycle statuses are sent to `webhookUrl`; absent, the final ones (`completed`, `failed`, `cancelled`).',
+                max_length=5,
+                min_length=1,
+            ),
+        ]
+        | UnsetType
+    ) = field(name='webhookEvents', default=UNSET)
 
 
 class DevTokenRequest(Struct, frozen=True, kw_only=True):
@@ -215,6 +236,72 @@ class PublishResult(Struct, frozen=True, kw_only=True):
     ]
 
 
+class WebhookDelivery(Struct, frozen=True, kw_only=True):
+    id: Annotated[
+        str,
+        Meta(
+            description='The `webhook-id` header of every attempt (stable per generation, event and endpoint).'
+        ),
+    ]
+    event: Annotated[
+        Literal['generation.queued', 'generation.running', 'generation.completed', 'generation.failed', 'generation.cancelled'],
+        Meta(
+            description='The Standard Webhooks `type` of a lifecycle event, `generation.<status>`.'
+        ),
+    ]
+    endpoint: Annotated[
+        str,
+        Meta(
+            description="`generation` for the generation's own `webhookUrl`, else the name of a deployment endpoint."
+        ),
+    ]
+    status: Annotated[
+        Literal['pending', 'delivered', 'failed'],
+        Meta(
+            description='`pending`: not yet answered with a 2xx (the first attempt, or retries with backoff are\ndue); `delivered`: an attempt got a 2xx; `failed`: permanent, every retry failed (or the\nURL was refused at delivery, or its endpoint is no longer configured).\n'
+        ),
+    ]
+    attempts: Annotated[int, Meta(description='Attempts made so far.', ge=0)]
+    created_at: datetime = field(name='createdAt')
+    url: (
+        Annotated[
+            str,
+            Meta(
+                description="The generation's own `webhookUrl` (absent for deployment endpoints)."
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
+    last_attempt_at: datetime | UnsetType = field(name='lastAttemptAt', default=UNSET)
+    next_attempt_at: (
+        Annotated[
+            datetime, Meta(description='When the next attempt is due (`pending` only).')
+        ]
+        | UnsetType
+    ) = field(name='nextAttemptAt', default=UNSET)
+    last_status_code: (
+        Annotated[
+            int,
+            Meta(description='The HTTP status of the last attempt that got an answer.'),
+        ]
+        | UnsetType
+    ) = field(name='lastStatusCode', default=UNSET)
+    last_error: (
+        Annotated[
+            str,
+            Meta(
+                description='Why the last attempt failed (status, timeout, refused address, redirect, oversized answer).'
+            ),
+        ]
+        | UnsetType
+    ) = field(name='lastError', default=UNSET)
+    delivered_at: datetime | UnsetType = field(name='deliveredAt', default=UNSET)
+
+
+class WebhookDeliveryList(Struct, frozen=True, kw_only=True):
+    deliveries: list[WebhookDelivery]
+
+
 class Generation(Struct, frozen=True, kw_only=True):
     id: Annotated[str, Meta(max_length=64, min_length=1)]
     tool_id: Annotated[str, Meta(max_length=64, min_length=1, pattern='^[a-z0-9][a-z0-9_-]*$')] = field(
@@ -273,7 +360,7 @@ class Problem(Struct, frozen=True, kw_only=True):
     title: str
     status: Annotated[int, Meta(ge=100, le=599)]
     code: Annotated[
-        Literal['bad_request', 'unauthorized', 'not_found', 'method_not_allowed', 'validation_failed', 'invalid_event', 'unknown_tool', 'illegal_transition', 'payload_too_large', 'unsupported_media_type', 'range_not_satisfiable', 'dev_mode_disabled', 'bus_unavailable', 'database_unavailable', 'too_many_queued', 'internal_error'],
+        Literal['bad_request', 'unauthorized', 'not_found', 'method_not_allowed', 'validation_failed', 'invalid_event', 'unknown_tool', 'illegal_transition', 'payload_too_large', 'unsupported_media_type', 'range_not_satisfiable', 'dev_mode_disabled', 'bus_unavailable', 'database_unavailable', 'too_many_queued', 'webhooks_disabled', 'webhook_url_refused', 'internal_error'],
         Meta(description='Stable machine-readable error codes of the HTTP API.'),
     ]
     detail: str | UnsetType = UNSET
@@ -292,6 +379,17 @@ class Problem(Struct, frozen=True, kw_only=True):
 
 class PublishResponse(Struct, frozen=True, kw_only=True):
     results: list[PublishResult]
+
+
+class WebhookEvent(Struct, frozen=True, kw_only=True):
+    type: Annotated[
+        Literal['generation.queued', 'generation.running', 'generation.completed', 'generation.failed', 'generation.cancelled'],
+        Meta(
+            description='The Standard Webhooks `type` of a lifecycle event, `generation.<status>`.'
+        ),
+    ]
+    timestamp: datetime
+    data: Generation
 
 
 class PublishItem(Struct, frozen=True, kw_only=True):

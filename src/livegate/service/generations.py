@@ -23,6 +23,11 @@ Cancel (any process): a queued run is cancelled in the store; a running one gets
 job aborted, which reaches the worker running it by ``NOTIFY`` and cancels its task; the
 tool stops its upstream work, and the runner records ``cancelled``.
 
+Webhooks (:mod:`livegate.service.webhooks`): every lifecycle transition above inserts the
+webhook deliveries it causes in the *same* store transaction (``Store.insert`` /
+``Store.transition(..., deliveries=...)``), so a recorded status always has its deliveries;
+a takeover (``running`` again) causes none. Any process's sweeper then delivers them.
+
 Input validation never blocks the event loop: before a tool's JSON Schema sees them,
 ``inputs`` are bounded in encoded size (``max_inputs_bytes``) and in the length of every
 array in them (``max_input_items``) — jsonschema's ``uniqueItems`` compares every pair, so
@@ -82,11 +87,13 @@ from livegate.service.lifecycle import FINAL, check_transition
 from livegate.service.outputs import OutputStore
 from livegate.service.publisher import Publisher
 from livegate.service.run_context import ServiceRunContext
-from livegate.store import GenerationRow, SqlStore, Store, decode_cursor, encode_cursor
+from livegate.service.webhooks import WebhooksDisabled, WebhookService
+from livegate.store import DeliveryRow, GenerationRow, SqlStore, Store, decode_cursor, encode_cursor
 from livegate.tools.base import StoredOutput, Tool
 
 # (spelled out here: inside GenerationService the name `list` is the method `list`)
 StoredOutputs = list[StoredOutput]
+Deliveries = list[DeliveryRow]
 T = TypeVar("T")
 
 log = logging.getLogger("livegate.generations")
@@ -132,7 +139,8 @@ class GenerationService:
                  cancel_wait_seconds: float = 15.0, retention_days: float = 30.0,
                  retention_interval: float = 3600.0, max_inputs_bytes: int = DEFAULT_MAX_INPUTS_BYTES,
                  max_input_items: int = DEFAULT_MAX_INPUT_ITEMS, max_queued_per_user: int = 50,
-                 tool_share_per_user: float = 1.0) -> None:
+                 tool_share_per_user: float = 1.0, webhooks: WebhookService | None = None) -> None:
+        self.webhooks = webhooks
         self.max_queued_per_user = max_queued_per_user
         self.tool_share_per_user = tool_share_per_user
         self.max_inputs_bytes = max_inputs_bytes
@@ -168,9 +176,10 @@ class GenerationService:
         tools = {spec.id: build_tool(spec) for spec in specs}
         engine = JobEngine(config.database_url, concurrency=config.worker_concurrency,
                            takeover_seconds=config.takeover_seconds, run_worker=config.run_worker)
+        store = SqlStore.from_config(config)
         return cls(
             tools=tools,
-            store=SqlStore.from_config(config),
+            store=store,
             outputs=OutputStore(config.url_signing_key, config.output_url_ttl_seconds),
             publisher=publisher,
             engine=engine,
@@ -181,6 +190,7 @@ class GenerationService:
             max_input_items=config.max_input_items,
             max_queued_per_user=config.max_queued_per_user,
             tool_share_per_user=config.tool_share_per_user,
+            webhooks=WebhookService.from_config(config, store, process_name()),
         )
 
     # -- lifecycle of the service ---------------------------------------------------------
@@ -194,6 +204,8 @@ class GenerationService:
         await self.engine.start()
         await self._dispatch_quietly()
         self._ticker = asyncio.create_task(self._tick_forever(), name="livegate-dispatch")
+        if self.webhooks is not None:
+            self.webhooks.start(self.describe)
         if self.retention_days > 0:
             self._retention_task = asyncio.create_task(self._retention_loop(), name="generation-retention")
 
@@ -208,6 +220,8 @@ class GenerationService:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._ticker = self._retention_task = None
+        if self.webhooks is not None:
+            await self.webhooks.stop()
         for ctx in self._contexts.values():
             ctx.detaching = True
         handed_over = [(gen_id, ctx.tool_id) for gen_id, ctx in self._contexts.items()]
@@ -356,17 +370,29 @@ class GenerationService:
                 for e in errors[:20]
             ])
 
-    async def create(self, user_id: str, tool_id: str, inputs: dict[str, Any]) -> http.Generation:
+    async def create(self, user_id: str, tool_id: str, inputs: dict[str, Any], *, webhook_url: str | None = None,
+                     webhook_events: list[str] | None = None) -> http.Generation:
+        """Raises ``WebhooksDisabled`` / ``WebhookRefused`` for a ``webhook_url`` this
+        deployment does not take (openapi.yaml ``createGeneration``)."""
         self.check_input_bounds(tool_id, inputs)
         await asyncio.to_thread(self.validate_inputs, tool_id, inputs)
+        if webhook_url is not None:
+            if self.webhooks is None:
+                raise WebhooksDisabled("This deployment does not accept a webhookUrl per generation")
+            webhook_events = await self.webhooks.check_request(webhook_url, webhook_events)
+        else:
+            webhook_events = None
         queued = await self.store.count_queued(user_id)
         if queued >= self.max_queued_per_user:
             raise TooManyQueued(f"You have {queued} generations queued, the most a user may have; "
                                 "create more once some have started")
         now = time.time()
         row = GenerationRow(id="gen_" + secrets.token_hex(8), user_id=user_id, tool_id=tool_id, status="queued",
-                            inputs=inputs, created_at=now, updated_at=now)
-        await self.store.insert(row)
+                            inputs=inputs, created_at=now, updated_at=now, webhook_url=webhook_url,
+                            webhook_events=webhook_events)
+        deliveries = self._plan_webhooks(row, "queued", now)
+        await self.store.insert(row, deliveries)
+        self._wake_webhooks(deliveries)
         await self._publish_update(row)
         await self._dispatch_quietly()
         return await self.describe(row)
@@ -390,8 +416,10 @@ class GenerationService:
         # Recorded first: a job that starts from now on sees it and ends `cancelled`.
         await self.store.update(gen_id, cancel_requested_at=now)
         if row.status == "queued":
-            won = await self.store.transition(gen_id, {"queued"}, "cancelled", finished_at=now)
+            deliveries = self._plan_webhooks(row, "cancelled", now)
+            won = await self.store.transition(gen_id, {"queued"}, "cancelled", finished_at=now, deliveries=deliveries)
             if won is not None:
+                self._wake_webhooks(deliveries)
                 await self._publish_update(won)
                 if won.job_id:
                     await self.engine.abort(won.job_id)
@@ -491,9 +519,12 @@ class GenerationService:
         fields: dict[str, Any] = {"owner": self.owner, "attempt": row.attempt + 1}
         if not takeover:
             fields["started_at"] = now
-        won = await self.store.transition(gen_id, {row.status}, "running", expect_attempt=row.attempt, **fields)
+        deliveries = [] if takeover else self._plan_webhooks(row, "running", now)
+        won = await self.store.transition(gen_id, {row.status}, "running", expect_attempt=row.attempt,
+                                          deliveries=deliveries, **fields)
         if won is None:
             return  # cancelled, or taken by another runner, meanwhile
+        self._wake_webhooks(deliveries)
         row = won
         if not takeover:
             await self._publish_update(row)
@@ -564,13 +595,30 @@ class GenerationService:
             await ctx.flush()  # the last progress goes out before the final update
             ctx.closed = True  # and nothing after it
         fence = row.attempt if row.status == "running" else None
+        now = time.time()
+        deliveries = self._plan_webhooks(row, status, now)
         won = await self.retrying(lambda: self.store.transition(
             row.id, {row.status}, status, expect_attempt=fence, error=error, output_ids=row.output_ids,
-            finished_at=time.time()))
+            finished_at=now, deliveries=deliveries))
         if won is None:
             return  # another runner (or a cancel) recorded the end first
+        self._wake_webhooks(deliveries)
         row.status, row.error, row.finished_at = won.status, won.error, won.finished_at
         await self._publish_update(won)
+
+    def _plan_webhooks(self, row: GenerationRow, status: str, now: float) -> Deliveries:
+        return self.webhooks.plan(row, status, now) if self.webhooks is not None else []
+
+    def _wake_webhooks(self, deliveries: Deliveries) -> None:
+        if deliveries and self.webhooks is not None:
+            self.webhooks.wake()
+
+    async def webhook_deliveries(self, user_id: str, gen_id: str) -> http.WebhookDeliveryList:
+        """openapi.yaml ``listGenerationWebhooks`` (another user's generation: ``NotFound``)."""
+        await self._owned(user_id, gen_id)
+        if self.webhooks is None:
+            return http.WebhookDeliveryList(deliveries=[])
+        return await self.webhooks.list_for(gen_id)
 
     async def retrying(self, write: Callable[[], Awaitable[T]]) -> T:
         """A store write that must not be lost to an outage: retried with backoff for

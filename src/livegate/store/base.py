@@ -27,6 +27,7 @@ __all__ = [
     "CHUNK_SIZE",
     "FINAL_STATUSES",
     "UNFINISHED_STATUSES",
+    "DeliveryRow",
     "GenerationRow",
     "OutputRow",
     "Store",
@@ -74,6 +75,32 @@ class GenerationRow:
     cancel_requested_at: float | None = None
     owner: str | None = None
     progress: dict[str, Any] | None = None  # revision 4: the latest snapshot, while running
+    webhook_url: str | None = None  # revision 0005w: the generation's own webhook endpoint
+    webhook_events: list[str] | None = None  # the statuses sent to it
+
+
+@dataclass
+class DeliveryRow:
+    """One webhook delivery: a lifecycle ``event`` (status) of a generation to one
+    ``endpoint``; ``id`` is its ``webhook-id``. ``status`` is ``pending`` (due at
+    ``next_attempt_at``; ``lease_*`` while a process makes an attempt), ``delivered`` or
+    ``failed`` (permanent)."""
+
+    id: str
+    generation_id: str
+    event: str
+    endpoint: str
+    created_at: float
+    status: str = "pending"
+    url: str | None = None
+    attempts: int = 0
+    next_attempt_at: float | None = None
+    lease_until: float | None = None
+    lease_owner: str | None = None
+    last_attempt_at: float | None = None
+    last_status_code: int | None = None
+    last_error: str | None = None
+    delivered_at: float | None = None
 
 
 @dataclass
@@ -129,8 +156,9 @@ class Store(Protocol):
 
     # -- generations ----------------------------------------------------------------------
 
-    async def insert(self, row: GenerationRow) -> None:
-        """Insert a new generation (its id must be new)."""
+    async def insert(self, row: GenerationRow, deliveries: Iterable[DeliveryRow] = ()) -> None:
+        """Insert a new generation (its id must be new), and ``deliveries`` in the same
+        transaction."""
 
     async def get(self, gen_id: str) -> GenerationRow | None: ...
 
@@ -152,12 +180,15 @@ class Store(Protocol):
         Not for status changes that may race: use :meth:`transition`."""
 
     async def transition(self, gen_id: str, from_statuses: Iterable[str], to_status: str, *,
-                         expect_attempt: int | None = None, **fields: Any) -> GenerationRow | None:
+                         expect_attempt: int | None = None, deliveries: Iterable[DeliveryRow] = (),
+                         **fields: Any) -> GenerationRow | None:
         """Move the row to ``to_status`` (and set ``fields``) only if its status is one of
         ``from_statuses`` (and, with ``expect_attempt``, its ``attempt`` is that number:
         the fence that makes a replaced runner's writes lose), in one conditional
         ``UPDATE``: the row after the update for the one caller that won, ``None`` for
-        everyone else (or when the row is missing)."""
+        everyone else (or when the row is missing). The winner's ``deliveries`` (webhooks
+        of the new status) are inserted in the same transaction: a recorded transition
+        is never without its deliveries (an id already present is left as it is)."""
 
     async def claim_dispatchable(self, max_per_user: int, tool_limits: dict[str, int], now: float,
                                  owner: str, *, tool_share: float = 1.0) -> list[GenerationRow]:
@@ -180,6 +211,20 @@ class Store(Protocol):
         """Delete up to ``batch`` final generations finished before ``ts``, with their
         outputs and chunks, in one transaction; the number of generations deleted (loop
         while it equals ``batch``). ``queued``/``running`` rows are never touched."""
+
+    # -- webhook deliveries (revision 0005w) ---------------------------------------------
+
+    async def claim_deliveries(self, now: float, owner: str, lease_until: float, limit: int) -> list[DeliveryRow]:
+        """Lease up to ``limit`` ``pending`` deliveries due by ``now`` whose lease (if any)
+        has expired, oldest due first: they get ``lease_owner=owner`` and ``lease_until``.
+        Concurrent claimers never get the same row (a lease taken is not expired)."""
+
+    async def finish_attempt(self, delivery_id: str, owner: str, **fields: Any) -> bool:
+        """Record an attempt's result (fields of :class:`DeliveryRow`) and release the
+        lease, only if ``owner`` still holds it; ``False`` if it did not."""
+
+    async def deliveries(self, generation_id: str) -> list[DeliveryRow]:
+        """The generation's deliveries, oldest first."""
 
     # -- outputs --------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from sqlalchemy import (
     text,
 )
 
-__all__ = ["generations", "metadata", "output_chunks", "outputs"]
+__all__ = ["generations", "metadata", "output_chunks", "outputs", "webhook_deliveries"]
 
 metadata = MetaData()
 
@@ -51,6 +51,8 @@ generations = Table(
     Column("cancel_requested_at", Double),
     Column("owner", Text),
     Column("progress", Text),  # revision 4: JSON progress snapshot of a running generation
+    Column("webhook_url", Text),  # revision 0005w: the generation's own webhook
+    Column("webhook_events", Text),  # JSON list of statuses sent to webhook_url
     Index("generations_by_user", "user_id", text("created_at DESC"), text("id DESC")),
     Index("generations_unfinished", "status", sqlite_where=_UNFINISHED, postgresql_where=_UNFINISHED),
     Index("generations_finished", "finished_at"),
@@ -82,4 +84,28 @@ output_chunks = Table(
     Column("output_id", Text, ForeignKey("outputs.id", ondelete="CASCADE"), primary_key=True),
     Column("seq", Integer, primary_key=True),
     Column("data", LargeBinary, nullable=False),
+)
+
+_PENDING = text("status = 'pending'")
+
+webhook_deliveries = Table(
+    "webhook_deliveries",  # revision 0005w: one row per (generation, status, endpoint)
+    metadata,
+    Column("id", Text, primary_key=True),  # the webhook-id
+    Column("generation_id", Text, nullable=False),
+    Column("event", Text, nullable=False),  # the lifecycle status reported
+    Column("endpoint", Text, nullable=False),
+    Column("url", Text),  # the generation's own webhook_url (deployment endpoints: from config)
+    Column("status", Text, nullable=False),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("created_at", Double, nullable=False),
+    Column("next_attempt_at", Double),
+    Column("lease_until", Double),
+    Column("lease_owner", Text),
+    Column("last_attempt_at", Double),
+    Column("last_status_code", Integer),
+    Column("last_error", Text),
+    Column("delivered_at", Double),
+    Index("webhook_deliveries_by_generation", "generation_id"),
+    Index("webhook_deliveries_due", "next_attempt_at", sqlite_where=_PENDING, postgresql_where=_PENDING),
 )

@@ -42,9 +42,11 @@ from livegate.store.base import (
     FINAL_STATUSES,
     GENERATION_FIELDS,
     UNFINISHED_STATUSES,
+    DeliveryRow,
     GenerationRow,
     OutputRow,
 )
+from livegate.store.deliveries import DeliveryQueries, delete_deliveries, insert_deliveries
 from livegate.store.schema import generations, output_chunks, outputs
 
 if TYPE_CHECKING:
@@ -112,6 +114,7 @@ def _generation(r: RowMapping) -> GenerationRow:
         attempt=r["attempt"], request_sent_at=r["request_sent_at"],
         cancel_requested_at=r["cancel_requested_at"], owner=r["owner"],
         progress=json.loads(r["progress"]) if r["progress"] else None,
+        webhook_url=r["webhook_url"], webhook_events=json.loads(r["webhook_events"]) if r["webhook_events"] else None,
     )
 
 
@@ -123,7 +126,7 @@ def _columns(fields: Mapping[str, Any]) -> dict[str, Any]:
             raise TypeError(f"not a settable generation field: {name!r}")
         if name in _JSON_FIELDS:
             value = json.dumps(value)
-        elif name in ("error", "progress"):
+        elif name in ("error", "progress", "webhook_events"):
             value = json.dumps(value) if value else None
         values[name] = value
     return values
@@ -159,7 +162,7 @@ async def _file_chunks(path: Path, size: int) -> AsyncIterator[bytes]:
         handle.close()
 
 
-class SqlStore:
+class SqlStore(DeliveryQueries):
     """:class:`livegate.store.base.Store` on one SQLAlchemy async engine.
 
     :param url: ``sqlite+aiosqlite:///path`` or ``postgresql://user@host:port/db``
@@ -281,10 +284,11 @@ class SqlStore:
 
     # -- generations ----------------------------------------------------------------------
 
-    async def insert(self, row: GenerationRow) -> None:
+    async def insert(self, row: GenerationRow, deliveries: Iterable[DeliveryRow] = ()) -> None:
         values = _columns({k: getattr(row, k) for k in GENERATION_FIELDS if k != "id"})
         async with self._tx() as conn:
             await conn.execute(insert(g).values(id=row.id, **values))
+            await insert_deliveries(conn, deliveries)
 
     async def get(self, gen_id: str) -> GenerationRow | None:
         async with self._tx(write=False) as conn:
@@ -322,7 +326,8 @@ class SqlStore:
         return _generation(row) if row else None
 
     async def transition(self, gen_id: str, from_statuses: Iterable[str], to_status: str, *,
-                         expect_attempt: int | None = None, **fields: Any) -> GenerationRow | None:
+                         expect_attempt: int | None = None, deliveries: Iterable[DeliveryRow] = (),
+                         **fields: Any) -> GenerationRow | None:
         values = _columns(fields)
         values["status"] = to_status
         values.setdefault("updated_at", time.time())
@@ -334,6 +339,8 @@ class SqlStore:
         statement = update(g).where(*where).values(**values).returning(*g.c)
         async with self._tx() as conn:
             row = (await conn.execute(statement)).mappings().first()
+            if row is not None:  # the webhooks of the transition commit with it (an outbox)
+                await insert_deliveries(conn, deliveries)
         return _generation(row) if row else None
 
     async def claim_dispatchable(self, max_per_user: int, tool_limits: dict[str, int], now: float,
@@ -408,6 +415,7 @@ class SqlStore:
                 # on connections that enabled them.
                 await conn.execute(delete(c).where(c.c.output_id.in_(output_ids)))
                 await conn.execute(delete(o).where(o.c.id.in_(output_ids)))
+            await delete_deliveries(conn, ids)
             await conn.execute(delete(g).where(g.c.id.in_(ids), g.c.status.in_(sorted(FINAL_STATUSES))))
         return len(ids)
 
