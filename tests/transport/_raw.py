@@ -154,6 +154,13 @@ def assert_problem_bytes(status: int, headers: dict[str, str], body: bytes, expe
     assert problem["status"] == expected and problem["code"] == code, problem
 
 
+def assert_no_error_logs(log_path: Path) -> None:
+    """Nothing at error level (nor a traceback) in a gateway process's log."""
+    errors = [line for line in log_path.read_text(errors="replace").splitlines()
+              if '"level": "error"' in line or '"level": "critical"' in line or "Traceback" in line]
+    assert not errors, errors[:5]
+
+
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

@@ -14,7 +14,14 @@ from collections.abc import Iterator
 import pytest
 
 from livegate.testing.process import GatewayProcess
-from tests.transport._raw import Raw, assert_problem_bytes, frame, rss_bytes, upgrade_head
+from tests.transport._raw import (
+    Raw,
+    assert_no_error_logs,
+    assert_problem_bytes,
+    frame,
+    rss_bytes,
+    upgrade_head,
+)
 
 LIMITS = {
     "LIVEGATE_IDLE_TIMEOUT": "0.5",
@@ -33,12 +40,6 @@ LIMITS = {
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     with GatewayProcess(tmp_path_factory.mktemp("limits"), env=LIMITS) as gw:
         yield gw
-
-
-def _no_errors_logged(gw: GatewayProcess) -> None:
-    errors = [line for line in gw.log_path.read_text(errors="replace").splitlines() if '"ERROR"' in line
-              or "Traceback" in line]
-    assert not errors, errors[:5]
 
 
 async def _trickle(raw: Raw, data: bytes, every: float = 0.1) -> None:
@@ -70,7 +71,7 @@ async def test_a_head_sent_at_10_bytes_per_second_is_answered_408_and_closed(gat
         sender.cancel()
     assert_problem_bytes(status, headers, body, 408, "request_timeout")
     assert not sender.done() or sender.cancelled()  # closed before the head was complete
-    _no_errors_logged(gateway)
+    assert_no_error_logs(gateway.log_path)
 
 
 async def test_a_body_that_stalls_is_closed_and_a_slow_steady_one_is_served(gateway: GatewayProcess) -> None:
@@ -86,7 +87,7 @@ async def test_a_body_that_stalls_is_closed_and_a_slow_steady_one_is_served(gate
     await _trickle(steady, body, every=0.3)  # each gap under the 0.8 s body timeout
     status, _headers, _body = await steady.response(10)
     assert status in (200, 400, 422), _body  # an answer of the API, not a closed socket
-    _no_errors_logged(gateway)
+    assert_no_error_logs(gateway.log_path)
 
 
 async def test_a_30_mb_header_line_is_431_without_buffering_it(gateway: GatewayProcess) -> None:
