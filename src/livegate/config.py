@@ -80,7 +80,7 @@ class Config:
     body_timeout_seconds: float = 10.0
     max_header_bytes: int = 32 * 1024
     max_headers: int = 100
-    max_connections: int = 10_000
+    max_connections: int = 50_000
     write_buffer_bytes: int = 64 * 1024
     close_timeout_seconds: float = 10.0
     # Generations
@@ -149,7 +149,7 @@ class Config:
             body_timeout_seconds=_float("LIVEGATE_BODY_TIMEOUT", 10.0),
             max_header_bytes=_int("LIVEGATE_MAX_HEADER_BYTES", 32 * 1024),
             max_headers=_int("LIVEGATE_MAX_HEADERS", 100),
-            max_connections=_int("LIVEGATE_MAX_CONNECTIONS", 10_000),
+            max_connections=_int("LIVEGATE_MAX_CONNECTIONS", 50_000),
             write_buffer_bytes=_int("LIVEGATE_WRITE_BUFFER_BYTES", 64 * 1024),
             close_timeout_seconds=_float("LIVEGATE_CLOSE_TIMEOUT", 10.0),
             data_dir=Path(_env("LIVEGATE_DATA_DIR", ".livegate-data") or ".livegate-data"),

@@ -98,6 +98,8 @@ class Raw:
             opcode, data = await self.next_frame(timeout)
             if opcode == 0x8:
                 code = struct.unpack("!H", data[:2])[0]
+                with contextlib.suppress(ConnectionError, OSError):  # echo it, as a client does
+                    await self.send(frame(0x8, data[:2]))
                 assert await self.closed_by_server(timeout), "TCP still open after the close frame"
                 return int(code)
         raise AssertionError("no close frame")

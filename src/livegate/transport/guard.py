@@ -61,7 +61,7 @@ class TransportLimits:
     body_timeout: float = 10.0
     max_header_bytes: int = 32 * 1024
     max_headers: int = 100
-    max_connections: int = 10_000
+    max_connections: int = 50_000
 
 
 class Capacity:
