@@ -127,6 +127,17 @@ async def test_keep_alive_requests_within_the_limits_are_served(gateway: Gateway
     raw.close()
 
 
+async def test_a_websocket_that_never_sends_auth_is_closed_4005(gateway: GatewayProcess) -> None:
+    raw = await Raw.connect(gateway.port)
+    await raw.handshake()
+    opcode, data = await raw.next_frame()
+    if opcode == 0x9:  # the heartbeat's ping may come first
+        opcode, data = await raw.next_frame()
+    error = json.loads(data)
+    assert opcode == 0x1 and error["type"] == "error" and error["code"] == "auth_timeout", error
+    assert await raw.expect_close() == 4005
+
+
 async def _flood_pings(raw: Raw, budget: int) -> int:
     """Write pings (125-byte payloads) and never read the pongs; stop once the server stops
     taking them (nothing drains for 1 s) or after ``budget`` bytes. Returns the bytes sent."""

@@ -108,7 +108,7 @@ class GuardedHttp(OneTimer, asyncio.Protocol):
         self._inner: asyncio.Protocol | None = None
         self._ws: asyncio.Protocol | None = None  # the protocol this connection was upgraded to
         self._transport: asyncio.Transport | None = None
-        self._parser = httptools.HttpRequestParser(self)
+        self._parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self._phase = _IDLE
         self._slot = ""  # "open" or "refusing": which count of the capacity holds this connection
         self._timer: asyncio.TimerHandle | None = None
@@ -153,6 +153,8 @@ class GuardedHttp(OneTimer, asyncio.Protocol):
             self._ws = cast("asyncio.Protocol", transport.get_protocol())
             transport.set_protocol(self)
             self._cancel_timer()
+            # uvicorn's protocol and the parser are done with: not kept for the socket's life.
+            self._inner = self._parser = None
 
     def eof_received(self) -> bool | None:
         target = self._ws or self._inner
@@ -199,7 +201,7 @@ class GuardedHttp(OneTimer, asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._phase = _BODY
-        self._upgrade = self._parser.should_upgrade()
+        self._upgrade = self._parser is not None and self._parser.should_upgrade()
         self._last_read = asyncio.get_running_loop().time()
         self._arm(self.limits.body_timeout, self._body_timed_out)
 
@@ -220,8 +222,11 @@ class GuardedHttp(OneTimer, asyncio.Protocol):
             self._head_bytes += len(data)
         if self._head is not None:
             self._head += data
+        parser = self._parser
+        if parser is None:
+            return True
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._upgrade = True
             self._phase = _PASS
@@ -251,7 +256,7 @@ class GuardedHttp(OneTimer, asyncio.Protocol):
             if refuse is not None:
                 refuse(1013, "try again later")
             ws.data_received(bytes(self._head or b""))
-            self._head = None
+            self._head = self._parser = None
             return
         self._answer(503, "server_busy", "The server is at its connection limit; retry later", first=first,
                      retry_after=1)
