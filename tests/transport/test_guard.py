@@ -133,3 +133,16 @@ async def test_after_the_upgrade_the_guard_forwards_to_the_websocket_protocol() 
     assert bytes(ws.data) == b"\x81\x80frame"
     protocol.connection_lost(None)
     assert ws.lost and protocol.capacity.open == 0
+
+
+async def test_crlfs_after_a_request_do_not_hold_the_connection_open() -> None:
+    protocol, transport = _open(_guard(idle_timeout=0.05))
+    protocol.data_received(GET)
+    await asyncio.sleep(0.1)
+    assert not transport.is_closing()  # after a request, waiting is uvicorn's keep-alive's business
+    protocol.data_received(b"\r\n")
+    for _ in range(100):
+        if transport.is_closing():
+            break
+        await asyncio.sleep(0.02)
+    assert transport.closed

@@ -11,7 +11,8 @@ WebSockets once upgraded. What the wrapper bounds, per TCP connection (``LIVEGAT
 README.md, defaults in docs/scaling.md "Connection limits"):
 
 * **idle before the first byte** (``idle_timeout``): a connection that has not begun a request
-  is closed without an answer, as nginx and HAProxy (``http-ignore-probes``) do;
+  is closed without an answer, as nginx and HAProxy (``http-ignore-probes``) do; so is one
+  that, after a request, sends bytes that begin none (CRLFs stop uvicorn's keep-alive timer);
 * **the request head** (``header_timeout``, a deadline from its first byte): an unfinished head
   is answered ``408 request_timeout`` (first request of the connection) and closed;
 * **its size and header count** (``max_header_bytes``, ``max_headers``): ``431 headers_too_large``;
@@ -216,6 +217,7 @@ class GuardedHttp(OneTimer, asyncio.Protocol):
     def _track(self, data: bytes) -> bool:
         """Feed the second parser; ``False`` when the bytes must not reach uvicorn."""
         first = self._requests == 0  # no earlier request was passed on: an answer cannot interleave
+        between = self._phase == _BETWEEN
         if self._phase == _BODY:
             self._last_read = asyncio.get_running_loop().time()
         else:  # a head (or the idle before one): its bytes count against max_header_bytes
@@ -236,6 +238,10 @@ class GuardedHttp(OneTimer, asyncio.Protocol):
                 self._finish()
                 return False
         limits = self.limits
+        if between and self._phase == _BETWEEN and self._timer is None:
+            # Bytes that begin no request (llhttp skips CRLFs between requests) would stop
+            # uvicorn's keep-alive timer for ever: they get the idle bound instead.
+            self._arm(limits.idle_timeout, self._idle_timed_out)
         if self._too_large or (self._phase == _HEAD and self._head_bytes > limits.max_header_bytes):
             self._answer(431, "headers_too_large", f"The request head exceeds {limits.max_header_bytes} bytes "
                          f"or {limits.max_headers} header fields", first=first)
@@ -292,7 +298,7 @@ class GuardedHttp(OneTimer, asyncio.Protocol):
 
     def _idle_timed_out(self) -> None:
         self._timer = None
-        if self._phase == _IDLE and self._transport is not None:
+        if self._phase in (_IDLE, _BETWEEN) and self._transport is not None:
             self._transport.close()
 
     def _header_timed_out(self) -> None:
