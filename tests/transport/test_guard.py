@@ -146,3 +146,18 @@ async def test_crlfs_after_a_request_do_not_hold_the_connection_open() -> None:
             break
         await asyncio.sleep(0.02)
     assert transport.closed
+
+
+async def test_an_upgrade_nobody_takes_is_answered_then_bounded() -> None:
+    protocol, transport = _open(_guard(idle_timeout=0.05))
+    head = b"GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+    protocol.data_received(head)
+    inner = Inner.last
+    assert inner is not None and bytes(inner.data) == head  # uvicorn answers it as a plain request
+    protocol.data_received(b"x")  # nothing after it reaches uvicorn, which would not parse it
+    assert bytes(inner.data) == head
+    for _ in range(100):
+        if transport.is_closing():
+            break
+        await asyncio.sleep(0.02)
+    assert transport.closed

@@ -156,6 +156,11 @@ class GuardedHttp(OneTimer, asyncio.Protocol):
             self._cancel_timer()
             # uvicorn's protocol and the parser are done with: not kept for the socket's life.
             self._inner = self._parser = None
+        elif self._upgrade and phase != _PASS and self._phase == _PASS and transport is not None:
+            # An upgrade uvicorn does not take (not `websocket`): it answers the request, and
+            # parses nothing after it, so nothing useful can follow; bound what is left.
+            self._phase = _DROP
+            self._arm(self.limits.idle_timeout, transport.close)
 
     def eof_received(self) -> bool | None:
         target = self._ws or self._inner
