@@ -25,7 +25,7 @@ README.md, defaults in docs/scaling.md "Connection limits"):
   bounded (as many again); beyond that they are dropped at once.
 
 To follow the request boundaries it parses the request heads a second time with httptools
-(the parser uvicorn uses; a few microseconds per request, measured in bench/README.md). After
+(the parser uvicorn uses): 3-10 us per request (``bench/guard_probe.py``, bench/README.md). After
 an upgrade the connection's protocol is the WebSocket one (:mod:`livegate.transport.native`);
 the wrapper puts itself back in front of it (``transport.set_protocol``) only to forward and to
 count the connection until it is lost. A timer that fires while the transport is not reading
@@ -101,8 +101,24 @@ class GuardedHttp(OneTimer, asyncio.Protocol):
     inner_class: Callable[..., asyncio.Protocol]
     ws_class: Callable[[], asyncio.Protocol]
 
-    __slots__ = ("_args", "_count", "_head", "_head_bytes", "_head_size", "_inner", "_last_read", "_parser",
-                 "_phase", "_requests", "_slot", "_timer", "_too_large", "_transport", "_upgrade", "_ws")
+    __slots__ = (
+        "_args",
+        "_count",
+        "_due",
+        "_head",
+        "_head_bytes",
+        "_head_size",
+        "_inner",
+        "_parser",
+        "_phase",
+        "_requests",
+        "_slot",
+        "_timer",
+        "_too_large",
+        "_transport",
+        "_upgrade",
+        "_ws",
+    )
 
     def __init__(self, **server_args: Any) -> None:
         self._args = server_args  # uvicorn's config and server state, for the inner protocol
@@ -116,7 +132,7 @@ class GuardedHttp(OneTimer, asyncio.Protocol):
         self._head: bytearray | None = None  # a refused connection's head (for the WebSocket refusal)
         self._head_bytes = self._head_size = self._count = self._requests = 0
         self._too_large = self._upgrade = False
-        self._last_read = 0.0
+        self._due = 0.0  # when the bound of the current phase falls due (loop time)
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -135,7 +151,7 @@ class GuardedHttp(OneTimer, asyncio.Protocol):
         else:  # far above the cap: no answer (an fd-exhaustion attempt)
             transport.abort()
             return
-        self._arm(self.limits.idle_timeout, self._idle_timed_out)
+        self._due_in(self.limits.idle_timeout)
 
     def data_received(self, data: bytes) -> None:
         ws = self._ws
@@ -194,7 +210,7 @@ class GuardedHttp(OneTimer, asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._phase = _HEAD
         self._head_size = self._count = 0
-        self._arm(self.limits.header_timeout, self._header_timed_out)
+        self._due_in(self.limits.header_timeout)
 
     def on_url(self, url: bytes) -> None:
         self._head_size += len(url)
@@ -208,14 +224,14 @@ class GuardedHttp(OneTimer, asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self._phase = _BODY
         self._upgrade = self._parser is not None and self._parser.should_upgrade()
-        self._last_read = asyncio.get_running_loop().time()
-        self._arm(self.limits.body_timeout, self._body_timed_out)
+        self._due_in(self.limits.body_timeout)
 
     def on_message_complete(self) -> None:
-        self._phase = _BETWEEN  # uvicorn's keep-alive timeout bounds the wait for the next one
+        # uvicorn's keep-alive timeout bounds the wait for the next one; the pending check
+        # (if any) finds nothing to do.
+        self._phase = _BETWEEN
         self._head_bytes = 0
         self._requests += 1
-        self._cancel_timer()
 
     # -- internals ------------------------------------------------------------------------
 
@@ -223,8 +239,8 @@ class GuardedHttp(OneTimer, asyncio.Protocol):
         """Feed the second parser; ``False`` when the bytes must not reach uvicorn."""
         first = self._requests == 0  # no earlier request was passed on: an answer cannot interleave
         between = self._phase == _BETWEEN
-        if self._phase == _BODY:
-            self._last_read = asyncio.get_running_loop().time()
+        if self._phase == _BODY:  # the body's bound is between two reads
+            self._due = asyncio.get_running_loop().time() + self.limits.body_timeout
         else:  # a head (or the idle before one): its bytes count against max_header_bytes
             self._head_bytes += len(data)
         if self._head is not None:
@@ -243,10 +259,11 @@ class GuardedHttp(OneTimer, asyncio.Protocol):
                 self._finish()
                 return False
         limits = self.limits
-        if between and self._phase == _BETWEEN and self._timer is None:
+        if between and self._phase == _BETWEEN:
             # Bytes that begin no request (llhttp skips CRLFs between requests) would stop
             # uvicorn's keep-alive timer for ever: they get the idle bound instead.
-            self._arm(limits.idle_timeout, self._idle_timed_out)
+            self._phase = _IDLE
+            self._due_in(limits.idle_timeout)
         if self._too_large or (self._phase == _HEAD and self._head_bytes > limits.max_header_bytes):
             self._answer(431, "headers_too_large", f"The request head exceeds {limits.max_header_bytes} bytes "
                          f"or {limits.max_headers} header fields", first=first)
@@ -301,32 +318,40 @@ class GuardedHttp(OneTimer, asyncio.Protocol):
         if transport is not None:  # a peer that does not read its answer does not hold the socket
             transport.abort() if transport.get_write_buffer_size() else transport.close()
 
-    def _idle_timed_out(self) -> None:
-        self._timer = None
-        if self._phase in (_IDLE, _BETWEEN) and self._transport is not None:
-            self._transport.close()
+    def _due_in(self, seconds: float) -> None:
+        """The current phase's bound is ``seconds`` from now. One timer per connection, moved
+        only when it would fire too late: a fast request costs no timer operation (the
+        pending check finds its bound moved and waits again)."""
+        loop = asyncio.get_running_loop()
+        due = self._due = loop.time() + seconds
+        timer = self._timer
+        if timer is None or timer.when() > due:
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(due, self._check)
 
-    def _header_timed_out(self) -> None:
+    def _check(self) -> None:
         self._timer = None
-        if self._phase != _HEAD:
+        transport, phase = self._transport, self._phase
+        if transport is None or transport.is_closing() or phase in (_BETWEEN, _PASS, _DROP):
             return
-        if not self._reading():
-            self._arm(self.limits.header_timeout, self._header_timed_out)
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._due:
+            self._timer = loop.call_at(self._due, self._check)
             return
-        self._answer(408, "request_timeout", f"The request head did not arrive within {self.limits.header_timeout} s",
-                     first=self._requests == 0)
-
-    def _body_timed_out(self) -> None:
-        self._timer = None
-        if self._phase != _BODY or self._transport is None:
+        if phase == _IDLE:  # no request begun: closed without an answer
+            transport.close()
             return
-        idle = asyncio.get_running_loop().time() - self._last_read
-        if idle < self.limits.body_timeout or not self._reading():
-            self._arm(self.limits.body_timeout - idle if self._reading() else self.limits.body_timeout,
-                      self._body_timed_out)
+        if not self._reading():  # uvicorn paused reading: the peer is not the one stalling
+            self._due_in(self.limits.header_timeout if phase == _HEAD else self.limits.body_timeout)
             return
-        self._phase = _PASS
-        self._transport.close()  # the app owns this request's answer: it sees http.disconnect
+        if phase == _HEAD:
+            self._answer(408, "request_timeout",
+                         f"The request head did not arrive within {self.limits.header_timeout} s",
+                         first=self._requests == 0)
+        else:  # a stalled body: the app owns this request's answer, it sees http.disconnect
+            self._phase = _PASS
+            transport.close()
 
     def _reading(self) -> bool:
         transport = self._transport
