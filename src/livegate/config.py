@@ -74,6 +74,15 @@ class Config:
     max_event_bytes: int = 256 * 1024
     shutdown_grace_seconds: float = 5.0
     permessage_deflate: bool = False
+    # Transport limits (livegate.transport.guard, livegate.transport.native; docs/scaling.md)
+    idle_timeout_seconds: float = 10.0
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 10.0
+    max_header_bytes: int = 32 * 1024
+    max_headers: int = 100
+    max_connections: int = 50_000
+    write_buffer_bytes: int = 64 * 1024
+    close_timeout_seconds: float = 10.0
     # Generations
     data_dir: Path = Path(".livegate-data")
     tools_file: str | None = None
@@ -150,6 +159,14 @@ class Config:
             max_event_bytes=_int("LIVEGATE_MAX_EVENT_BYTES", 256 * 1024),
             shutdown_grace_seconds=_float("LIVEGATE_SHUTDOWN_GRACE", 5.0),
             permessage_deflate=_bool("LIVEGATE_PERMESSAGE_DEFLATE"),
+            idle_timeout_seconds=_float("LIVEGATE_IDLE_TIMEOUT", 10.0),
+            header_timeout_seconds=_float("LIVEGATE_HEADER_TIMEOUT", 10.0),
+            body_timeout_seconds=_float("LIVEGATE_BODY_TIMEOUT", 10.0),
+            max_header_bytes=_int("LIVEGATE_MAX_HEADER_BYTES", 32 * 1024),
+            max_headers=_int("LIVEGATE_MAX_HEADERS", 100),
+            max_connections=_int("LIVEGATE_MAX_CONNECTIONS", 50_000),
+            write_buffer_bytes=_int("LIVEGATE_WRITE_BUFFER_BYTES", 64 * 1024),
+            close_timeout_seconds=_float("LIVEGATE_CLOSE_TIMEOUT", 10.0),
             data_dir=Path(_env("LIVEGATE_DATA_DIR", ".livegate-data") or ".livegate-data"),
             tools_file=_env("LIVEGATE_TOOLS_FILE"),
             output_url_ttl_seconds=_int("LIVEGATE_OUTPUT_URL_TTL", 3600),
@@ -248,9 +265,21 @@ class Config:
         for name, value in (("LIVEGATE_MAX_INPUTS_BYTES", self.max_inputs_bytes),
                             ("LIVEGATE_MAX_INPUT_ITEMS", self.max_input_items),
                             ("LIVEGATE_WEBHOOK_MAX_ATTEMPTS", self.webhook_max_attempts),
-                            ("LIVEGATE_WEBHOOK_CONCURRENCY", self.webhook_concurrency)):
+                            ("LIVEGATE_WEBHOOK_CONCURRENCY", self.webhook_concurrency),
+                            ("LIVEGATE_MAX_CONNECTIONS", self.max_connections),
+                            ("LIVEGATE_MAX_HEADERS", self.max_headers)):
             if value < 1:
                 found.append(f"{name} must be positive (got {value})")
+        for name, seconds in (("LIVEGATE_IDLE_TIMEOUT", self.idle_timeout_seconds),
+                              ("LIVEGATE_HEADER_TIMEOUT", self.header_timeout_seconds),
+                              ("LIVEGATE_BODY_TIMEOUT", self.body_timeout_seconds),
+                              ("LIVEGATE_CLOSE_TIMEOUT", self.close_timeout_seconds)):
+            if not seconds > 0:
+                found.append(f"{name} must be a positive number of seconds (got {seconds})")
+        if not 1024 <= self.max_header_bytes <= 1024 * 1024:
+            found.append(f"LIVEGATE_MAX_HEADER_BYTES must be 1024..1048576 (got {self.max_header_bytes})")
+        if self.write_buffer_bytes < 4096:
+            found.append(f"LIVEGATE_WRITE_BUFFER_BYTES must be at least 4096 (got {self.write_buffer_bytes})")
         return found
 
     def _webhook_problems(self) -> list[str]:

@@ -13,17 +13,26 @@ the lifespan shutdown (:class:`GatewayServer`).
 from __future__ import annotations
 
 import gc
+import logging
+import resource
 import socket
 
 import uvicorn
 from litestar import Litestar
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from websockets.http11 import Request
 
 from livegate.app import Gateway, create_app
 from livegate.app.ws import Connection
 from livegate.config import Config
+from livegate.transport.guard import TransportLimits, guarded_http
 from livegate.transport.native import NativeOptions, websocket_protocol
 from livegate.transport.wire import Endpoint, Wire
+
+log = logging.getLogger("livegate.server")
+#: File descriptors kept for everything but client connections (listeners, Redis, the
+#: database, outputs, logs) when the connection cap is lowered to the process's fd limit.
+RESERVED_FDS = 128
 
 
 class GatewayServer(uvicorn.Server):
@@ -54,16 +63,38 @@ def native_options(gateway: Gateway) -> NativeOptions:
         # Our limit answers with `frame_too_large` + 4400; the transport's (4x) is a backstop (1009).
         max_size=config.max_frame_bytes * 4,
         permessage_deflate=config.permessage_deflate,
+        close_timeout=config.close_timeout_seconds,
+        write_buffer_bytes=config.write_buffer_bytes,
     )
+
+
+def transport_limits(config: Config) -> TransportLimits:
+    """``LIVEGATE_IDLE_TIMEOUT``, ``_HEADER_TIMEOUT``, ``_BODY_TIMEOUT``, ``_MAX_HEADER_BYTES``,
+    ``_MAX_HEADERS`` and ``_MAX_CONNECTIONS``, the cap lowered (with a warning) to what the
+    process's file-descriptor limit allows: above it, ``accept`` would fail for everyone
+    instead of the surplus being refused cleanly."""
+    cap = config.max_connections
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and cap > soft - RESERVED_FDS:
+        lowered = max(1, soft - RESERVED_FDS)
+        log.warning("LIVEGATE_MAX_CONNECTIONS lowered to the file-descriptor limit",
+                    extra={"configured": cap, "lowered_to": lowered, "nofile": soft})
+        cap = lowered
+    return TransportLimits(idle_timeout=config.idle_timeout_seconds, header_timeout=config.header_timeout_seconds,
+                           body_timeout=config.body_timeout_seconds, max_header_bytes=config.max_header_bytes,
+                           max_headers=config.max_headers, max_connections=cap)
 
 
 def uvicorn_config(config: Config, app: Litestar) -> uvicorn.Config:
     gateway: Gateway = app.state.gateway
+    ws = websocket_protocol(native_options(gateway))
     return uvicorn.Config(
         app,
         host=config.host,
         port=config.port,
-        ws=websocket_protocol(native_options(gateway)),
+        # httptools behind livegate's limits (livegate.transport.guard says why a wrapper).
+        http=guarded_http(HttpToolsProtocol, ws, transport_limits(config)),
+        ws=ws,
         # Read only by uvicorn's own WebSocket implementations (bench/servers/livegate_alt.py).
         ws_ping_interval=config.heartbeat_interval_seconds,
         ws_ping_timeout=config.heartbeat_timeout_seconds,

@@ -12,6 +12,7 @@ from websockets.http11 import Response
 from websockets.uri import parse_uri
 
 from livegate.transport.native import NativeOptions, WebSocketProtocol, websocket_protocol
+from tests.transport._fakes import FakeTransport
 
 
 class Recorder:
@@ -35,28 +36,6 @@ class Recorder:
 
     def connection_lost(self) -> None:
         self.calls.append(("lost", None))
-
-
-class FakeTransport(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.written = bytearray()
-        self.closed = self.aborted = False
-
-    def write(self, data: Any) -> None:
-        self.written += data
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.aborted = True
-
-    def is_closing(self) -> bool:
-        return self.closed or self.aborted
-
-    def get_write_buffer_size(self) -> int:
-        return 0
 
 
 class Peer:

@@ -29,6 +29,15 @@ def codes_markdown(asyncapi: dict[str, Any], openapi: dict[str, Any]) -> str:
         lines.append(f"| {c['code']} | `{c['name']}` | {'yes' if c['reconnect'] else 'no'} | {_escape(c['description'])} |")
     lines += [
         "",
+        "RFC 6455 codes the transport closes with (no `error` frame precedes them):",
+        "",
+        "| code | name | reconnect | meaning |",
+        "| --- | --- | --- | --- |",
+    ]
+    for c in asyncapi["channels"]["userStream"].get("x-transport-close-codes", []):
+        lines.append(f"| {c['code']} | `{c['name']}` | {'yes' if c['reconnect'] else 'no'} | {_escape(c['description'])} |")
+    lines += [
+        "",
         "## WebSocket `error.code`",
         "",
         "| code | fatal (close code) | meaning |",

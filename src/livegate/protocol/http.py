@@ -360,7 +360,7 @@ class Problem(Struct, frozen=True, kw_only=True):
     title: str
     status: Annotated[int, Meta(ge=100, le=599)]
     code: Annotated[
-        Literal['bad_request', 'unauthorized', 'not_found', 'method_not_allowed', 'validation_failed', 'invalid_event', 'unknown_tool', 'illegal_transition', 'payload_too_large', 'unsupported_media_type', 'range_not_satisfiable', 'dev_mode_disabled', 'bus_unavailable', 'database_unavailable', 'too_many_queued', 'webhooks_disabled', 'webhook_url_refused', 'internal_error'],
+        Literal['bad_request', 'unauthorized', 'not_found', 'method_not_allowed', 'validation_failed', 'invalid_event', 'unknown_tool', 'illegal_transition', 'payload_too_large', 'unsupported_media_type', 'range_not_satisfiable', 'dev_mode_disabled', 'bus_unavailable', 'database_unavailable', 'too_many_queued', 'webhooks_disabled', 'webhook_url_refused', 'request_timeout', 'headers_too_large', 'server_busy', 'internal_error'],
         Meta(description='Stable machine-readable error codes of the HTTP API.'),
     ]
     detail: str | UnsetType = UNSET

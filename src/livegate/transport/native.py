@@ -20,7 +20,15 @@ What belongs to this layer:
   ``heartbeat_timeout`` is failed with the contract's 4002 ``heartbeat_timeout``
   (asyncapi.yaml ``x-close-codes``). One loop timer per connection at a time.
 * **Flow control**: ``pause_writing``/``resume_writing`` of the transport are the wire's
-  ``writable`` and the endpoint's ``drained``; ``buffered`` is the transport's write buffer.
+  ``writable`` and the endpoint's ``drained``; ``buffered`` is the transport's write buffer,
+  whose high-water mark is ``write_buffer_bytes``. While it is above that mark the peer is
+  not read either: the protocol answers every ping with a pong and echoes a close, so a
+  peer that floods pings and never reads the pongs would otherwise grow the write buffer
+  without bound (before or after ``auth``). Its bytes wait in the kernel instead, and the
+  auth timeout or the heartbeat (whose pong is not read either) closes it.
+* **Refusal** (:meth:`WebSocketProtocol.refuse`): above the connection cap
+  (:mod:`livegate.transport.guard`) the handshake is accepted and the connection closed at
+  once with 1013 "try again later", without an endpoint.
 * **The closing handshake**, bounded by :data:`CLOSE_TIMEOUT`.
 """
 
@@ -41,6 +49,7 @@ from websockets.server import ServerProtocol
 
 from livegate.protocol.codes import CLOSE_CODES
 from livegate.transport.frames import TextFrames
+from livegate.transport.timer import OneTimer
 from livegate.transport.wire import Endpoint
 
 if TYPE_CHECKING:
@@ -48,6 +57,8 @@ if TYPE_CHECKING:
 
 #: Seconds the closing handshake may take before the TCP connection is dropped.
 CLOSE_TIMEOUT = 10.0
+#: The write buffer's high-water mark (asyncio's default); low water is a quarter of it.
+WRITE_BUFFER_BYTES = 64 * 1024
 
 # websockets logs "connection open" at INFO per connection; livegate logs its own sessions.
 _ws_log = logging.getLogger("livegate.transport.websockets")
@@ -62,13 +73,14 @@ class NativeOptions:
     """What every native connection of one server shares."""
 
     __slots__ = ("close_timeout", "endpoint", "extensions", "frames", "heartbeat_interval", "heartbeat_timeout",
-                 "max_size", "path")
+                 "max_size", "path", "write_buffer_bytes")
 
     def __init__(self, endpoint: Callable[[Wire, Request], Endpoint], *, path: str = "/v1/ws",
                  heartbeat_interval: float | None = 25.0, heartbeat_timeout: float = 20.0,
                  max_size: int | None = 2**20, permessage_deflate: bool = False,
-                 close_timeout: float = CLOSE_TIMEOUT) -> None:
+                 close_timeout: float = CLOSE_TIMEOUT, write_buffer_bytes: int = WRITE_BUFFER_BYTES) -> None:
         self.endpoint = endpoint
+        self.write_buffer_bytes = write_buffer_bytes
         self.path = path
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
@@ -82,13 +94,14 @@ class NativeOptions:
         self.frames = TextFrames()
 
 
-class WebSocketProtocol(asyncio.Protocol):
+class WebSocketProtocol(OneTimer, asyncio.Protocol):
     """One WebSocket connection; implements :class:`~livegate.transport.wire.Wire` for its
     endpoint. Subclassed per server by :func:`websocket_protocol` (for its options)."""
 
     options: NativeOptions  # set on the subclass
 
-    __slots__ = ("_endpoint", "_fragments", "_open", "_ping", "_plain", "_timer", "_transport", "conn", "writable")
+    __slots__ = ("_endpoint", "_fragments", "_open", "_ping", "_plain", "_refusal", "_timer", "_transport", "conn",
+                 "writable")
 
     def __init__(self, **_server_args: Any) -> None:
         # uvicorn passes its config and server state by keyword; nothing of it is needed.
@@ -101,12 +114,19 @@ class WebSocketProtocol(asyncio.Protocol):
         self._fragments: list[Any] | None = None  # a fragmented message's parts; [0] is the opcode
         self._ping: bytes | None = None  # the unanswered ping's payload
         self._timer: asyncio.TimerHandle | None = None  # heartbeat, or the closing handshake's bound
+        self._refusal: tuple[int, str] | None = None
         self.writable = True
+
+    def refuse(self, code: int, reason: str) -> None:
+        """Before the handshake: accept it, then close with ``code`` at once (no endpoint)."""
+        self._refusal = (code, reason)
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast("asyncio.Transport", transport)
+        self._transport = transport = cast("asyncio.Transport", transport)
+        high = self.options.write_buffer_bytes
+        transport.set_write_buffer_limits(high=high, low=high // 4)
 
     def data_received(self, data: bytes) -> None:
         conn = self.conn
@@ -134,9 +154,15 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.writable = False
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.pause_reading()  # see "Flow control" above
 
     def resume_writing(self) -> None:
         self.writable = True
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()
         if self._endpoint is not None:
             self._endpoint.drained()
 
@@ -177,6 +203,9 @@ class WebSocketProtocol(asyncio.Protocol):
         self._open = True
         self._plain = not conn.extensions
         self._send_pending()  # the 101 goes out before anything the endpoint writes
+        if self._refusal is not None:
+            self.close(*self._refusal)
+            return
         self._endpoint = options.endpoint(self, request)
         self._endpoint.open()
         if options.heartbeat_interval:
@@ -229,6 +258,8 @@ class WebSocketProtocol(asyncio.Protocol):
             else:  # end of stream: a server closes the TCP connection (after what is buffered)
                 self._cancel_timer()
                 transport.close()
+                if transport.get_write_buffer_size():  # a peer that does not read cannot hold it
+                    self._arm(self.options.close_timeout, self._close_timed_out)
         if self.conn.close_expected() and self._timer is None and not transport.is_closing():
             self._arm(self.options.close_timeout, self._close_timed_out)
 
@@ -254,15 +285,6 @@ class WebSocketProtocol(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
-    def _arm(self, delay: float, callback: Callable[[], None]) -> None:
-        self._cancel_timer()
-        self._timer = asyncio.get_running_loop().call_later(delay, callback)
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
 
 def websocket_protocol(options: NativeOptions) -> type[WebSocketProtocol]:
     """The protocol class for uvicorn's ``ws=`` option (or ``loop.create_server``), bound
@@ -270,4 +292,4 @@ def websocket_protocol(options: NativeOptions) -> type[WebSocketProtocol]:
     return type("LivegateWebSocket", (WebSocketProtocol,), {"__slots__": (), "options": options})
 
 
-__all__ = ["CLOSE_TIMEOUT", "NativeOptions", "WebSocketProtocol", "websocket_protocol"]
+__all__ = ["CLOSE_TIMEOUT", "WRITE_BUFFER_BYTES", "NativeOptions", "WebSocketProtocol", "websocket_protocol"]
