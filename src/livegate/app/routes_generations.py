@@ -94,6 +94,10 @@ def _query_problems(params: Any, headers: Any) -> list[http.ProblemItem]:
     return problems
 
 
+def _opt(value: Any) -> Any:
+    return None if value is msgspec.UNSET else value
+
+
 def generation_routes(gw: Gateway) -> list[HTTPRouteHandler]:
     def service() -> GenerationService:
         if gw.generations is None:
@@ -121,12 +125,12 @@ def generation_routes(gw: Gateway) -> list[HTTPRouteHandler]:
         user_id = user(request)
         body = decode_body(await request.body(), _create_decoder, gw.config.max_json_depth)
         try:
-            generation = await service().create(user_id, body.tool_id, body.inputs)
+            generation = await service().create(user_id, body.tool_id, body.inputs,
+                                                cancel_after=_opt(body.cancel_after_seconds))
         except NotFound as exc:
             raise not_found(exc) from None
         except InputsInvalid as exc:
-            raise ProblemError(422, "validation_failed", "The inputs do not match the tool's input schema",
-                               errors=exc.errors) from None
+            raise ProblemError(422, "validation_failed", exc.message, errors=exc.errors) from None
         return _json(generation, 202)
 
     async def list_generations(request: Request[Any, Any, Any]) -> Response[bytes]:

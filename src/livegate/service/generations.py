@@ -29,6 +29,24 @@ array in them (``max_input_items``) — jsonschema's ``uniqueItems`` compares ev
 3,000 items took 14 s — and the schema check itself runs in a worker thread, so even a
 costly schema over bounded inputs only shares the loop (the GIL switches every 5 ms).
 
+Deadlines (``cancelAfterSeconds``, record field ``deadline_at``): the dispatch tick of every
+process sweeps the runs still queued or running past their deadline (``Store.expired``)
+and stops each through the cancel path (a queued one is cancelled in the store, a running
+one gets its task cancelled here or its job aborted wherever it runs); the run ends
+``cancelled`` with error ``deadline_exceeded`` — the runner tells a deadline from a user's
+cancel by ``cancel_requested_at >= deadline_at``. A sweep that did not end a run (its
+process was gone) is repeated after ``deadline_retry_seconds``.
+
+Queue positions: after every dispatch (a create, a run's end, a cancel, each tick) a
+coalesced refresh recomputes the positions of the queued runs in the store
+(``Store.refresh_queue_positions``, under the dispatch lock, at most
+``position_updates_per_tick`` changed rows per pass) and publishes a ``generationUpdate``
+(still ``queued``, new ``queuePosition``) for each run whose position changed; the saved
+``queue_position`` makes each change published by one process only. The estimate is the
+median of the tool's last ``ESTIMATE_SAMPLES`` completed runs' durations x position / the
+tool's slots. A tool may report a remote queue position of a running run
+(``RunContext.report_queue_position``: ComfyUI's own queue), published the same way.
+
 Retention: every ``retention_interval`` seconds (first shortly after start) final
 generations older than ``retention_days`` are deleted with their outputs, in bounded
 batches (``Store.delete_finished_before``); ``queued``/``running`` rows are never touched.
@@ -48,6 +66,7 @@ import logging
 import os
 import secrets
 import socket
+import statistics
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -83,6 +102,8 @@ _UNSET = msgspec.UNSET
 UNFINISHED = frozenset({"queued", "running"})
 DEFAULT_MAX_INPUTS_BYTES = 256 * 1024
 DEFAULT_MAX_INPUT_ITEMS = 256
+DEFAULT_MAX_CANCEL_AFTER_SECONDS = 86400.0
+ESTIMATE_SAMPLES = 20  # recent completed runs of a tool whose median duration makes the wait estimate
 
 
 def _ts(value: float | None) -> Any:
@@ -91,14 +112,19 @@ def _ts(value: float | None) -> Any:
     return _UNSET if value is None else datetime.fromtimestamp(value, UTC)
 
 
+def _opt(value: Any) -> Any:
+    return _UNSET if value is None else value
+
+
 def process_name() -> str:
     """Who runs a generation, as recorded in its ``owner``: host, pid and a nonce."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 class InputsInvalid(Exception):
-    def __init__(self, errors: list[http.ProblemItem]) -> None:
-        super().__init__("inputs do not match the tool's schema")
+    def __init__(self, errors: list[http.ProblemItem], message: str = "The inputs do not match the tool's input schema") -> None:
+        super().__init__(message)
+        self.message = message
         self.errors = errors
 
 
@@ -109,6 +135,10 @@ class _Stopping(Exception):
 class GenerationService:
     retention_first_delay = 10.0  # seconds after start: not in the way of recovery
     retention_batch = 200  # generations per delete transaction
+    position_updates_per_tick = 100  # queue-position updates one refresh publishes at most
+    deadline_batch = 100  # expired runs one sweep stops at most
+    deadline_retry_seconds = 10.0  # a swept run that has not ended by then is swept again
+    median_ttl = 5.0  # seconds a tool's median run duration is reused
 
     def __init__(self, *, tools: dict[str, Tool], store: Store, outputs: OutputStore,
                  publisher: Publisher, engine: JobEngine | None = None, max_per_user: int = 4,
@@ -116,7 +146,12 @@ class GenerationService:
                  cancel_wait_seconds: float = 15.0, retention_days: float = 30.0,
                  retention_interval: float = 3600.0, max_inputs_bytes: int = DEFAULT_MAX_INPUTS_BYTES,
                  max_input_items: int = DEFAULT_MAX_INPUT_ITEMS, max_queued_per_user: int = 50,
-                 tool_share_per_user: float = 1.0) -> None:
+                 tool_share_per_user: float = 1.0,
+                 max_cancel_after_seconds: float = DEFAULT_MAX_CANCEL_AFTER_SECONDS) -> None:
+        self.max_cancel_after_seconds = max_cancel_after_seconds
+        self._positions_dirty = False
+        self._positions_task: asyncio.Task[None] | None = None
+        self._medians: dict[str, tuple[float, float | None]] = {}  # tool -> (fetched at, median)
         self.max_queued_per_user = max_queued_per_user
         self.tool_share_per_user = tool_share_per_user
         self.max_inputs_bytes = max_inputs_bytes
@@ -163,6 +198,7 @@ class GenerationService:
             max_input_items=config.max_input_items,
             max_queued_per_user=config.max_queued_per_user,
             tool_share_per_user=config.tool_share_per_user,
+            max_cancel_after_seconds=config.max_cancel_after_seconds,
         )
 
     # -- lifecycle of the service ---------------------------------------------------------
@@ -184,12 +220,12 @@ class GenerationService:
         with a durable engine they are handed to another process at once, otherwise the
         next start of this data directory takes them over."""
         self._stopping = True
-        for task in (self._ticker, self._retention_task):
+        for task in (self._ticker, self._retention_task, self._positions_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._ticker = self._retention_task = None
+        self._ticker = self._retention_task = self._positions_task = None
         for ctx in self._contexts.values():
             ctx.detaching = True
         handed_over = [(gen_id, ctx.tool_id) for gen_id, ctx in self._contexts.items()]
@@ -261,6 +297,10 @@ class GenerationService:
         ticks = 0
         while not self._stopping:
             await asyncio.sleep(self.dispatch_interval)  # the dispatch period itself
+            try:
+                await self.sweep_deadlines()
+            except StoreUnavailable as exc:
+                log.warning("deadline sweep postponed: %s", exc.message)
             await self._dispatch_quietly()
             ticks += 1
             if ticks % 10 == 0:
@@ -289,6 +329,7 @@ class GenerationService:
             await self.dispatch()
         except StoreUnavailable as exc:
             log.warning("dispatch postponed: %s", exc.message)
+        self._positions_soon()
 
     # -- API ------------------------------------------------------------------------------
 
@@ -335,7 +376,13 @@ class GenerationService:
                 for e in errors[:20]
             ])
 
-    async def create(self, user_id: str, tool_id: str, inputs: dict[str, Any]) -> http.Generation:
+    async def create(self, user_id: str, tool_id: str, inputs: dict[str, Any], *,
+                     cancel_after: float | None = None) -> http.Generation:
+        """openapi.yaml ``createGeneration``; ``cancel_after`` is ``cancelAfterSeconds``."""
+        if cancel_after is not None and not 0 < cancel_after <= self.max_cancel_after_seconds:
+            raise InputsInvalid([http.ProblemItem(
+                message=f"cancelAfterSeconds must be more than 0 and at most {self.max_cancel_after_seconds:g}",
+                path="$.cancelAfterSeconds")], "cancelAfterSeconds is out of bounds")
         self.check_input_bounds(tool_id, inputs)
         await asyncio.to_thread(self.validate_inputs, tool_id, inputs)
         queued = await self.store.count_queued(user_id)
@@ -344,9 +391,14 @@ class GenerationService:
                                 "create more once some have started")
         now = time.time()
         row = GenerationRow(id="gen_" + secrets.token_hex(8), user_id=user_id, tool_id=tool_id, status="queued",
-                            inputs=inputs, created_at=now, updated_at=now)
+                            inputs=inputs, created_at=now, updated_at=now,
+                            deadline_at=None if cancel_after is None else now + cancel_after)
         await self.store.insert(row)
-        await self._publish_update(row)
+        ahead = await self.store.queue_position(row.id)
+        if ahead is not None:  # saved first: the next refresh publishes only a change
+            row.queue_position = ahead + 1
+            await self.store.update(row.id, queue_position=row.queue_position)
+        await self._publish_update(row, position=row.queue_position)
         await self._dispatch_quietly()
         return await self.describe(row)
 
@@ -362,30 +414,17 @@ class GenerationService:
         return http.GenerationPage(items=items, next_cursor=next_cursor)
 
     async def cancel(self, user_id: str, gen_id: str) -> http.Generation:
+        """openapi.yaml ``cancelGeneration`` (and asyncapi.yaml ``cancel``, in-band)."""
         row = await self._owned(user_id, gen_id)
         if row.status in FINAL:
             raise IllegalTransition(f"A {row.status} generation cannot be cancelled")
-        now = time.time()
-        # Recorded first: a job that starts from now on sees it and ends `cancelled`.
-        await self.store.update(gen_id, cancel_requested_at=now)
-        if row.status == "queued":
-            won = await self.store.transition(gen_id, {"queued"}, "cancelled", finished_at=now)
-            if won is not None:
-                await self._publish_update(won)
-                if won.job_id:
-                    await self.engine.abort(won.job_id)
-                if won.dispatched_at is not None:
-                    await self._dispatch_quietly()  # its claimed slot is free again
-                return await self.describe(won)
-        # Running (or it started meanwhile): stop it wherever it runs, wait for the record.
         ended = self._ended.setdefault(gen_id, asyncio.Event())
-        local = self._tasks.get(gen_id)
-        if local is not None:
-            local.cancel()
-        else:
-            current = await self.store.get(gen_id)
-            if current is not None and current.job_id and current.status not in FINAL:
-                await self.engine.abort(current.job_id)
+        won = await self._stop(row, time.time())
+        if won is not None:
+            if gen_id not in self._tasks:
+                self._ended.pop(gen_id, None)
+            return await self.describe(won)
+        # Running (or it started meanwhile): stopped wherever it runs; wait for the record.
         deadline = time.monotonic() + self.cancel_wait_seconds
         while time.monotonic() < deadline:
             current = await self.store.get(gen_id)
@@ -399,6 +438,114 @@ class GenerationService:
             self._ended.pop(gen_id, None)  # (a local run pops its own when it ends)
         return await self.describe(await self._owned(user_id, gen_id))
 
+    async def _stop(self, row: GenerationRow, now: float, error: dict[str, Any] | None = None) -> GenerationRow | None:
+        """The cancel path, shared by ``cancel`` and the deadline sweep: a queued run ends
+        ``cancelled`` here (the row is returned); a running one has its task cancelled (in
+        this process) or its job aborted (elsewhere) and its runner records the end."""
+        gen_id = row.id
+        # Recorded first: a job that starts from now on sees it and ends `cancelled`.
+        await self.store.update(gen_id, cancel_requested_at=now)
+        if row.status == "queued":
+            won = await self.store.transition(gen_id, {"queued"}, "cancelled", finished_at=now, error=error,
+                                              queue_position=None)
+            if won is not None:
+                await self._publish_update(won)
+                if won.job_id:
+                    await self.engine.abort(won.job_id)
+                if won.dispatched_at is not None:
+                    await self._dispatch_quietly()  # its claimed slot is free again
+                else:
+                    self._positions_soon()  # the runs behind it move up
+                return won
+        local = self._tasks.get(gen_id)
+        if local is not None:
+            local.cancel()
+        else:
+            current = await self.store.get(gen_id)
+            if current is not None and current.job_id and current.status not in FINAL:
+                await self.engine.abort(current.job_id)
+        return None
+
+    async def sweep_deadlines(self, now: float | None = None) -> int:
+        """Stop the runs still queued or running past their ``deadline_at`` (any process's
+        runs: the cancel path reaches them); how many were swept."""
+        now = time.time() if now is None else now
+        expired = await self.store.expired(now, retry_after=self.deadline_retry_seconds, limit=self.deadline_batch)
+        for row in expired:
+            log.info("deadline exceeded", extra={"generation_id": row.id, "user_id": row.user_id})
+            await self._stop(row, now, self._deadline_error(row))
+        return len(expired)
+
+    @staticmethod
+    def _deadline_error(row: GenerationRow) -> dict[str, Any]:
+        after = (row.deadline_at or 0.0) - row.created_at
+        return {"code": "deadline_exceeded",
+                "message": f"The run was still {row.status} at its deadline (cancelAfterSeconds {after:g})"}
+
+    async def _cancel_error(self, gen_id: str) -> dict[str, Any] | None:
+        """Why a run is being cancelled: ``deadline_exceeded`` when the cancel was asked
+        for at or after its deadline (the sweep), else no error (a user's cancel)."""
+        current = await self.retrying(lambda: self.store.get(gen_id))
+        if (current is not None and current.deadline_at is not None and current.cancel_requested_at is not None
+                and current.cancel_requested_at >= current.deadline_at):
+            return self._deadline_error(current)
+        return None
+
+    # -- queue positions ------------------------------------------------------------------
+
+    def _positions_soon(self) -> None:
+        """Coalesced: one refresh runs at a time; asks made meanwhile cause one more pass."""
+        self._positions_dirty = True
+        if self._stopping or (self._positions_task is not None and not self._positions_task.done()):
+            return
+        self._positions_task = asyncio.get_running_loop().create_task(self._refresh_positions(),
+                                                                      name="livegate-positions")
+
+    async def _refresh_positions(self) -> None:
+        passes = 0
+        while self._positions_dirty and not self._stopping and passes < 10:
+            self._positions_dirty = False
+            passes += 1
+            try:
+                changed = await self.store.refresh_queue_positions(limit=self.position_updates_per_tick)
+                for row in changed:
+                    await self._publish_update(row, position=row.queue_position)
+            except StoreUnavailable as exc:
+                log.warning("queue positions postponed: %s", exc.message)
+                return
+            except Exception:
+                log.exception("queue positions failed")
+                return
+            if len(changed) >= self.position_updates_per_tick:
+                return  # capped: the next tick goes on (the rest keep their last position meanwhile)
+
+    async def publish_remote_position(self, row: GenerationRow) -> None:
+        """A running run's place in its upstream's queue changed (``None``: it left it)."""
+        await self._publish_update(row, position=row.queue_position)
+
+    async def _estimate(self, tool_id: str, position: int | None) -> float | None:
+        """Median duration of the tool's recent completed runs x position / its slots."""
+        tool = self.tools.get(tool_id)
+        if position is None or tool is None:
+            return None
+        now = time.monotonic()
+        cached = self._medians.get(tool_id)
+        if cached is None or now - cached[0] > self.median_ttl:
+            durations = sorted(await self.store.recent_durations(tool_id, ESTIMATE_SAMPLES))
+            median = statistics.median(durations) if durations else None
+            cached = self._medians[tool_id] = (now, median)
+        if cached[1] is None:
+            return None
+        return round(max(0.0, cached[1]) * position / max(1, tool.spec.max_concurrency), 3)
+
+    async def _position_now(self, row: GenerationRow) -> int | None:
+        if row.status == "queued":
+            ahead = await self.store.queue_position(row.id)
+            return None if ahead is None else ahead + 1
+        if row.status == "running":
+            return row.queue_position  # a remote queue (ComfyUI), as the runner saved it
+        return None
+
     async def describe(self, row: GenerationRow) -> http.Generation:
         outputs = [self.outputs.describe(o) for o in await self.store.outputs(row.output_ids)]
         progress: Any = _UNSET
@@ -410,9 +557,12 @@ class GenerationService:
                 progress = msgspec.convert(row.progress, http.ProgressSnapshot)
         error = http.GenerationError(code=row.error["code"], message=row.error["message"],
                                      node_id=row.error.get("nodeId", _UNSET)) if row.error else _UNSET
+        position = await self._position_now(row)
+        estimate = await self._estimate(row.tool_id, position) if row.status == "queued" else None
         return http.Generation(
             id=row.id, tool_id=row.tool_id, status=row.status, inputs=row.inputs,  # type: ignore[arg-type]
-            outputs=outputs, error=error, progress=progress, created_at=_ts(row.created_at),
+            outputs=outputs, error=error, progress=progress, deadline_at=_ts(row.deadline_at),
+            queue_position=_opt(position), estimated_wait_seconds=_opt(estimate), created_at=_ts(row.created_at),
             updated_at=_ts(row.updated_at), started_at=_ts(row.started_at), finished_at=_ts(row.finished_at),
         )
 
@@ -452,7 +602,7 @@ class GenerationService:
             return
         takeover = row.status == "running"
         now = time.time()
-        fields: dict[str, Any] = {"owner": self.owner, "attempt": row.attempt + 1}
+        fields: dict[str, Any] = {"owner": self.owner, "attempt": row.attempt + 1, "queue_position": None}
         if not takeover:
             fields["started_at"] = now
         won = await self.store.transition(gen_id, {row.status}, "running", expect_attempt=row.attempt, **fields)
@@ -464,7 +614,7 @@ class GenerationService:
         else:
             log.info("taking over generation", extra={"generation_id": row.id, "user_id": row.user_id})
         if row.cancel_requested_at is not None:
-            await self._finish(row, "cancelled")
+            await self._finish(row, "cancelled", error=await self._cancel_error(row.id))
             return
         ctx = ServiceRunContext(self, row)
         self._contexts[row.id] = ctx
@@ -503,7 +653,7 @@ class GenerationService:
             current = asyncio.current_task()
             if current is not None:
                 current.uncancel()
-            await self._finish(row, "cancelled")
+            await self._finish(row, "cancelled", error=await self._cancel_error(row.id))
         except TimeoutError:
             await self._finish(row, "failed", error={
                 "code": "timeout", "message": f"The run exceeded the tool's limit of {tool.spec.timeout_seconds:g} s"})
@@ -553,7 +703,9 @@ class GenerationService:
             await asyncio.sleep(delay)  # backoff between attempts of one write
             delay = min(delay * 2, 2.0)
 
-    async def _publish_update(self, row: GenerationRow) -> None:
+    async def _publish_update(self, row: GenerationRow, *, position: int | None = None) -> None:
+        """The record's ``generationUpdate``; ``position`` (a queued run's, or a running
+        run's remote one) only where a position is being announced."""
         outputs: list[http.Output] | msgspec.UnsetType = _UNSET
         if row.status == "completed":
             outputs = [self.outputs.describe(o) for o in await self.store.outputs(row.output_ids)]
@@ -561,8 +713,11 @@ class GenerationService:
         if row.error:
             error = http.GenerationError(code=row.error["code"], message=row.error["message"],
                                          node_id=row.error.get("nodeId", _UNSET))
+        estimate = await self._estimate(row.tool_id, position) if row.status == "queued" else None
         event = http.GenerationUpdateInput(generation_id=row.id, tool_id=row.tool_id,
-                                           status=row.status, outputs=outputs, error=error)  # type: ignore[arg-type]
+                                           status=row.status, outputs=outputs, error=error,  # type: ignore[arg-type]
+                                           deadline_at=_ts(row.deadline_at), queue_position=_opt(position),
+                                           estimated_wait_seconds=_opt(estimate))
         await self.publish(row.user_id, event)
 
     async def publish(self, user_id: str, event: Any) -> None:

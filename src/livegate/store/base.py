@@ -52,6 +52,8 @@ class GenerationRow:
     must not resend it), ``cancel_requested_at`` a cancel was asked for (any process),
     ``owner`` the process that runs it now; ``progress`` (revision 4) the latest progress
     snapshot (``{fraction, step?, totalSteps?, message?}``), saved about once a second.
+    Revision 0005r: ``deadline_at`` when the run is cancelled with ``deadline_exceeded`` if
+    it has not ended; ``queue_position`` the last position published for it (``None``: none).
     """
 
     id: str
@@ -73,6 +75,8 @@ class GenerationRow:
     cancel_requested_at: float | None = None
     owner: str | None = None
     progress: dict[str, Any] | None = None  # revision 4: the latest snapshot, while running
+    deadline_at: float | None = None  # revision 0005r
+    queue_position: int | None = None  # revision 0005r
 
 
 @dataclass
@@ -174,6 +178,22 @@ class Store(Protocol):
     async def queue_position(self, gen_id: str) -> int | None:
         """How many undispatched ``queued`` rows of the same tool were created before this
         one; ``None`` unless the row is queued and undispatched."""
+
+    async def expired(self, now: float, *, retry_after: float, limit: int) -> list[GenerationRow]:
+        """Up to ``limit`` ``queued``/``running`` rows whose ``deadline_at`` is at or before
+        ``now`` and whose cancel was not asked for in the last ``retry_after`` seconds
+        (``cancel_requested_at``), oldest deadline first."""
+
+    async def refresh_queue_positions(self, *, limit: int) -> list[GenerationRow]:
+        """Recompute the position (1 = next) of every undispatched ``queued`` row among
+        those of its tool, in ``(created_at, id)`` order, under the dispatch lock; save it in
+        ``queue_position`` for at most ``limit`` rows whose saved value differs (front of
+        each queue first) and return those rows: of concurrent callers only one sees each
+        change, so each is published once."""
+
+    async def recent_durations(self, tool_id: str, limit: int) -> list[float]:
+        """``finished_at - started_at`` of the tool's ``limit`` most recently finished
+        ``completed`` runs, newest first."""
 
     async def delete_finished_before(self, ts: float, batch: int) -> int:
         """Delete up to ``batch`` final generations finished before ``ts``, with their

@@ -51,6 +51,9 @@ generations = Table(
     Column("cancel_requested_at", Double),
     Column("owner", Text),
     Column("progress", Text),  # revision 4: JSON progress snapshot of a running generation
+    # revision 0005r (run control): the deadline, and the last queue position published
+    Column("deadline_at", Double),
+    Column("queue_position", Integer),
     Index("generations_by_user", "user_id", text("created_at DESC"), text("id DESC")),
     Index("generations_unfinished", "status", sqlite_where=_UNFINISHED, postgresql_where=_UNFINISHED),
     Index("generations_finished", "finished_at"),

@@ -112,6 +112,7 @@ def _generation(r: RowMapping) -> GenerationRow:
         attempt=r["attempt"], request_sent_at=r["request_sent_at"],
         cancel_requested_at=r["cancel_requested_at"], owner=r["owner"],
         progress=json.loads(r["progress"]) if r["progress"] else None,
+        deadline_at=r["deadline_at"], queue_position=r["queue_position"],
     )
 
 
@@ -394,6 +395,47 @@ class SqlStore:
                     g.c.tool_id == row.tool_id, g.c.status == "queued", g.c.dispatched_at.is_(None),
                     or_(g.c.created_at < row.created_at, and_(g.c.created_at == row.created_at, g.c.id < gen_id))))
             return int(ahead.scalar_one())
+
+    async def expired(self, now: float, *, retry_after: float, limit: int) -> list[GenerationRow]:
+        query = (select(g).where(g.c.status.in_(sorted(UNFINISHED_STATUSES)), g.c.deadline_at <= now,
+                                 or_(g.c.cancel_requested_at.is_(None), g.c.cancel_requested_at < now - retry_after))
+                 .order_by(g.c.deadline_at).limit(limit))
+        async with self._tx(write=False) as conn:
+            return [_generation(r) for r in (await conn.execute(query)).mappings()]
+
+    async def refresh_queue_positions(self, *, limit: int) -> list[GenerationRow]:
+        async with self._tx() as conn:
+            if self.dialect == "postgresql":
+                # The claimers' lock: positions are computed against committed claims
+                # only, and two processes never publish conflicting positions.
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _DISPATCH_LOCK})
+            rows = await conn.execute(
+                select(g.c.id, g.c.tool_id, g.c.queue_position)
+                .where(g.c.status == "queued", g.c.dispatched_at.is_(None))
+                .order_by(g.c.created_at, g.c.id).limit(self.claim_scan))
+            counts: dict[str, int] = {}
+            changed: list[tuple[int, str]] = []
+            for gen_id, tool, saved in rows:
+                position = counts[tool] = counts.get(tool, 0) + 1
+                if saved != position:
+                    changed.append((position, gen_id))
+            changed.sort()  # the front of every queue first: those positions matter most
+            updated: list[GenerationRow] = []
+            for position, gen_id in changed[:limit]:
+                found = (await conn.execute(
+                    update(g).where(g.c.id == gen_id, g.c.status == "queued", g.c.dispatched_at.is_(None))
+                    .values(queue_position=position).returning(*g.c))).mappings().first()
+                if found is not None:
+                    updated.append(_generation(found))
+        return updated
+
+    async def recent_durations(self, tool_id: str, limit: int) -> list[float]:
+        query = (select(g.c.finished_at - g.c.started_at)
+                 .where(g.c.tool_id == tool_id, g.c.status == "completed", g.c.started_at.is_not(None),
+                        g.c.finished_at.is_not(None))
+                 .order_by(g.c.finished_at.desc()).limit(limit))
+        async with self._tx(write=False) as conn:
+            return [float(d) for d in (await conn.execute(query)).scalars()]
 
     async def delete_finished_before(self, ts: float, batch: int) -> int:
         async with self._tx() as conn:
