@@ -393,11 +393,7 @@ class GenerationService:
         row = GenerationRow(id="gen_" + secrets.token_hex(8), user_id=user_id, tool_id=tool_id, status="queued",
                             inputs=inputs, created_at=now, updated_at=now,
                             deadline_at=None if cancel_after is None else now + cancel_after)
-        await self.store.insert(row)
-        ahead = await self.store.queue_position(row.id)
-        if ahead is not None:  # saved first: the next refresh publishes only a change
-            row.queue_position = ahead + 1
-            await self.store.update(row.id, queue_position=row.queue_position)
+        row = await self.store.insert_queued(row)  # with its position: refreshes publish only changes
         await self._publish_update(row, position=row.queue_position)
         await self._dispatch_quietly()
         return await self.describe(row)
@@ -684,6 +680,8 @@ class GenerationService:
         if won is None:
             return  # another runner (or a cancel) recorded the end first
         row.status, row.error, row.finished_at = won.status, won.error, won.finished_at
+        if won.status == "completed":
+            self._medians.pop(won.tool_id, None)  # a new duration for the estimate (others: within median_ttl)
         await self._publish_update(won)
 
     async def retrying(self, write: Callable[[], Awaitable[T]]) -> T:

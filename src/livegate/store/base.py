@@ -135,6 +135,12 @@ class Store(Protocol):
     async def insert(self, row: GenerationRow) -> None:
         """Insert a new generation (its id must be new)."""
 
+    async def insert_queued(self, row: GenerationRow) -> GenerationRow:
+        """Insert a new ``queued`` generation with its ``queue_position`` (1 + the
+        undispatched queued rows of its tool before it), in one transaction under the
+        dispatch lock: a concurrent ``refresh_queue_positions`` sees it with its position
+        already saved, so the create's own update is the only one announcing it."""
+
     async def get(self, gen_id: str) -> GenerationRow | None: ...
 
     async def list_for_user(self, user_id: str, *, limit: int, status: str | None = None,

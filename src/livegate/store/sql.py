@@ -287,6 +287,23 @@ class SqlStore:
         async with self._tx() as conn:
             await conn.execute(insert(g).values(id=row.id, **values))
 
+    async def insert_queued(self, row: GenerationRow) -> GenerationRow:
+        async with self._tx() as conn:
+            await self._dispatch_lock(conn)
+            ahead = await conn.execute(select(func.count()).select_from(g).where(
+                g.c.tool_id == row.tool_id, g.c.status == "queued", g.c.dispatched_at.is_(None),
+                or_(g.c.created_at < row.created_at, and_(g.c.created_at == row.created_at, g.c.id < row.id))))
+            row.queue_position = int(ahead.scalar_one()) + 1
+            values = _columns({k: getattr(row, k) for k in GENERATION_FIELDS if k != "id"})
+            await conn.execute(insert(g).values(id=row.id, **values))
+        return row
+
+    async def _dispatch_lock(self, conn: AsyncConnection) -> None:
+        """Serialise with every claimer: PostgreSQL's advisory lock (released at commit);
+        on SQLite the write transaction's ``BEGIN IMMEDIATE`` is the lock already."""
+        if self.dialect == "postgresql":
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _DISPATCH_LOCK})
+
     async def get(self, gen_id: str) -> GenerationRow | None:
         async with self._tx(write=False) as conn:
             found = (await conn.execute(select(g).where(g.c.id == gen_id))).mappings().first()
@@ -405,10 +422,9 @@ class SqlStore:
 
     async def refresh_queue_positions(self, *, limit: int) -> list[GenerationRow]:
         async with self._tx() as conn:
-            if self.dialect == "postgresql":
-                # The claimers' lock: positions are computed against committed claims
-                # only, and two processes never publish conflicting positions.
-                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _DISPATCH_LOCK})
+            # The claimers' lock: positions are computed against committed claims only,
+            # and two processes never publish conflicting positions.
+            await self._dispatch_lock(conn)
             rows = await conn.execute(
                 select(g.c.id, g.c.tool_id, g.c.queue_position)
                 .where(g.c.status == "queued", g.c.dispatched_at.is_(None))
