@@ -22,7 +22,7 @@ from tests.scale.test_cluster_generations import (  # noqa: F401  (the module's 
 )
 
 
-async def test_a_deadline_stops_the_run_on_the_process_that_runs_it(cluster: Cluster) -> None:
+async def test_a_deadline_stops_the_run_on_the_process_that_runs_it(cluster: Cluster) -> None:  # noqa: F811
     user = user_name("deadline")
     watching = await tabs(cluster, user)
     try:
@@ -51,7 +51,7 @@ async def test_a_deadline_stops_the_run_on_the_process_that_runs_it(cluster: Clu
         await close_all(watching)
 
 
-async def test_an_in_band_cancel_through_another_process_stops_the_run(cluster: Cluster) -> None:
+async def test_an_in_band_cancel_through_another_process_stops_the_run(cluster: Cluster) -> None:  # noqa: F811
     user = user_name("ws-cancel")
     watching = await tabs(cluster, user)
     try:
