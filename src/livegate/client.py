@@ -41,7 +41,10 @@ from livegate.errors import ContractError
 from livegate.protocol import codec, messages
 from livegate.protocol.codes import CLOSE_CODES, RECONNECT_CLOSE_CODES
 from livegate.protocol.cursor import StreamCursor
-from livegate.protocol.messages import CancelResult, Pong  # the name `messages` is also a method below
+from livegate.protocol.messages import (  # the name `messages` is also a method below
+    CancelResult,
+    Pong,
+)
 
 log = logging.getLogger("livegate.client")
 TokenSource = str | Callable[[], str] | Callable[[], Awaitable[str]]
