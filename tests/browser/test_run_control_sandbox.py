@@ -13,7 +13,14 @@ import pytest_asyncio
 from playwright.async_api import expect
 
 from livegate.testing.gateway import RunningGateway, running_gateway
-from tests.browser.conftest import Pages, assert_sent_frames_valid, debug_state, run_demo, server_frames_valid, sign_in
+from tests.browser.conftest import (
+    Pages,
+    assert_sent_frames_valid,
+    debug_state,
+    run_demo,
+    server_frames_valid,
+    sign_in,
+)
 
 pytestmark = [
     pytest.mark.browser,
