@@ -161,6 +161,16 @@ async def test_a_deadline_interrupts_the_comfyui_prompt(env: Stack) -> None:
     assert entry is not None and entry["status"]["messages"][-1][0] == "execution_interrupted"
 
 
+async def test_a_deadline_closes_the_openai_stream(sqlite_env: Stack) -> None:
+    env = sqlite_env
+    env.openai.hang_after_events = 4  # the upstream stream stalls mid-answer
+    probe = await env.probe("alice")
+    created = await create(env.gw, "alice", "chat", cancel_after=1.5, prompt="Say hello")
+    await env.openai.wait_for(lambda: env.openai.stream_disconnects == 1, timeout=10)  # we hung up
+    events = await life(probe, created["id"])
+    assert events[-1]["status"] == "cancelled" and events[-1]["error"]["code"] == "deadline_exceeded"
+
+
 async def test_cancel_after_seconds_is_bounded_by_the_setting(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     async with run_control_stack(tmp_path, request, max_cancel_after_seconds=60) as s, s.gw.http("alice") as client:
         for bad in (0, -5, 61, "soon"):
