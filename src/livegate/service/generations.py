@@ -37,15 +37,11 @@ one gets its task cancelled here or its job aborted wherever it runs); the run e
 cancel by ``cancel_requested_at >= deadline_at``. A sweep that did not end a run (its
 process was gone) is repeated after ``deadline_retry_seconds``.
 
-Queue positions: after every dispatch (a create, a run's end, a cancel, each tick) a
-coalesced refresh recomputes the positions of the queued runs in the store
-(``Store.refresh_queue_positions``, under the dispatch lock, at most
-``position_updates_per_tick`` changed rows per pass) and publishes a ``generationUpdate``
-(still ``queued``, new ``queuePosition``) for each run whose position changed; the saved
-``queue_position`` makes each change published by one process only. The estimate is the
-median of the tool's last ``ESTIMATE_SAMPLES`` completed runs' durations x position / the
-tool's slots. A tool may report a remote queue position of a running run
-(``RunContext.report_queue_position``: ComfyUI's own queue), published the same way.
+Queue positions (:mod:`livegate.service.run_control`): after every dispatch a coalesced
+refresh publishes a ``generationUpdate`` (still ``queued``, new ``queuePosition``, with
+``estimatedWaitSeconds``) for each run whose position changed, once across processes. A
+tool may report a running run's place in its upstream's own queue
+(``RunContext.report_queue_position``: ComfyUI's), published the same way.
 
 Retention: every ``retention_interval`` seconds (first shortly after start) final
 generations older than ``retention_days`` are deleted with their outputs, in bounded
@@ -66,7 +62,6 @@ import logging
 import os
 import secrets
 import socket
-import statistics
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -90,6 +85,7 @@ from livegate.service.lifecycle import FINAL, check_transition
 from livegate.service.outputs import OutputStore
 from livegate.service.publisher import Publisher
 from livegate.service.run_context import ServiceRunContext
+from livegate.service.run_control import QueuePositions, cancel_error, deadline_error
 from livegate.store import GenerationRow, SqlStore, Store, decode_cursor, encode_cursor
 from livegate.tools.base import StoredOutput, Tool
 
@@ -103,7 +99,6 @@ UNFINISHED = frozenset({"queued", "running"})
 DEFAULT_MAX_INPUTS_BYTES = 256 * 1024
 DEFAULT_MAX_INPUT_ITEMS = 256
 DEFAULT_MAX_CANCEL_AFTER_SECONDS = 86400.0
-ESTIMATE_SAMPLES = 20  # recent completed runs of a tool whose median duration makes the wait estimate
 
 
 def _ts(value: float | None) -> Any:
@@ -135,10 +130,8 @@ class _Stopping(Exception):
 class GenerationService:
     retention_first_delay = 10.0  # seconds after start: not in the way of recovery
     retention_batch = 200  # generations per delete transaction
-    position_updates_per_tick = 100  # queue-position updates one refresh publishes at most
     deadline_batch = 100  # expired runs one sweep stops at most
     deadline_retry_seconds = 10.0  # a swept run that has not ended by then is swept again
-    median_ttl = 5.0  # seconds a tool's median run duration is reused
 
     def __init__(self, *, tools: dict[str, Tool], store: Store, outputs: OutputStore,
                  publisher: Publisher, engine: JobEngine | None = None, max_per_user: int = 4,
@@ -149,9 +142,6 @@ class GenerationService:
                  tool_share_per_user: float = 1.0,
                  max_cancel_after_seconds: float = DEFAULT_MAX_CANCEL_AFTER_SECONDS) -> None:
         self.max_cancel_after_seconds = max_cancel_after_seconds
-        self._positions_dirty = False
-        self._positions_task: asyncio.Task[None] | None = None
-        self._medians: dict[str, tuple[float, float | None]] = {}  # tool -> (fetched at, median)
         self.max_queued_per_user = max_queued_per_user
         self.tool_share_per_user = tool_share_per_user
         self.max_inputs_bytes = max_inputs_bytes
@@ -169,6 +159,7 @@ class GenerationService:
         self.store_retry_seconds = store_retry_seconds
         self.cancel_wait_seconds = cancel_wait_seconds
         self.owner = process_name()
+        self.positions = QueuePositions(store, tools, lambda row, position: self._publish_update(row, position=position))
         self._validators = {tid: jsonschema.Draft202012Validator(t.input_schema) for tid, t in tools.items()}
         self._contexts: dict[str, ServiceRunContext] = {}  # runs of this process, by id
         self._tasks: dict[str, asyncio.Task[Any]] = {}
@@ -205,6 +196,7 @@ class GenerationService:
 
     async def start(self) -> None:
         self._stopping = False
+        self.positions.start()
         await self.store.open()
         await self.engine.open(self._run_job, list(self.tools))
         if not self.engine.durable:
@@ -220,12 +212,13 @@ class GenerationService:
         with a durable engine they are handed to another process at once, otherwise the
         next start of this data directory takes them over."""
         self._stopping = True
-        for task in (self._ticker, self._retention_task, self._positions_task):
+        await self.positions.stop()
+        for task in (self._ticker, self._retention_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._ticker = self._retention_task = self._positions_task = None
+        self._ticker = self._retention_task = None
         for ctx in self._contexts.values():
             ctx.detaching = True
         handed_over = [(gen_id, ctx.tool_id) for gen_id, ctx in self._contexts.items()]
@@ -329,7 +322,7 @@ class GenerationService:
             await self.dispatch()
         except StoreUnavailable as exc:
             log.warning("dispatch postponed: %s", exc.message)
-        self._positions_soon()
+        self.positions.soon()
 
     # -- API ------------------------------------------------------------------------------
 
@@ -451,7 +444,7 @@ class GenerationService:
                 if won.dispatched_at is not None:
                     await self._dispatch_quietly()  # its claimed slot is free again
                 else:
-                    self._positions_soon()  # the runs behind it move up
+                    self.positions.soon()  # the runs behind it move up
                 return won
         local = self._tasks.get(gen_id)
         if local is not None:
@@ -469,78 +462,16 @@ class GenerationService:
         expired = await self.store.expired(now, retry_after=self.deadline_retry_seconds, limit=self.deadline_batch)
         for row in expired:
             log.info("deadline exceeded", extra={"generation_id": row.id, "user_id": row.user_id})
-            await self._stop(row, now, self._deadline_error(row))
+            await self._stop(row, now, deadline_error(row))
         return len(expired)
 
-    @staticmethod
-    def _deadline_error(row: GenerationRow) -> dict[str, Any]:
-        after = (row.deadline_at or 0.0) - row.created_at
-        return {"code": "deadline_exceeded",
-                "message": f"The run was still {row.status} at its deadline (cancelAfterSeconds {after:g})"}
-
     async def _cancel_error(self, gen_id: str) -> dict[str, Any] | None:
-        """Why a run is being cancelled: ``deadline_exceeded`` when the cancel was asked
-        for at or after its deadline (the sweep), else no error (a user's cancel)."""
-        current = await self.retrying(lambda: self.store.get(gen_id))
-        if (current is not None and current.deadline_at is not None and current.cancel_requested_at is not None
-                and current.cancel_requested_at >= current.deadline_at):
-            return self._deadline_error(current)
-        return None
-
-    # -- queue positions ------------------------------------------------------------------
-
-    def _positions_soon(self) -> None:
-        """Coalesced: one refresh runs at a time; asks made meanwhile cause one more pass."""
-        self._positions_dirty = True
-        if self._stopping or (self._positions_task is not None and not self._positions_task.done()):
-            return
-        self._positions_task = asyncio.get_running_loop().create_task(self._refresh_positions(),
-                                                                      name="livegate-positions")
-
-    async def _refresh_positions(self) -> None:
-        passes = 0
-        while self._positions_dirty and not self._stopping and passes < 10:
-            self._positions_dirty = False
-            passes += 1
-            try:
-                changed = await self.store.refresh_queue_positions(limit=self.position_updates_per_tick)
-                for row in changed:
-                    await self._publish_update(row, position=row.queue_position)
-            except StoreUnavailable as exc:
-                log.warning("queue positions postponed: %s", exc.message)
-                return
-            except Exception:
-                log.exception("queue positions failed")
-                return
-            if len(changed) >= self.position_updates_per_tick:
-                return  # capped: the next tick goes on (the rest keep their last position meanwhile)
+        """``deadline_exceeded`` for a deadline's cancel, else ``None`` (a user's)."""
+        return cancel_error(await self.retrying(lambda: self.store.get(gen_id)))
 
     async def publish_remote_position(self, row: GenerationRow) -> None:
         """A running run's place in its upstream's queue changed (``None``: it left it)."""
         await self._publish_update(row, position=row.queue_position)
-
-    async def _estimate(self, tool_id: str, position: int | None) -> float | None:
-        """Median duration of the tool's recent completed runs x position / its slots."""
-        tool = self.tools.get(tool_id)
-        if position is None or tool is None:
-            return None
-        now = time.monotonic()
-        cached = self._medians.get(tool_id)
-        if cached is None or now - cached[0] > self.median_ttl:
-            durations = sorted(await self.store.recent_durations(tool_id, ESTIMATE_SAMPLES))
-            median = statistics.median(durations) if durations else None
-            cached = self._medians[tool_id] = (now, median)
-        if cached[1] is None:
-            return None
-        return round(max(0.0, cached[1]) * position / max(1, tool.spec.max_concurrency), 3)
-
-    async def _position_now(self, row: GenerationRow) -> int | None:
-        if row.status == "queued":
-            ahead = await self.store.queue_position(row.id)
-            return None if ahead is None else ahead + 1
-        if row.status == "running":
-            return row.queue_position  # a remote queue (ComfyUI), as the runner saved it
-        return None
 
     async def describe(self, row: GenerationRow) -> http.Generation:
         outputs = [self.outputs.describe(o) for o in await self.store.outputs(row.output_ids)]
@@ -553,8 +484,8 @@ class GenerationService:
                 progress = msgspec.convert(row.progress, http.ProgressSnapshot)
         error = http.GenerationError(code=row.error["code"], message=row.error["message"],
                                      node_id=row.error.get("nodeId", _UNSET)) if row.error else _UNSET
-        position = await self._position_now(row)
-        estimate = await self._estimate(row.tool_id, position) if row.status == "queued" else None
+        position = await self.positions.position_now(row)
+        estimate = await self.positions.estimate(row.tool_id, position) if row.status == "queued" else None
         return http.Generation(
             id=row.id, tool_id=row.tool_id, status=row.status, inputs=row.inputs,  # type: ignore[arg-type]
             outputs=outputs, error=error, progress=progress, deadline_at=_ts(row.deadline_at),
@@ -681,7 +612,7 @@ class GenerationService:
             return  # another runner (or a cancel) recorded the end first
         row.status, row.error, row.finished_at = won.status, won.error, won.finished_at
         if won.status == "completed":
-            self._medians.pop(won.tool_id, None)  # a new duration for the estimate (others: within median_ttl)
+            self.positions.forget_durations(won.tool_id)  # a new duration for the estimate
         await self._publish_update(won)
 
     async def retrying(self, write: Callable[[], Awaitable[T]]) -> T:
@@ -711,7 +642,7 @@ class GenerationService:
         if row.error:
             error = http.GenerationError(code=row.error["code"], message=row.error["message"],
                                          node_id=row.error.get("nodeId", _UNSET))
-        estimate = await self._estimate(row.tool_id, position) if row.status == "queued" else None
+        estimate = await self.positions.estimate(row.tool_id, position) if row.status == "queued" else None
         event = http.GenerationUpdateInput(generation_id=row.id, tool_id=row.tool_id,
                                            status=row.status, outputs=outputs, error=error,  # type: ignore[arg-type]
                                            deadline_at=_ts(row.deadline_at), queue_position=_opt(position),
