@@ -9,7 +9,15 @@ import pytest
 
 from livegate.protocol import codec, messages
 from livegate.protocol.auth import TokenVerifier, mint_token
-from livegate.protocol.session import Authenticate, CancelGeneration, Close, Send, Session, SessionLimits, State
+from livegate.protocol.session import (
+    Authenticate,
+    CancelGeneration,
+    Close,
+    Send,
+    Session,
+    SessionLimits,
+    State,
+)
 from livegate.testing.spec_validation import assert_valid_message
 
 SECRET = "unit-test-secret-0123456789abcdef"
