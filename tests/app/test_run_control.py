@@ -161,6 +161,26 @@ async def test_a_deadline_interrupts_the_comfyui_prompt(env: Stack) -> None:
     assert entry is not None and entry["status"]["messages"][-1][0] == "execution_interrupted"
 
 
+async def test_a_deadline_deletes_a_prompt_waiting_in_comfyuis_queue(sqlite_env: Stack) -> None:
+    env = sqlite_env
+    env.comfy.pause()  # the first prompt holds ComfyUI's only worker
+    probe = await env.probe("alice")
+    first = await create(env.gw, "alice", "comfy-queue")
+    await env.comfy.wait_for(lambda: len(env.comfy.submitted) == 1)
+    waiting = await create(env.gw, "alice", "comfy-queue", cancel_after=1.0)
+    await env.comfy.wait_for(lambda: len(env.comfy.submitted) == 2)
+    pending_id = env.comfy.submitted[1]["prompt_id"]
+    events = await life(probe, waiting["id"])
+    assert updates(events) == [("queued", 1), ("running", None), ("running", 1), ("cancelled", None)]
+    assert events[-1]["error"]["code"] == "deadline_exceeded"
+    async with httpx.AsyncClient(base_url=env.comfy.base_url) as comfy:
+        assert (await comfy.get("/queue")).json()["queue_pending"] == []  # deleted there, never run
+    env.comfy.resume()
+    async with env.gw.http("alice") as client:
+        await client.post(f"/v1/generations/{first['id']}/cancel")
+    assert env.comfy.history_entry(pending_id) is None
+
+
 async def test_a_deadline_closes_the_openai_stream(sqlite_env: Stack) -> None:
     env = sqlite_env
     env.openai.hang_after_events = 4  # the upstream stream stalls mid-answer

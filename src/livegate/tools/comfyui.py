@@ -230,6 +230,8 @@ class _Run:
         except ToolError as exc:
             log.info("ComfyUI queue of %s not read: %s", self.tracker.prompt_id, exc)
             return
+        if state.where == "absent":
+            return  # finished or deleted (our own cancel): the run's end says the rest
         if state.where == "running":
             self.tracker.started = True
         position = state.position if state.where == "pending" else None
