@@ -8,9 +8,10 @@ import time
 from pathlib import Path
 from typing import Any, Self
 
+import msgspec
 import pytest
 
-from livegate.client import ClientStopped, LivegateClient
+from livegate.client import CancelRefused, ClientStopped, LivegateClient
 from livegate.protocol import http, messages
 from livegate.testing.gateway import running_gateway
 from livegate.testing.process import GatewayProcess
@@ -217,3 +218,32 @@ async def test_too_many_connections_backs_off_at_least_five_seconds(tmp_path: Pa
             await second.until(lambda: second.client.reconnect_delays, what="a backoff after 4003")
             assert second.client.close_codes == [4003] and second.client.reconnect_delays[0] >= 5.0
             assert second.stopped is None and second.welcomes == []
+
+
+async def test_cancels_over_the_stream_and_exposes_deadline_and_queue_position(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path) as gw, Recorder(gw.ws_url, gw.token("alice")) as watcher, \
+            Recorder(gw.ws_url, gw.token("alice")) as other_tab:
+        await watcher.until(lambda: watcher.welcomes and other_tab.welcomes, what="welcomes")
+        async with gw.http("alice") as client:
+            created = (await client.post("/v1/generations", json={
+                "toolId": "demo", "inputs": {"durationSeconds": 20, "steps": 20}, "cancelAfterSeconds": 600})).json()
+        gen_id = created["id"]
+
+        def updates() -> list[messages.GenerationUpdate]:
+            return [e for e in watcher.events if isinstance(e, messages.GenerationUpdate) and e.generation_id == gen_id]
+
+        await watcher.until(lambda: [u for u in updates() if u.status == "running"], what="running")
+        queued = updates()[0]
+        assert queued.status == "queued" and queued.queue_position == 1  # typed fields of the contract
+        assert queued.deadline_at is not msgspec.UNSET and queued.deadline_at.timestamp() > time.time() + 500
+
+        result = await other_tab.client.cancel(gen_id)  # from the other connection of the user
+        assert (result.generation_id, result.status) == (gen_id, "cancelled")
+        await watcher.until(lambda: updates()[-1].status == "cancelled", what="the cancelled update")
+        with pytest.raises(CancelRefused) as finished:
+            await other_tab.client.cancel(gen_id)
+        assert finished.value.code == "illegal_transition"
+        with pytest.raises(CancelRefused) as unknown:
+            await watcher.client.cancel("gen_unknown")
+        assert unknown.value.code == "not_found"
+        assert not [i for i in watcher.items + other_tab.items if isinstance(i, messages.Error)]  # answered, not queued

@@ -6,6 +6,7 @@
 //   client.on("state", ({ state, retryInMs }) => ...);   // connecting | live | reconnecting | ...
 //   client.on("resync", () => reloadFromHttp());         // continuity not guaranteed: use HTTP
 //   client.connect();
+//   await client.cancel(generationId);                 // in-band cancel, from any tab of the user
 //
 // What it does for you (docs/clients.md has the whole contract):
 // * `auth` as the first frame, with `resume: {epoch, offset}` when this tab saw events before
@@ -102,7 +103,7 @@ export function isTerminalCode(code) {
 /** Every server message `type` (asyncapi.yaml ServerMessage); anything else is reported. */
 export const SERVER_MESSAGE_TYPES = Object.freeze([
   "welcome", "refreshed", "pong", "tokenExpiring", "generationUpdate", "generationProgress",
-  "notification", "error",
+  "notification", "error", "cancelResult",
 ]);
 const STREAM_TYPES = new Set(["generationUpdate", "generationProgress", "notification"]);
 const CLIENT_CLOSE = 4999; // our own close of a socket we consider dead (not in the server table)
@@ -350,6 +351,32 @@ export class LivegateClient {
     });
   }
 
+  /**
+   * Cancel one of the user's generations over the stream (asyncapi.yaml `cancel`, the same
+   * semantics as `POST /v1/generations/{id}/cancel`). Resolves with the `cancelResult`
+   * (`{generationId, status}`); rejects with an Error whose `code` is the server's error code
+   * (`not_found`, `illegal_transition`, `database_unavailable`, ...) or `not_connected` /
+   * `timeout`. Every tab also receives the run's final `generationUpdate`.
+   * @param {string} generationId
+   * @param {{timeoutMs?: number}} [options]
+   * @returns {Promise<import("./generated/types.js").CancelResult>}
+   */
+  cancel(generationId, { timeoutMs = 20000 } = {}) {
+    return new Promise((resolve, reject) => {
+      const id = this._id("c");
+      const fail = (code, text) => Object.assign(new Error(`${code}: ${text}`), { code });
+      const done = () => { offResult(); offError(); clearTimeout(timer); };
+      const offResult = this.on("cancelResult", (result) => {
+        if (result.id === id) { done(); resolve(result); }
+      });
+      const offError = this.on("error", (error) => {
+        if (error.id === id) { done(); reject(fail(error.code, error.message)); }
+      });
+      const timer = setTimeout(() => { done(); reject(fail("timeout", "no answer to cancel")); }, timeoutMs);
+      if (!this._send({ type: "cancel", id, generationId })) { done(); reject(fail("not_connected", "not connected")); }
+    });
+  }
+
   /** The resume position (`{epoch, offset}`) or `null` before the first `welcome`. */
   get position() {
     return this.cursor.position;
@@ -498,6 +525,7 @@ export class LivegateClient {
       case "tokenExpiring":
         this._refresh(message);
         break;
+      case "cancelResult": // answered to its `cancel()` promise through the emitted event
       case "refreshed":
       case "pong":
         if (message.type === "pong") {

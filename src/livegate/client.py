@@ -5,15 +5,20 @@ For backends, CLIs and tests::
     async with LivegateClient("ws://127.0.0.1:8000/v1/ws", token=get_token) as client:
         async for message in client.messages():
             match message:
-                case GenerationUpdate(): ...
+                case GenerationUpdate(status="queued", queue_position=int(place)): ...  # 1 = next
+                case GenerationUpdate(): ...  # .deadline_at, .estimated_wait_seconds, .error
                 case Welcome(recovered=False): ...  # history lost: resync over HTTP
+
+    result = await client.cancel("gen_...")  # in-band, from any connection of the user
 
 It authenticates, resumes from its last position after every reconnect (exponential
 backoff with full jitter), refreshes the token when the server sends ``tokenExpiring``
 through the ``token`` callback, follows the close-code table (reconnect on 4000-4399, at
 least 5 s after 4003; on 4401/4402 asks the callback for a *new* token, once: a second
 refusal in a row stops; stops on other terminal codes) and yields each stream event once,
-in order. The backoff restarts after every connection that got a ``welcome``;
+in order. ``cancel`` sends asyncapi.yaml's ``cancel`` and returns its ``cancelResult``, or
+raises :class:`CancelRefused` with the ``error``'s code (``not_found``,
+``illegal_transition``, ...). The backoff restarts after every connection that got a ``welcome``;
 ``max_reconnects`` bounds the attempts in a row that got none.
 
 Streamed text: the client asks for deltas (``auth.textDeltas``) and rebuilds each
@@ -45,7 +50,11 @@ from livegate.errors import ContractError
 from livegate.protocol import codec, http, messages
 from livegate.protocol.codes import CLOSE_CODES, RECONNECT_CLOSE_CODES
 from livegate.protocol.cursor import StreamCursor
-from livegate.protocol.messages import GenerationProgress, Pong  # `messages` is also a method below
+from livegate.protocol.messages import (  # the name `messages` is also a method below
+    CancelResult,
+    GenerationProgress,
+    Pong,
+)
 from livegate.protocol.textdelta import FINAL_STATUSES, TextAssembler
 
 log = logging.getLogger("livegate.client")
@@ -65,6 +74,15 @@ class ClientStopped(Exception):
     def __init__(self, message: str, close_code: int | None = None) -> None:
         super().__init__(message)
         self.close_code = close_code
+
+
+class CancelRefused(Exception):
+    """The server answered a ``cancel`` with an ``error`` (``code`` as in asyncapi.yaml)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
 
 
 class LivegateClient:
@@ -103,6 +121,7 @@ class LivegateClient:
         self._fetch_text = fetch_text or self._fetch_snapshot_text
         self._fetched_at: dict[str, float] = {}
         self._pongs: dict[str, asyncio.Future[messages.Pong]] = {}
+        self._cancels: dict[str, asyncio.Future[CancelResult]] = {}
 
     async def __aenter__(self) -> LivegateClient:
         self._task = asyncio.create_task(self._run(), name="livegate-client")
@@ -148,6 +167,18 @@ class LivegateClient:
             return await asyncio.wait_for(future, timeout)
         finally:
             self._pongs.pop(request_id, None)
+
+    async def cancel(self, generation_id: str, timeout: float = 20.0) -> CancelResult:
+        """Cancel one of the user's generations over the stream (asyncapi.yaml ``cancel``);
+        raises :class:`CancelRefused` (``not_found``, ``illegal_transition``, ...)."""
+        request_id = f"c{next(self._ids)}"
+        future: asyncio.Future[CancelResult] = asyncio.get_running_loop().create_future()
+        self._cancels[request_id] = future
+        try:
+            await self._send(messages.Cancel(id=request_id, generation_id=generation_id))
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._cancels.pop(request_id, None)
 
     async def _token(self) -> str:
         source = self._token_source
@@ -283,9 +314,17 @@ class LivegateClient:
                 future = self._pongs.get(message.id) if isinstance(message.id, str) else None
                 if future is not None and not future.done():
                     future.set_result(message)
+            case messages.CancelResult():
+                waiting = self._cancels.get(message.id)
+                if waiting is not None and not waiting.done():
+                    waiting.set_result(message)
             case messages.Refreshed():
                 pass
             case messages.Error():
+                refused = self._cancels.get(message.id) if isinstance(message.id, str) else None
+                if refused is not None and not refused.done():
+                    refused.set_exception(CancelRefused(message.code, message.message))
+                    return  # answered to its caller, not a stream error
                 await self._queue.put(message)
 
 

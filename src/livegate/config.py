@@ -90,6 +90,7 @@ class Config:
     max_concurrency_per_user: int = 4
     max_queued_per_user: int = 50
     tool_share_per_user: float = 0.5
+    max_cancel_after_seconds: float = 86400.0  # run control: the largest cancelAfterSeconds
     database_url: str | None = None
     max_output_bytes: int = 256 * 1024 * 1024
     run_worker: bool = True
@@ -173,6 +174,7 @@ class Config:
             max_concurrency_per_user=_int("LIVEGATE_MAX_CONCURRENCY_PER_USER", 4),
             max_queued_per_user=_int("LIVEGATE_MAX_QUEUED_PER_USER", 50),
             tool_share_per_user=_float("LIVEGATE_TOOL_SHARE_PER_USER", 0.5),
+            max_cancel_after_seconds=_float("LIVEGATE_MAX_CANCEL_AFTER_SECONDS", 86400.0),
             database_url=_env("LIVEGATE_DATABASE_URL"),
             max_output_bytes=_int("LIVEGATE_MAX_OUTPUT_BYTES", 256 * 1024 * 1024),
             run_worker=_bool("LIVEGATE_RUN_WORKER", True),

@@ -26,7 +26,7 @@ class Probe:
 
     async def send(self, payload: dict[str, Any] | str | bytes) -> None:
         if isinstance(payload, dict):
-            assert_valid_message(payload, "client") if payload.get("type") in {"auth", "refresh", "ping"} else None
+            assert_valid_message(payload, "client") if payload.get("type") in {"auth", "refresh", "ping", "cancel"} else None
             payload = json.dumps(payload)
         await self.ws.send(payload)
 

@@ -155,7 +155,7 @@ def assert_sent_frames_valid(*logs: PageLog) -> int:
     for log in logs:
         for frame in log.sent:
             message = assert_valid_message(frame, "client")
-            assert message["type"] in {"auth", "refresh", "ping"}, message
+            assert message["type"] in {"auth", "refresh", "ping", "cancel"}, message
             count += 1
     return count
 

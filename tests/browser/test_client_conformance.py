@@ -96,7 +96,8 @@ async def sent_frames(page: Page) -> list[dict[str, Any]]:
 async def test_every_server_example_is_handled_without_an_unknown_type(harness: Page) -> None:
     examples = server_examples()
     assert {e["type"] for e in examples} == {"welcome", "refreshed", "pong", "tokenExpiring", "generationUpdate",
-                                              "generationProgress", "notification", "error"}
+                                              "generationProgress", "notification", "error",
+                                              "cancelResult"}
     results = await harness.evaluate("""async (examples) => {
       const out = [];
       for (const example of examples) {
@@ -301,3 +302,33 @@ async def test_outputs_render_by_kind_including_video_and_file(harness: Page) ->
     assert [k["controls"] for k in kinds] == [False, False, True, True, False]
     assert all(k["download"].startswith("/v1/outputs/") for k in kinds)
     assert "result.zip" in kinds[4]["text"]
+
+
+async def test_cancel_sends_an_in_band_cancel_and_settles_on_its_answer(harness: Page) -> None:
+    """``client.cancel(id)``: a valid ``cancel`` frame; resolves with the ``cancelResult`` of
+    its own request id, rejects with the ``error``'s code; refused at once while offline."""
+    result = await harness.evaluate("""async () => {
+      const h = make();
+      const offline = await h.client.cancel('gen_1').catch((e) => e.code);
+      h.client.connect();
+      await until(() => h.socket() && h.socket().sent.length === 1);
+      h.feed({ type: 'welcome', connectionId: 'c', userId: 'alice', expiresAt: '2030-01-01T00:00:00Z',
+               heartbeatIntervalMs: 25000, epoch: 'e1', offset: 0 });
+      const ok = h.client.cancel('gen_1');
+      const refused = h.client.cancel('gen_2').catch((e) => e.code);
+      const [first, second] = h.socket().sent.slice(1).map((f) => JSON.parse(f));
+      h.feed({ type: 'cancelResult', id: 'someone-else', generationId: 'gen_1', status: 'cancelled' });
+      h.feed({ type: 'error', id: second.id, code: 'not_found', message: "No generation 'gen_2'", fatal: false });
+      h.feed({ type: 'cancelResult', id: first.id, generationId: 'gen_1', status: 'cancelled' });
+      const answer = await ok;
+      h.client.close();
+      return { offline, first, second, answer, refused: await refused, problems: h.log.problems };
+    }""")
+    assert result["offline"] == "not_connected"
+    assert result["first"]["type"] == result["second"]["type"] == "cancel"
+    assert (result["first"]["generationId"], result["second"]["generationId"]) == ("gen_1", "gen_2")
+    assert result["answer"] == {"type": "cancelResult", "id": result["first"]["id"], "generationId": "gen_1",
+                                "status": "cancelled"}
+    assert result["refused"] == "not_found" and result["problems"] == []
+    cancels = [f for f in await sent_frames(harness) if f["type"] == "cancel"]  # each valid against asyncapi.yaml
+    assert len(cancels) >= 2

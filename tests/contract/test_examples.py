@@ -19,7 +19,7 @@ from livegate.testing.spec_validation import message_errors, schema_errors
 ROOT = find_root(Path(__file__).parent)
 ASYNCAPI = yaml.safe_load((ROOT / "asyncapi.yaml").read_text())
 OPENAPI = yaml.safe_load((ROOT / "openapi.yaml").read_text())
-CLIENT = {"auth", "refresh", "ping"}
+CLIENT = {"auth", "refresh", "ping", "cancel"}
 
 MESSAGE_EXAMPLES = [
     pytest.param(name, example["payload"], id=f"{name}-{example.get('name', i)}")

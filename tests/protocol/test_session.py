@@ -9,7 +9,15 @@ import pytest
 
 from livegate.protocol import codec, messages
 from livegate.protocol.auth import TokenVerifier, mint_token
-from livegate.protocol.session import Authenticate, Close, Send, Session, SessionLimits, State
+from livegate.protocol.session import (
+    Authenticate,
+    CancelGeneration,
+    Close,
+    Send,
+    Session,
+    SessionLimits,
+    State,
+)
 from livegate.testing.spec_validation import assert_valid_message
 
 SECRET = "unit-test-secret-0123456789abcdef"
@@ -172,3 +180,22 @@ def test_rate_limit_refills_with_time() -> None:
         s.receive_text('{"type":"ping"}', NOW)
     assert frames(s.receive_text('{"type":"ping"}', NOW))[0]["code"] == "rate_limited"
     assert frames(s.receive_text('{"type":"ping"}', NOW + 0.2))[0]["type"] == "pong"
+
+
+def test_cancel_is_an_effect_for_the_io_layer_and_its_answers_are_contract_frames() -> None:
+    """asyncapi.yaml ``sendCancel``: the core names the user (from the token, never from the
+    frame) and the I/O layer answers through ``cancel_answered`` / ``cancel_refused``."""
+    early = make_session()
+    refused = early.receive_text(json.dumps({"type": "cancel", "id": "c0", "generationId": "gen_1"}), NOW)
+    assert frames(refused)[0]["code"] == "not_authenticated" and closes(refused) == [4400]
+
+    s = open_session()
+    (effect,) = s.receive_text(json.dumps({"type": "cancel", "id": "c1", "generationId": "gen_1"}), NOW)
+    assert effect == CancelGeneration(user_id="alice", generation_id="gen_1", request_id="c1")
+    (answer,) = frames(s.cancel_answered("c1", "gen_1", "cancelled"))
+    assert answer == {"type": "cancelResult", "id": "c1", "generationId": "gen_1", "status": "cancelled"}
+    (error,) = frames(s.cancel_refused("c2", "illegal_transition", "A completed generation cannot be cancelled"))
+    assert (error["id"], error["code"], error["fatal"]) == ("c2", "illegal_transition", False)
+    assert s.state is State.OPEN
+    (invalid,) = frames(s.receive_text(json.dumps({"type": "cancel", "id": "c3", "generationId": ""}), NOW))
+    assert (invalid["code"], invalid["id"], invalid["path"]) == ("invalid_message", "c3", "$.generationId")

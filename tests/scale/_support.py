@@ -255,6 +255,15 @@ class Tab:
                     self.invalid.append(f"{errors}: {str(frame)[:300]}")
                 self.frames.append(json.loads(frame))
 
+    async def send(self, message: dict[str, Any]) -> None:
+        """A client message (checked against asyncapi.yaml first), e.g. ``cancel``."""
+        assert_valid_message(message, "client")
+        await self._ws.send(json.dumps(message))
+
+    def answer(self, request_id: str) -> dict[str, Any] | None:
+        """The reply (or ``error``) carrying ``id == request_id``, once it arrived."""
+        return next((f for f in self.frames if f.get("id") == request_id and f["type"] != "welcome"), None)
+
     @property
     def events(self) -> list[dict[str, Any]]:
         return [f for f in self.frames if f["type"] in EVENT_TYPES]

@@ -1,4 +1,4 @@
-"""The webhook-delivery part of the store contract (revision 0005w), on SQLite and PostgreSQL:
+"""The webhook-delivery part of the store contract (revision 0005), on SQLite and PostgreSQL:
 deliveries commit with the transition that won, two processes never lease the same row,
 an expired lease is claimed again, a lost lease cannot record, retention takes them along."""
 

@@ -17,6 +17,7 @@ from livegate.tools.comfyui_tracker import (
     OutputFile,
     Preview,
     ProgressUpdate,
+    QueueChanged,
     ShowFile,
     Succeeded,
     summarise_validation_error,
@@ -72,9 +73,31 @@ def test_success_trace() -> None:
     assert steps[0] == (1, 7) and steps[-1] == (23, 23)
 
 
+def prompt_actions(actions: list[Any]) -> list[Any]:
+    """Without :class:`QueueChanged`: ``status`` frames are about ComfyUI's queue, sent to
+    every socket whatever prompt it follows."""
+    return [a for a in actions if not isinstance(a, QueueChanged)]
+
+
 def test_frames_of_other_prompts_are_ignored() -> None:
     tracker, actions = track("success", prompt_id="someone-else")
-    assert actions == [] and not tracker.started and not tracker.done
+    assert prompt_actions(actions) == [] and not tracker.started and not tracker.done
+
+
+def test_status_frames_announce_queue_changes_until_the_prompt_starts() -> None:
+    """queue_three_prompts: B waits behind A; every ``status`` frame before B's
+    ``execution_start`` is a :class:`QueueChanged` (queue_remaining as captured), none after."""
+    trace = TRACES["queue_three_prompts"]
+    b_id = trace.submitted_prompt_ids()[1]
+    tracker = ComfyRunTracker(b_id, trace.workflow or {})
+    seen: list[tuple[Any, bool]] = []
+    for frame in frames(trace):
+        started_before = tracker.started
+        seen += [(a, started_before) for a in tracker.feed(frame) if isinstance(a, QueueChanged)]
+    remaining = [a.queue_remaining for a, _ in seen]
+    # connect (0), A (1, then 1 as it starts), B (2), C (3), C deleted (2)
+    assert remaining[:6] == [0, 1, 1, 2, 3, 2] and all(not started for _, started in seen), remaining
+    assert tracker.done and tracker.started
 
 
 def test_cached_trace_counts_cached_nodes_as_done() -> None:
@@ -130,7 +153,7 @@ def test_queue_trace_keeps_prompts_apart() -> None:
         _, actions = track("queue_three_prompts", index)
         assert [a for a in actions if isinstance(a, Succeeded)] == [Succeeded((OutputFile("3", filename),))]
     tracker, actions = track("queue_three_prompts", prompt_id=ids[2])  # C was deleted
-    assert actions == [] and not tracker.started
+    assert prompt_actions(actions) == [] and not tracker.started
 
 
 def test_reconnect_trace_accepts_the_prompt_less_executing() -> None:

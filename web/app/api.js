@@ -49,9 +49,11 @@ export class Api {
     return this.request("GET", "/v1/tools");
   }
 
-  /** openapi.yaml createGeneration. */
-  createGeneration(toolId, inputs) {
-    return this.request("POST", "/v1/generations", { toolId, inputs });
+  /** openapi.yaml createGeneration (`cancelAfterSeconds`: the optional deadline). */
+  createGeneration(toolId, inputs, cancelAfterSeconds) {
+    const body = { toolId, inputs };
+    if (typeof cancelAfterSeconds === "number") body.cancelAfterSeconds = cancelAfterSeconds;
+    return this.request("POST", "/v1/generations", body);
   }
 
   /** openapi.yaml listGenerations. */

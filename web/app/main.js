@@ -179,15 +179,23 @@ function track(view) {
 function windowContext() {
   return {
     tools,
-    run: async (toolId, inputs) => {
-      const gen = await api.createGeneration(toolId, inputs);
+    run: async (toolId, inputs, cancelAfterSeconds) => {
+      const gen = await api.createGeneration(toolId, inputs, cancelAfterSeconds);
       historyPanel.upsert(gen, true);
       return gen;
     },
     track,
     webhooks: (id) => api.webhooks(id),
     cancel: async (id) => {
-      const gen = await api.cancel(id);
+      // In-band over the stream (asyncapi.yaml `cancel`); over HTTP only while it is down.
+      let gen;
+      try {
+        await client.cancel(id);
+        gen = await api.generation(id);
+      } catch (err) {
+        if (err.code !== "not_connected" && err.code !== "timeout") throw err;
+        gen = await api.cancel(id);
+      }
       for (const view of views.get(id) || []) view.applyGeneration(gen);
     },
     onClose: (w) => {

@@ -1,5 +1,6 @@
 // The live view of one generation: status, progress bar with step and message, preview
-// images as they arrive, streamed text as it streams, the final outputs, Cancel, and the
+// images as they arrive, streamed text as it streams, the final outputs, Cancel (over the
+// stream, from any tab), the queue position with its estimated wait, the deadline, and the
 // status of its webhook deliveries.
 import { h } from "./dom.js";
 import { isPreviewUrl, renderOutput } from "./outputs.js";
@@ -27,6 +28,10 @@ export class RunView {
     this.text = h("p", { class: "partial-text", hidden: true, "aria-live": "off" });
     this.outputs = h("div", { class: "outputs" });
     this.errorEl = h("p", { class: "run-error", role: "alert", hidden: true });
+    this.queueEl = h("p", { class: "queue-info", hidden: true });
+    this.deadlineEl = h("p", { class: "deadline muted", hidden: true });
+    this.deadlineAt = null;
+    this.deadlineTimer = null;
     this.cancelButton = h("button", { type: "button", class: "cancel", onclick: async () => {
       this.cancelButton.disabled = true;
       this.cancelButton.textContent = "Cancelling…";
@@ -43,6 +48,7 @@ export class RunView {
     this.element = h("section", { class: "run", dataset: { generationId: this.id }, "aria-label": `Run ${this.id}` },
       h("div", { class: "run-head" }, this.statusEl, h("code", { class: "gen-id", title: "Generation id" }, this.id),
         this.cancelButton),
+      this.queueEl, this.deadlineEl,
       h("div", { class: "progress-row" }, this.bar, h("span", { class: "percent" })),
       h("p", { class: "progress-detail" }, this.stepEl, " ", this.messageEl),
       h("div", { class: "live-media" }, this.preview, this.text),
@@ -54,7 +60,8 @@ export class RunView {
   /** State from HTTP (initial, or after a resync). */
   applyGeneration(gen) {
     if (gen.progress) this.applyProgress(gen.progress);
-    this.applyUpdate({ status: gen.status, outputs: gen.outputs, error: gen.error });
+    this.applyUpdate({ status: gen.status, outputs: gen.outputs, error: gen.error, deadlineAt: gen.deadlineAt,
+      queuePosition: gen.queuePosition, estimatedWaitSeconds: gen.estimatedWaitSeconds });
   }
 
   /** generationProgress (or a ProgressSnapshot). */
@@ -64,7 +71,10 @@ export class RunView {
       if (p.offset < this.lastOffset) return;
       this.lastOffset = p.offset;
     }
-    if (this.status === "queued" || this.status === null) this.setStatus("running");
+    if (this.status === "queued" || this.status === null) {
+      this.setStatus("running");
+      this.showQueue(undefined); // it runs: no longer waiting
+    }
     this.bar.value = p.fraction;
     this.bar.setAttribute("aria-valuetext", `${Math.round(p.fraction * 100)} percent`);
     this.percent.textContent = `${Math.round(p.fraction * 100)}%`;
@@ -104,7 +114,54 @@ export class RunView {
       if (outputs.some((o) => o.kind === "text")) this.text.hidden = true;
       if (!outputs.length) this.outputs.replaceChildren(h("p", { class: "muted" }, "No outputs."));
     }
-    if (u.status === "failed" && u.error) this.showError(`${u.error.message} (${u.error.code})`);
+    if ((u.status === "failed" || u.status === "cancelled") && u.error) {
+      this.showError(`${u.error.message} (${u.error.code})`);
+    }
+    if (u.deadlineAt) this.setDeadline(u.deadlineAt);
+    this.showQueue(FINAL.has(u.status) ? undefined : u.queuePosition, u.estimatedWaitSeconds);
+    if (FINAL.has(u.status)) this.stopDeadline();
+  }
+
+  /** `queuePosition` (1 = next) and `estimatedWaitSeconds` of a waiting run; hidden otherwise. */
+  showQueue(position, estimate) {
+    if (typeof position !== "number") {
+      this.queueEl.hidden = true;
+      delete this.element.dataset.queuePosition;
+      return;
+    }
+    const where = this.status === "running" ? "in the tool's own queue" : "in the queue";
+    const wait = typeof estimate === "number" ? ` · about ${formatSeconds(estimate)} to wait` : "";
+    this.queueEl.textContent = position === 1 ? `Next ${where}${wait}` : `Position ${position} ${where}${wait}`;
+    this.queueEl.hidden = false;
+    this.element.dataset.queuePosition = String(position);
+  }
+
+  /** `deadlineAt`: a countdown until the run is cancelled, refreshed every second. */
+  setDeadline(deadlineAt) {
+    if (FINAL.has(this.status) || this.deadlineAt === deadlineAt) return;
+    this.deadlineAt = deadlineAt;
+    this.deadlineEl.hidden = false;
+    this.element.dataset.deadlineAt = deadlineAt;
+    this.tickDeadline();
+    clearInterval(this.deadlineTimer);
+    this.deadlineTimer = setInterval(() => this.tickDeadline(), 1000);
+  }
+
+  tickDeadline() {
+    if (this.element.isConnected) this.attached = true;
+    else if (this.attached) { this.stopDeadline(); return; } // its window was closed
+    const at = new Date(this.deadlineAt);
+    const left = Math.max(0, (at.getTime() - Date.now()) / 1000);
+    this.deadlineEl.textContent = `Deadline ${at.toLocaleTimeString()} (cancelled in ${formatSeconds(left)} if not done)`;
+  }
+
+  stopDeadline() {
+    clearInterval(this.deadlineTimer);
+    this.deadlineTimer = null;
+    if (this.deadlineAt) {
+      const exceeded = this.errorEl.textContent.includes("deadline_exceeded");
+      this.deadlineEl.textContent = `Deadline ${new Date(this.deadlineAt).toLocaleTimeString()}${exceeded ? " (exceeded)" : ""}`;
+    }
   }
 
   setStatus(status) {
@@ -123,4 +180,10 @@ export class RunView {
     this.errorEl.hidden = false;
     this.errorEl.textContent = message;
   }
+}
+
+function formatSeconds(seconds) {
+  if (seconds < 60) return `${Math.round(seconds)} s`;
+  const minutes = Math.floor(seconds / 60);
+  return `${minutes} min ${Math.round(seconds % 60)} s`;
 }

@@ -9,7 +9,8 @@ export class ToolWindow {
   /**
    * @param {Object} ctx
    * @param {Array<Object>} ctx.tools GET /v1/tools `tools`.
-   * @param {(toolId: string, inputs: Object) => Promise<Object>} ctx.run createGeneration.
+   * @param {(toolId: string, inputs: Object, cancelAfterSeconds?: number) => Promise<Object>} ctx.run
+   *   createGeneration (with the optional deadline of the window's Deadline field).
    * @param {(view: RunView) => void} ctx.track Route live events of this view's generation to it.
    * @param {(id: string) => Promise<void>} ctx.cancel
    * @param {(w: ToolWindow) => void} ctx.onClose
@@ -26,6 +27,9 @@ export class ToolWindow {
     this.title = h("h2", { class: "window-title" }, "New run");
     this.description = h("p", { class: "tool-description muted" });
     this.formSlot = h("div", { class: "form-slot" });
+    const deadlineId = uid("deadline");
+    this.deadline = h("input", { id: deadlineId, type: "number", min: "1", step: "any", class: "deadline-input",
+      placeholder: "none", "aria-describedby": `${deadlineId}-help` });
     this.runSlot = h("div", { class: "run-slot", "aria-live": "off" });
     this.element = h("article", { class: "tool-window", "aria-label": "Tool window" },
       h("header", { class: "window-head" }, this.title,
@@ -33,7 +37,11 @@ export class ToolWindow {
           title: "Close window", onclick: () => this.close() }, "×")),
       h("div", { class: "window-body" },
         h("div", { class: "field" }, h("label", { for: selectId }, "Tool"), this.select),
-        this.description, this.formSlot, this.runSlot));
+        this.description,
+        h("div", { class: "field" }, h("label", { for: deadlineId }, "Deadline (seconds, optional)"), this.deadline,
+          h("small", { id: `${deadlineId}-help`, class: "muted" },
+            "The run is cancelled if it has not ended this many seconds after it was created.")),
+        this.formSlot, this.runSlot));
     this.showForm();
     if (generation) this.showGeneration(generation, { prefill: true });
   }
@@ -57,7 +65,8 @@ export class ToolWindow {
   async submit(inputs) {
     this.form.setBusy(true);
     try {
-      const generation = await this.ctx.run(this.tool.id, inputs);
+      const raw = this.deadline.value.trim();
+      const generation = await this.ctx.run(this.tool.id, inputs, raw ? Number(raw) : undefined);
       this.showGeneration(generation);
       this.view.element.scrollIntoView({ block: "nearest", behavior: "smooth" });
     } catch (err) {

@@ -7,6 +7,7 @@
  * @property {Object<string, *>} inputs
  * @property {string} [webhookUrl] Where to POST this generation's lifecycle events (Standard Webhooks, signed with the deployment's `LIVEGATE_WEBHOOK_SECRET`; see `webhooks.generationEvent`). Only when the deployment allows it (`LIVEGATE_WEBHOOK_PER_GENERATION`, else 422 `webhooks_disabled`); http(s) only, and a URL resolving to a loopback, private, link-local, CGNAT, multicast, unspecified or metadata address is refused (422 `webhook_url_refused`) unless `LIVEGATE_WEBHOOK_ALLOW` admits it.
  * @property {Array<GenerationStatus>} [webhookEvents] Which lifecycle statuses are sent to `webhookUrl`; absent, the final ones (`completed`, `failed`, `cancelled`).
+ * @property {number} [cancelAfterSeconds] Deadline in seconds from now: a run still queued or running then ends `cancelled` with error code `deadline_exceeded` (its upstream work is stopped). At most `LIVEGATE_MAX_CANCEL_AFTER_SECONDS` (86400 by default; 422 beyond it). Without it the run has no deadline (the tool's own time limit still applies).
  */
 
 /**
@@ -51,6 +52,9 @@
  * @property {GenerationStatus} status
  * @property {Array<Output>} [outputs]
  * @property {GenerationError} [error]
+ * @property {DeadlineAt} [deadlineAt]
+ * @property {QueuePosition} [queuePosition]
+ * @property {EstimatedWaitSeconds} [estimatedWaitSeconds]
  */
 
 /**

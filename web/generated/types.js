@@ -12,8 +12,30 @@
  */
 
 /**
+ * Cancel one of the user's generations (see the `cancel` message).
+ * @typedef {Object} Cancel
+ * @property {"cancel"} type
+ * @property {RequestId} id
+ * @property {GenerationId} generationId
+ */
+
+/**
+ * The generation after a `cancel` (usually `cancelled`; `completed` or `failed` when it ended on its own while the cancel was carried out).
+ * @typedef {Object} CancelResult
+ * @property {"cancelResult"} type
+ * @property {RequestId} id
+ * @property {GenerationId} generationId
+ * @property {GenerationStatus} status
+ */
+
+/**
  * Every frame a client may send.
- * @typedef {(Auth|Refresh|Ping)} ClientMessage
+ * @typedef {(Auth|Refresh|Ping|Cancel)} ClientMessage
+ */
+
+/**
+ * When the run is cancelled if it has not ended (creation time + `cancelAfterSeconds`); it then ends `cancelled` with error code `deadline_exceeded`. Absent without a deadline.
+ * @typedef {string} DeadlineAt
  */
 
 /**
@@ -33,7 +55,12 @@
 
 /**
  * Why a frame was refused. `x-fatal` maps each code to the close code that follows it, or `null` when the connection stays open.
- * @typedef {("bad_json"|"binary_frame"|"invalid_message"|"unknown_type"|"frame_too_large"|"not_authenticated"|"already_authenticated"|"token_malformed"|"token_algorithm_not_allowed"|"token_signature_invalid"|"token_expired"|"token_not_yet_valid"|"token_issuer_invalid"|"token_audience_invalid"|"token_subject_missing"|"token_subject_mismatch"|"rate_limited"|"too_many_connections"|"origin_not_allowed"|"auth_timeout"|"slow_consumer"|"server_restart"|"unavailable"|"internal_error")} ErrorCode
+ * @typedef {("bad_json"|"binary_frame"|"invalid_message"|"unknown_type"|"frame_too_large"|"not_authenticated"|"already_authenticated"|"token_malformed"|"token_algorithm_not_allowed"|"token_signature_invalid"|"token_expired"|"token_not_yet_valid"|"token_issuer_invalid"|"token_audience_invalid"|"token_subject_missing"|"token_subject_mismatch"|"rate_limited"|"too_many_connections"|"origin_not_allowed"|"auth_timeout"|"slow_consumer"|"server_restart"|"unavailable"|"internal_error"|"not_found"|"illegal_transition"|"database_unavailable")} ErrorCode
+ */
+
+/**
+ * Rough wait until the run starts: the median duration of the tool's last 20 completed runs x `queuePosition` / the tool's concurrent slots. Absent when no run of the tool completed recently (no estimate can be made) and for a remote (ComfyUI) queue.
+ * @typedef {number} EstimatedWaitSeconds
  */
 
 /**
@@ -46,6 +73,9 @@
  * @property {Array<Output>} outputs
  * @property {GenerationError} [error]
  * @property {ProgressSnapshot} [progress]
+ * @property {DeadlineAt} [deadlineAt]
+ * @property {QueuePosition} [queuePosition]
+ * @property {EstimatedWaitSeconds} [estimatedWaitSeconds]
  * @property {string} createdAt
  * @property {string} updatedAt
  * @property {string} [startedAt]
@@ -61,7 +91,7 @@
 
 /**
  * Why a generation failed. See `x-code-descriptions`.
- * @typedef {("tool_error"|"invalid_inputs"|"upstream_unauthorized"|"upstream_bad_request"|"upstream_rate_limited"|"upstream_unavailable"|"upstream_timeout"|"upstream_protocol_error"|"execution_error"|"timeout"|"interrupted_by_restart")} GenerationErrorCode
+ * @typedef {("tool_error"|"invalid_inputs"|"upstream_unauthorized"|"upstream_bad_request"|"upstream_rate_limited"|"upstream_unavailable"|"upstream_timeout"|"upstream_protocol_error"|"execution_error"|"timeout"|"interrupted_by_restart"|"deadline_exceeded")} GenerationErrorCode
  */
 
 /**
@@ -104,6 +134,9 @@
  * @property {GenerationStatus} status
  * @property {Array<Output>} [outputs] Present when `status` is `completed`.
  * @property {GenerationError} [error]
+ * @property {DeadlineAt} [deadlineAt]
+ * @property {QueuePosition} [queuePosition]
+ * @property {EstimatedWaitSeconds} [estimatedWaitSeconds]
  */
 
 /**
@@ -179,6 +212,11 @@
  */
 
 /**
+ * Where the run waits, `1` = next. For a `queued` run: its place among the runs of the same tool that wait for a slot of this deployment (FIFO). For a `running` ComfyUI run whose prompt waits in ComfyUI's own queue: its place in that remote queue (from `GET /queue`, refreshed on every ComfyUI `status` frame). Absent once it runs. A `generationUpdate` with the same `status` and a new `queuePosition` is sent each time the position changes (runs ahead started, ended or were cancelled).
+ * @typedef {number} QueuePosition
+ */
+
+/**
  * Swap the connection's token for a newer one with the same `sub`.
  * @typedef {Object} Refresh
  * @property {"refresh"} type
@@ -200,7 +238,7 @@
 
 /**
  * Every frame the server may send.
- * @typedef {(Welcome|Refreshed|Pong|TokenExpiring|GenerationUpdate|GenerationProgress|Notification|Error)} ServerMessage
+ * @typedef {(Welcome|Refreshed|Pong|TokenExpiring|GenerationUpdate|GenerationProgress|Notification|Error|CancelResult)} ServerMessage
  */
 
 /**

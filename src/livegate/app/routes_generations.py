@@ -95,6 +95,10 @@ def _query_problems(params: Any, headers: Any) -> list[http.ProblemItem]:
     return problems
 
 
+def _opt(value: Any) -> Any:
+    return None if value is msgspec.UNSET else value
+
+
 def generation_routes(gw: Gateway) -> list[HTTPRouteHandler]:
     def service() -> GenerationService:
         if gw.generations is None:
@@ -135,15 +139,15 @@ def generation_routes(gw: Gateway) -> list[HTTPRouteHandler]:
                 raise ProblemError(422, "validation_failed", "The body does not match the schema", errors=[
                     http.ProblemItem(message="webhookEvents has repeated statuses", path="$.webhookEvents")])
             generation = await service().create(user_id, body.tool_id, body.inputs, webhook_url=webhook_url,
-                                                webhook_events=webhook_events)
+                                                webhook_events=webhook_events,
+                                                cancel_after=_opt(body.cancel_after_seconds))
         except NotFound as exc:
             raise not_found(exc) from None
         except (WebhooksDisabled, WebhookRefused) as exc:
             raise ProblemError(422, exc.code, exc.message, errors=[
                 http.ProblemItem(message=exc.message, path="$.webhookUrl")]) from None
         except InputsInvalid as exc:
-            raise ProblemError(422, "validation_failed", "The inputs do not match the tool's input schema",
-                               errors=exc.errors) from None
+            raise ProblemError(422, "validation_failed", exc.message, errors=exc.errors) from None
         return _json(generation, 202)
 
     async def list_generations(request: Request[Any, Any, Any]) -> Response[bytes]:

@@ -25,12 +25,12 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from livegate.bus import StreamEvent, Subscription
-from livegate.errors import BusError
+from livegate.errors import BusError, IllegalTransition, NotFound, StoreUnavailable
 from livegate.protocol import codec, messages
 from livegate.protocol.codes import CLOSE_CODES, FATAL_CLOSE
 from livegate.protocol.delivery import OVERFLOW, QUEUED, WRITE, Delivery
 from livegate.protocol.resume import Fresh, Replay
-from livegate.protocol.session import Authenticate, Close, Effect, Session
+from livegate.protocol.session import Authenticate, CancelGeneration, Close, Effect, Session
 from livegate.protocol.textdelta import LegacyText
 from livegate.transport.wire import Wire
 
@@ -55,6 +55,7 @@ class Connection:
     :class:`~livegate.transport.wire.Endpoint`."""
 
     __slots__ = (
+        "_cancels",
         "_clock",
         "_close",
         "_close_sent",
@@ -103,6 +104,7 @@ class Connection:
         self._counted = False  # in the connections gauge (authenticated and welcomed)
         self._conflated_seen = 0
         self._replayed_seen = 0
+        self._cancels: set[asyncio.Task[None]] = set()  # in-band cancels being carried out
         self._metrics = gateway.metrics
         self._deliveries = gateway.metrics.deliveries
 
@@ -167,6 +169,10 @@ class Connection:
             if isinstance(effect, Authenticate):
                 self._joining = []
                 asyncio.get_running_loop().create_task(self._join_stream(effect), name=f"ws-join-{self.id}")
+            elif isinstance(effect, CancelGeneration):
+                task = asyncio.get_running_loop().create_task(self._cancel(effect), name=f"ws-cancel-{self.id}")
+                self._cancels.add(task)
+                task.add_done_callback(self._cancels.discard)
             elif isinstance(effect, Close):
                 self._close = effect
                 self._metrics.closes.labels(str(effect.code)).inc()
@@ -217,6 +223,31 @@ class Connection:
         self._close_sent = True
         self._cancel_timer()
         self.wire.close(close.code, close.reason)
+
+    async def _cancel(self, request: CancelGeneration) -> None:
+        """asyncapi.yaml ``sendCancel``: the HTTP cancel's semantics and codes
+        (openapi.yaml ``cancelGeneration``), answered on this connection only; every tab
+        sees the run's final ``generationUpdate`` on the stream."""
+        service = self.gw.generations
+        rid = request.request_id
+        try:
+            if service is None:
+                raise StoreUnavailable("The generation service is starting")
+            generation = await service.cancel(request.user_id, request.generation_id)
+        except NotFound as exc:
+            effects = self.session.cancel_refused(rid, "not_found", exc.message)
+        except IllegalTransition as exc:
+            effects = self.session.cancel_refused(rid, "illegal_transition", exc.message)
+        except StoreUnavailable:
+            effects = self.session.cancel_refused(rid, "database_unavailable",
+                                                  "The database is unavailable; retry shortly")
+        except Exception:
+            log.exception("in-band cancel failed", extra={"connection_id": self.id})
+            effects = self.session.cancel_refused(rid, "internal_error", "The cancel failed")
+        else:
+            effects = self.session.cancel_answered(rid, generation.id, generation.status)
+        if effects and not self._lost and self._close is None:
+            self._apply(effects)
 
     # -- the stream -----------------------------------------------------------------------
 

@@ -60,4 +60,7 @@ ERROR_CODES: frozenset[str] = frozenset({
     'server_restart',
     'unavailable',
     'internal_error',
+    'not_found',
+    'illegal_transition',
+    'database_unavailable',
 })

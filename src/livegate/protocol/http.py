@@ -112,6 +112,17 @@ class CreateGenerationRequest(Struct, frozen=True, kw_only=True):
         ]
         | UnsetType
     ) = field(name='webhookEvents', default=UNSET)
+    cancel_after_seconds: (
+        Annotated[
+            float,
+            Meta(
+                description="Deadline in seconds from now: a run still queued or running then ends `cancelled`\nwith error code `deadline_exceeded` (its upstream work is stopped). At most\n`LIVEGATE_MAX_CANCEL_AFTER_SECONDS` (86400 by default; 422 beyond it). Without\nit the run has no deadline (the tool's own time limit still applies).\n",
+                gt=0.0,
+                le=86400.0,
+            ),
+        ]
+        | UnsetType
+    ) = field(name='cancelAfterSeconds', default=UNSET)
 
 
 class DevTokenRequest(Struct, frozen=True, kw_only=True):
@@ -125,7 +136,7 @@ class DevTokenRequest(Struct, frozen=True, kw_only=True):
 
 class GenerationError(Struct, frozen=True, kw_only=True):
     code: Annotated[
-        Literal['tool_error', 'invalid_inputs', 'upstream_unauthorized', 'upstream_bad_request', 'upstream_rate_limited', 'upstream_unavailable', 'upstream_timeout', 'upstream_protocol_error', 'execution_error', 'timeout', 'interrupted_by_restart'],
+        Literal['tool_error', 'invalid_inputs', 'upstream_unauthorized', 'upstream_bad_request', 'upstream_rate_limited', 'upstream_unavailable', 'upstream_timeout', 'upstream_protocol_error', 'execution_error', 'timeout', 'interrupted_by_restart', 'deadline_exceeded'],
         Meta(description='Why a generation failed. See `x-code-descriptions`.'),
     ]
     message: str
@@ -319,6 +330,35 @@ class Generation(Struct, frozen=True, kw_only=True):
     updated_at: datetime = field(name='updatedAt')
     error: GenerationError | UnsetType = UNSET
     progress: ProgressSnapshot | UnsetType = UNSET
+    deadline_at: (
+        Annotated[
+            datetime,
+            Meta(
+                description='When the run is cancelled if it has not ended (creation time + `cancelAfterSeconds`);\nit then ends `cancelled` with error code `deadline_exceeded`. Absent without a deadline.\n'
+            ),
+        ]
+        | UnsetType
+    ) = field(name='deadlineAt', default=UNSET)
+    queue_position: (
+        Annotated[
+            int,
+            Meta(
+                description="Where the run waits, `1` = next. For a `queued` run: its place among the runs of the\nsame tool that wait for a slot of this deployment (FIFO). For a `running` ComfyUI run\nwhose prompt waits in ComfyUI's own queue: its place in that remote queue (from\n`GET /queue`, refreshed on every ComfyUI `status` frame). Absent once it runs. A\n`generationUpdate` with the same `status` and a new `queuePosition` is sent each\ntime the position changes (runs ahead started, ended or were cancelled).\n",
+                ge=1,
+            ),
+        ]
+        | UnsetType
+    ) = field(name='queuePosition', default=UNSET)
+    estimated_wait_seconds: (
+        Annotated[
+            float,
+            Meta(
+                description="Rough wait until the run starts: the median duration of the tool's last 20 completed\nruns x `queuePosition` / the tool's concurrent slots. Absent when no run of the tool\ncompleted recently (no estimate can be made) and for a remote (ComfyUI) queue.\n",
+                ge=0.0,
+            ),
+        ]
+        | UnsetType
+    ) = field(name='estimatedWaitSeconds', default=UNSET)
     started_at: datetime | UnsetType = field(name='startedAt', default=UNSET)
     finished_at: datetime | UnsetType = field(name='finishedAt', default=UNSET)
 
@@ -348,6 +388,35 @@ class GenerationUpdateInput(Struct, frozen=True, kw_only=True, tag_field='type',
     ) = field(name='toolId', default=UNSET)
     outputs: list[Output] | UnsetType = UNSET
     error: GenerationError | UnsetType = UNSET
+    deadline_at: (
+        Annotated[
+            datetime,
+            Meta(
+                description='When the run is cancelled if it has not ended (creation time + `cancelAfterSeconds`);\nit then ends `cancelled` with error code `deadline_exceeded`. Absent without a deadline.\n'
+            ),
+        ]
+        | UnsetType
+    ) = field(name='deadlineAt', default=UNSET)
+    queue_position: (
+        Annotated[
+            int,
+            Meta(
+                description="Where the run waits, `1` = next. For a `queued` run: its place among the runs of the\nsame tool that wait for a slot of this deployment (FIFO). For a `running` ComfyUI run\nwhose prompt waits in ComfyUI's own queue: its place in that remote queue (from\n`GET /queue`, refreshed on every ComfyUI `status` frame). Absent once it runs. A\n`generationUpdate` with the same `status` and a new `queuePosition` is sent each\ntime the position changes (runs ahead started, ended or were cancelled).\n",
+                ge=1,
+            ),
+        ]
+        | UnsetType
+    ) = field(name='queuePosition', default=UNSET)
+    estimated_wait_seconds: (
+        Annotated[
+            float,
+            Meta(
+                description="Rough wait until the run starts: the median duration of the tool's last 20 completed\nruns x `queuePosition` / the tool's concurrent slots. Absent when no run of the tool\ncompleted recently (no estimate can be made) and for a remote (ComfyUI) queue.\n",
+                ge=0.0,
+            ),
+        ]
+        | UnsetType
+    ) = field(name='estimatedWaitSeconds', default=UNSET)
 
 
 class Problem(Struct, frozen=True, kw_only=True):

@@ -103,6 +103,20 @@ class Ping(Struct, frozen=True, kw_only=True, tag_field='type', tag='ping'):
     ) = UNSET
 
 
+class Cancel(Struct, frozen=True, kw_only=True, tag_field='type', tag='cancel'):
+    id: Annotated[
+        str,
+        Meta(
+            description='Client-chosen request id, echoed on the reply or error.',
+            max_length=64,
+            min_length=1,
+        ),
+    ]
+    generation_id: Annotated[str, Meta(max_length=64, min_length=1)] = field(
+        name='generationId'
+    )
+
+
 class Welcome(Struct, frozen=True, kw_only=True, tag_field='type', tag='welcome'):
     connection_id: Annotated[str, Meta(description='Server-assigned id of this connection (appears in server logs).')] = field(
         name='connectionId'
@@ -231,7 +245,7 @@ class Preview(Struct, frozen=True, kw_only=True):
 
 class GenerationError(Struct, frozen=True, kw_only=True):
     code: Annotated[
-        Literal['tool_error', 'invalid_inputs', 'upstream_unauthorized', 'upstream_bad_request', 'upstream_rate_limited', 'upstream_unavailable', 'upstream_timeout', 'upstream_protocol_error', 'execution_error', 'timeout', 'interrupted_by_restart'],
+        Literal['tool_error', 'invalid_inputs', 'upstream_unauthorized', 'upstream_bad_request', 'upstream_rate_limited', 'upstream_unavailable', 'upstream_timeout', 'upstream_protocol_error', 'execution_error', 'timeout', 'interrupted_by_restart', 'deadline_exceeded'],
         Meta(description='Why a generation failed. See `x-code-descriptions`.'),
     ]
     message: str
@@ -301,6 +315,35 @@ class GenerationUpdate(Struct, frozen=True, kw_only=True, tag_field='type', tag=
         | UnsetType
     ) = UNSET
     error: GenerationError | UnsetType = UNSET
+    deadline_at: (
+        Annotated[
+            datetime,
+            Meta(
+                description='When the run is cancelled if it has not ended (creation time + `cancelAfterSeconds`);\nit then ends `cancelled` with error code `deadline_exceeded`. Absent without a deadline.\n'
+            ),
+        ]
+        | UnsetType
+    ) = field(name='deadlineAt', default=UNSET)
+    queue_position: (
+        Annotated[
+            int,
+            Meta(
+                description="Where the run waits, `1` = next. For a `queued` run: its place among the runs of the\nsame tool that wait for a slot of this deployment (FIFO). For a `running` ComfyUI run\nwhose prompt waits in ComfyUI's own queue: its place in that remote queue (from\n`GET /queue`, refreshed on every ComfyUI `status` frame). Absent once it runs. A\n`generationUpdate` with the same `status` and a new `queuePosition` is sent each\ntime the position changes (runs ahead started, ended or were cancelled).\n",
+                ge=1,
+            ),
+        ]
+        | UnsetType
+    ) = field(name='queuePosition', default=UNSET)
+    estimated_wait_seconds: (
+        Annotated[
+            float,
+            Meta(
+                description="Rough wait until the run starts: the median duration of the tool's last 20 completed\nruns x `queuePosition` / the tool's concurrent slots. Absent when no run of the tool\ncompleted recently (no estimate can be made) and for a remote (ComfyUI) queue.\n",
+                ge=0.0,
+            ),
+        ]
+        | UnsetType
+    ) = field(name='estimatedWaitSeconds', default=UNSET)
 
 
 class GenerationProgress(Struct, frozen=True, kw_only=True, tag_field='type', tag='generationProgress'):
@@ -398,7 +441,7 @@ class Notification(Struct, frozen=True, kw_only=True, tag_field='type', tag='not
 
 class Error(Struct, frozen=True, kw_only=True, tag_field='type', tag='error'):
     code: Annotated[
-        Literal['bad_json', 'binary_frame', 'invalid_message', 'unknown_type', 'frame_too_large', 'not_authenticated', 'already_authenticated', 'token_malformed', 'token_algorithm_not_allowed', 'token_signature_invalid', 'token_expired', 'token_not_yet_valid', 'token_issuer_invalid', 'token_audience_invalid', 'token_subject_missing', 'token_subject_mismatch', 'rate_limited', 'too_many_connections', 'origin_not_allowed', 'auth_timeout', 'slow_consumer', 'server_restart', 'unavailable', 'internal_error'],
+        Literal['bad_json', 'binary_frame', 'invalid_message', 'unknown_type', 'frame_too_large', 'not_authenticated', 'already_authenticated', 'token_malformed', 'token_algorithm_not_allowed', 'token_signature_invalid', 'token_expired', 'token_not_yet_valid', 'token_issuer_invalid', 'token_audience_invalid', 'token_subject_missing', 'token_subject_mismatch', 'rate_limited', 'too_many_connections', 'origin_not_allowed', 'auth_timeout', 'slow_consumer', 'server_restart', 'unavailable', 'internal_error', 'not_found', 'illegal_transition', 'database_unavailable'],
         Meta(
             description='Why a frame was refused. `x-fatal` maps each code to the close code that follows it,\nor `null` when the connection stays open.\n'
         ),
@@ -468,16 +511,33 @@ NotificationPayload: TypeAlias = Notification
 ErrorPayload: TypeAlias = Error
 
 
+CancelPayload: TypeAlias = Cancel
+
+
 ClientMessage: TypeAlias = Annotated[
-    Auth | Refresh | Ping,
+    Auth | Refresh | Ping | Cancel,
     Meta(description='Every frame a client may send.', title='ClientMessage'),
 ]
 
 
-ServerMessage: TypeAlias = Annotated[
-    Welcome | Refreshed | Pong | TokenExpiring | GenerationUpdate | GenerationProgress | Notification | Error,
-    Meta(description='Every frame the server may send.', title='ServerMessage'),
-]
+class CancelResult(Struct, frozen=True, kw_only=True, tag_field='type', tag='cancelResult'):
+    id: Annotated[
+        str,
+        Meta(
+            description='Client-chosen request id, echoed on the reply or error.',
+            max_length=64,
+            min_length=1,
+        ),
+    ]
+    generation_id: Annotated[str, Meta(max_length=64, min_length=1)] = field(
+        name='generationId'
+    )
+    status: Annotated[
+        Literal['queued', 'running', 'completed', 'failed', 'cancelled'],
+        Meta(
+            description='Lifecycle of a generation: `queued` -> `running` -> `completed` | `failed` | `cancelled`\n(`queued` may also go straight to `cancelled` or `failed`). The last three are final.\n'
+        ),
+    ]
 
 
 class Generation(Struct, frozen=True, kw_only=True):
@@ -497,5 +557,43 @@ class Generation(Struct, frozen=True, kw_only=True):
     updated_at: datetime = field(name='updatedAt')
     error: GenerationError | UnsetType = UNSET
     progress: ProgressSnapshot | UnsetType = UNSET
+    deadline_at: (
+        Annotated[
+            datetime,
+            Meta(
+                description='When the run is cancelled if it has not ended (creation time + `cancelAfterSeconds`);\nit then ends `cancelled` with error code `deadline_exceeded`. Absent without a deadline.\n'
+            ),
+        ]
+        | UnsetType
+    ) = field(name='deadlineAt', default=UNSET)
+    queue_position: (
+        Annotated[
+            int,
+            Meta(
+                description="Where the run waits, `1` = next. For a `queued` run: its place among the runs of the\nsame tool that wait for a slot of this deployment (FIFO). For a `running` ComfyUI run\nwhose prompt waits in ComfyUI's own queue: its place in that remote queue (from\n`GET /queue`, refreshed on every ComfyUI `status` frame). Absent once it runs. A\n`generationUpdate` with the same `status` and a new `queuePosition` is sent each\ntime the position changes (runs ahead started, ended or were cancelled).\n",
+                ge=1,
+            ),
+        ]
+        | UnsetType
+    ) = field(name='queuePosition', default=UNSET)
+    estimated_wait_seconds: (
+        Annotated[
+            float,
+            Meta(
+                description="Rough wait until the run starts: the median duration of the tool's last 20 completed\nruns x `queuePosition` / the tool's concurrent slots. Absent when no run of the tool\ncompleted recently (no estimate can be made) and for a remote (ComfyUI) queue.\n",
+                ge=0.0,
+            ),
+        ]
+        | UnsetType
+    ) = field(name='estimatedWaitSeconds', default=UNSET)
     started_at: datetime | UnsetType = field(name='startedAt', default=UNSET)
     finished_at: datetime | UnsetType = field(name='finishedAt', default=UNSET)
+
+
+CancelResultPayload: TypeAlias = CancelResult
+
+
+ServerMessage: TypeAlias = Annotated[
+    Welcome | Refreshed | Pong | TokenExpiring | GenerationUpdate | GenerationProgress | Notification | Error | CancelResult,
+    Meta(description='Every frame the server may send.', title='ServerMessage'),
+]

@@ -45,7 +45,17 @@ class Authenticate:
     text_deltas: bool = False
 
 
-Effect = Send | Close | Authenticate
+@dataclass(frozen=True, slots=True)
+class CancelGeneration:
+    """Cancel ``generation_id`` of ``user_id`` (asyncapi.yaml ``cancel``); answer
+    :meth:`Session.cancel_answered` or :meth:`Session.cancel_refused` with ``request_id``."""
+
+    user_id: str
+    generation_id: str
+    request_id: str
+
+
+Effect = Send | Close | Authenticate | CancelGeneration
 
 
 def to_datetime(ts: float) -> datetime:
@@ -132,6 +142,9 @@ class Session:
                 return [Send(messages.Pong(id=message.id, server_time=to_datetime(now)))]
             case State.OPEN, messages.Refresh():
                 return self._refresh(message, now)
+            case State.OPEN, messages.Cancel():
+                assert self.claims is not None
+                return [CancelGeneration(self.claims.sub, message.generation_id, message.id)]
             case State.OPEN, messages.Auth():
                 return [Send(self._error("already_authenticated", "Already authenticated; use `refresh`",
                                          request_id=_rid(message)))]
@@ -153,6 +166,19 @@ class Session:
             recovered=_unset(recovered),
         )
         return [Send(welcome)]
+
+    def cancel_answered(self, request_id: str, generation_id: str, status: str) -> list[Effect]:
+        """The I/O layer carried out a ``cancel``: its ``cancelResult``."""
+        if self.state is not State.OPEN:
+            return []
+        return [Send(messages.CancelResult(id=request_id, generation_id=generation_id, status=status))]  # type: ignore[arg-type]
+
+    def cancel_refused(self, request_id: str, code: str, message: str) -> list[Effect]:
+        """A ``cancel`` that could not be carried out (``not_found``, ``illegal_transition``,
+        ``database_unavailable``, ``internal_error``): a non-fatal ``error``."""
+        if self.state is not State.OPEN:
+            return []
+        return [Send(self._error(code, message, request_id=request_id))]
 
     def fail(self, code: str, message: str) -> list[Effect]:
         """A server-side condition ends the connection (slow consumer, shutdown, ...)."""

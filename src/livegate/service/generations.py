@@ -34,6 +34,20 @@ array in them (``max_input_items``) — jsonschema's ``uniqueItems`` compares ev
 3,000 items took 14 s — and the schema check itself runs in a worker thread, so even a
 costly schema over bounded inputs only shares the loop (the GIL switches every 5 ms).
 
+Deadlines (``cancelAfterSeconds``, record field ``deadline_at``): the dispatch tick of every
+process sweeps the runs still queued or running past their deadline (``Store.expired``)
+and stops each through the cancel path (a queued one is cancelled in the store, a running
+one gets its task cancelled here or its job aborted wherever it runs); the run ends
+``cancelled`` with error ``deadline_exceeded`` — the runner tells a deadline from a user's
+cancel by ``cancel_requested_at >= deadline_at``. A sweep that did not end a run (its
+process was gone) is repeated after ``deadline_retry_seconds``.
+
+Queue positions (:mod:`livegate.service.run_control`): after every dispatch a coalesced
+refresh publishes a ``generationUpdate`` (still ``queued``, new ``queuePosition``, with
+``estimatedWaitSeconds``) for each run whose position changed, once across processes. A
+tool may report a running run's place in its upstream's own queue
+(``RunContext.report_queue_position``: ComfyUI's), published the same way.
+
 Retention: every ``retention_interval`` seconds (first shortly after start) final
 generations older than ``retention_days`` are deleted with their outputs, in bounded
 batches (``Store.delete_finished_before``); ``queued``/``running`` rows are never touched.
@@ -87,6 +101,7 @@ from livegate.service.lifecycle import FINAL, check_transition
 from livegate.service.outputs import OutputStore
 from livegate.service.publisher import Publisher
 from livegate.service.run_context import ServiceRunContext
+from livegate.service.run_control import QueuePositions, cancel_error, deadline_error
 from livegate.service.webhooks import WebhooksDisabled, WebhookService
 from livegate.store import DeliveryRow, GenerationRow, SqlStore, Store, decode_cursor, encode_cursor
 from livegate.tools.base import StoredOutput, Tool
@@ -101,6 +116,7 @@ _UNSET = msgspec.UNSET
 UNFINISHED = frozenset({"queued", "running"})
 DEFAULT_MAX_INPUTS_BYTES = 256 * 1024
 DEFAULT_MAX_INPUT_ITEMS = 256
+DEFAULT_MAX_CANCEL_AFTER_SECONDS = 86400.0
 
 
 def _ts(value: float | None) -> Any:
@@ -109,14 +125,19 @@ def _ts(value: float | None) -> Any:
     return _UNSET if value is None else datetime.fromtimestamp(value, UTC)
 
 
+def _opt(value: Any) -> Any:
+    return _UNSET if value is None else value
+
+
 def process_name() -> str:
     """Who runs a generation, as recorded in its ``owner``: host, pid and a nonce."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 class InputsInvalid(Exception):
-    def __init__(self, errors: list[http.ProblemItem]) -> None:
-        super().__init__("inputs do not match the tool's schema")
+    def __init__(self, errors: list[http.ProblemItem], message: str = "The inputs do not match the tool's input schema") -> None:
+        super().__init__(message)
+        self.message = message
         self.errors = errors
 
 
@@ -132,6 +153,8 @@ class _Stopping(Exception):
 class GenerationService:
     retention_first_delay = 10.0  # seconds after start: not in the way of recovery
     retention_batch = 200  # generations per delete transaction
+    deadline_batch = 100  # expired runs one sweep stops at most
+    deadline_retry_seconds = 10.0  # a swept run that has not ended by then is swept again
 
     def __init__(self, *, tools: dict[str, Tool], store: Store, outputs: OutputStore,
                  publisher: Publisher, engine: JobEngine | None = None, max_per_user: int = 4,
@@ -139,8 +162,10 @@ class GenerationService:
                  cancel_wait_seconds: float = 15.0, retention_days: float = 30.0,
                  retention_interval: float = 3600.0, max_inputs_bytes: int = DEFAULT_MAX_INPUTS_BYTES,
                  max_input_items: int = DEFAULT_MAX_INPUT_ITEMS, max_queued_per_user: int = 50,
-                 tool_share_per_user: float = 1.0, webhooks: WebhookService | None = None) -> None:
+                 tool_share_per_user: float = 1.0, webhooks: WebhookService | None = None,
+                 max_cancel_after_seconds: float = DEFAULT_MAX_CANCEL_AFTER_SECONDS) -> None:
         self.webhooks = webhooks
+        self.max_cancel_after_seconds = max_cancel_after_seconds
         self.max_queued_per_user = max_queued_per_user
         self.tool_share_per_user = tool_share_per_user
         self.max_inputs_bytes = max_inputs_bytes
@@ -158,6 +183,7 @@ class GenerationService:
         self.store_retry_seconds = store_retry_seconds
         self.cancel_wait_seconds = cancel_wait_seconds
         self.owner = process_name()
+        self.positions = QueuePositions(store, tools, lambda row, position: self._publish_update(row, position=position))
         self._validators = {tid: jsonschema.Draft202012Validator(t.input_schema) for tid, t in tools.items()}
         self._contexts: dict[str, ServiceRunContext] = {}  # runs of this process, by id
         self._tasks: dict[str, asyncio.Task[Any]] = {}
@@ -191,12 +217,14 @@ class GenerationService:
             max_queued_per_user=config.max_queued_per_user,
             tool_share_per_user=config.tool_share_per_user,
             webhooks=WebhookService.from_config(config, store, process_name()),
+            max_cancel_after_seconds=config.max_cancel_after_seconds,
         )
 
     # -- lifecycle of the service ---------------------------------------------------------
 
     async def start(self) -> None:
         self._stopping = False
+        self.positions.start()
         await self.store.open()
         await self.engine.open(self._run_job, list(self.tools))
         if not self.engine.durable:
@@ -214,6 +242,7 @@ class GenerationService:
         with a durable engine they are handed to another process at once, otherwise the
         next start of this data directory takes them over."""
         self._stopping = True
+        await self.positions.stop()
         for task in (self._ticker, self._retention_task):
             if task is not None:
                 task.cancel()
@@ -296,6 +325,10 @@ class GenerationService:
         ticks = 0
         while not self._stopping:
             await asyncio.sleep(self.dispatch_interval)  # the dispatch period itself
+            try:
+                await self.sweep_deadlines()
+            except StoreUnavailable as exc:
+                log.warning("deadline sweep postponed: %s", exc.message)
             await self._dispatch_quietly()
             ticks += 1
             if ticks % 10 == 0:
@@ -324,6 +357,7 @@ class GenerationService:
             await self.dispatch()
         except StoreUnavailable as exc:
             log.warning("dispatch postponed: %s", exc.message)
+        self.positions.soon()
 
     # -- API ------------------------------------------------------------------------------
 
@@ -371,9 +405,13 @@ class GenerationService:
             ])
 
     async def create(self, user_id: str, tool_id: str, inputs: dict[str, Any], *, webhook_url: str | None = None,
-                     webhook_events: list[str] | None = None) -> http.Generation:
-        """Raises ``WebhooksDisabled`` / ``WebhookRefused`` for a ``webhook_url`` this
-        deployment does not take (openapi.yaml ``createGeneration``)."""
+                     webhook_events: list[str] | None = None, cancel_after: float | None = None) -> http.Generation:
+        """openapi.yaml ``createGeneration``; ``cancel_after`` is ``cancelAfterSeconds``. Raises
+        ``WebhooksDisabled`` / ``WebhookRefused`` for a ``webhook_url`` this deployment does not take."""
+        if cancel_after is not None and not 0 < cancel_after <= self.max_cancel_after_seconds:
+            raise InputsInvalid([http.ProblemItem(
+                message=f"cancelAfterSeconds must be more than 0 and at most {self.max_cancel_after_seconds:g}",
+                path="$.cancelAfterSeconds")], "cancelAfterSeconds is out of bounds")
         self.check_input_bounds(tool_id, inputs)
         await asyncio.to_thread(self.validate_inputs, tool_id, inputs)
         if webhook_url is not None:
@@ -389,11 +427,13 @@ class GenerationService:
         now = time.time()
         row = GenerationRow(id="gen_" + secrets.token_hex(8), user_id=user_id, tool_id=tool_id, status="queued",
                             inputs=inputs, created_at=now, updated_at=now, webhook_url=webhook_url,
-                            webhook_events=webhook_events)
+                            webhook_events=webhook_events,
+                            deadline_at=None if cancel_after is None else now + cancel_after)
         deliveries = self._plan_webhooks(row, "queued", now)
-        await self.store.insert(row, deliveries)
+        # With its position: refreshes publish only changes.
+        row = await self.store.insert_queued(row, deliveries)
         self._wake_webhooks(deliveries)
-        await self._publish_update(row)
+        await self._publish_update(row, position=row.queue_position)
         await self._dispatch_quietly()
         return await self.describe(row)
 
@@ -409,32 +449,17 @@ class GenerationService:
         return http.GenerationPage(items=items, next_cursor=next_cursor)
 
     async def cancel(self, user_id: str, gen_id: str) -> http.Generation:
+        """openapi.yaml ``cancelGeneration`` (and asyncapi.yaml ``cancel``, in-band)."""
         row = await self._owned(user_id, gen_id)
         if row.status in FINAL:
             raise IllegalTransition(f"A {row.status} generation cannot be cancelled")
-        now = time.time()
-        # Recorded first: a job that starts from now on sees it and ends `cancelled`.
-        await self.store.update(gen_id, cancel_requested_at=now)
-        if row.status == "queued":
-            deliveries = self._plan_webhooks(row, "cancelled", now)
-            won = await self.store.transition(gen_id, {"queued"}, "cancelled", finished_at=now, deliveries=deliveries)
-            if won is not None:
-                self._wake_webhooks(deliveries)
-                await self._publish_update(won)
-                if won.job_id:
-                    await self.engine.abort(won.job_id)
-                if won.dispatched_at is not None:
-                    await self._dispatch_quietly()  # its claimed slot is free again
-                return await self.describe(won)
-        # Running (or it started meanwhile): stop it wherever it runs, wait for the record.
         ended = self._ended.setdefault(gen_id, asyncio.Event())
-        local = self._tasks.get(gen_id)
-        if local is not None:
-            local.cancel()
-        else:
-            current = await self.store.get(gen_id)
-            if current is not None and current.job_id and current.status not in FINAL:
-                await self.engine.abort(current.job_id)
+        won = await self._stop(row, time.time())
+        if won is not None:
+            if gen_id not in self._tasks:
+                self._ended.pop(gen_id, None)
+            return await self.describe(won)
+        # Running (or it started meanwhile): stopped wherever it runs; wait for the record.
         deadline = time.monotonic() + self.cancel_wait_seconds
         while time.monotonic() < deadline:
             current = await self.store.get(gen_id)
@@ -463,6 +488,54 @@ class GenerationService:
         text = (row.progress or {}).get("partialText") if row is not None and row.status == "running" else None
         return text if isinstance(text, str) else None
 
+    async def _stop(self, row: GenerationRow, now: float, error: dict[str, Any] | None = None) -> GenerationRow | None:
+        """The cancel path, shared by ``cancel`` and the deadline sweep: a queued run ends
+        ``cancelled`` here (the row is returned); a running one has its task cancelled (in
+        this process) or its job aborted (elsewhere) and its runner records the end."""
+        gen_id = row.id
+        # Recorded first: a job that starts from now on sees it and ends `cancelled`.
+        await self.store.update(gen_id, cancel_requested_at=now)
+        if row.status == "queued":
+            deliveries = self._plan_webhooks(row, "cancelled", now)
+            won = await self.store.transition(gen_id, {"queued"}, "cancelled", finished_at=now, error=error,
+                                              queue_position=None, deliveries=deliveries)
+            if won is not None:
+                self._wake_webhooks(deliveries)
+                await self._publish_update(won)
+                if won.job_id:
+                    await self.engine.abort(won.job_id)
+                if won.dispatched_at is not None:
+                    await self._dispatch_quietly()  # its claimed slot is free again
+                else:
+                    self.positions.soon()  # the runs behind it move up
+                return won
+        local = self._tasks.get(gen_id)
+        if local is not None:
+            local.cancel()
+        else:
+            current = await self.store.get(gen_id)
+            if current is not None and current.job_id and current.status not in FINAL:
+                await self.engine.abort(current.job_id)
+        return None
+
+    async def sweep_deadlines(self, now: float | None = None) -> int:
+        """Stop the runs still queued or running past their ``deadline_at`` (any process's
+        runs: the cancel path reaches them); how many were swept."""
+        now = time.time() if now is None else now
+        expired = await self.store.expired(now, retry_after=self.deadline_retry_seconds, limit=self.deadline_batch)
+        for row in expired:
+            log.info("deadline exceeded", extra={"generation_id": row.id, "user_id": row.user_id})
+            await self._stop(row, now, deadline_error(row))
+        return len(expired)
+
+    async def _cancel_error(self, gen_id: str) -> dict[str, Any] | None:
+        """``deadline_exceeded`` for a deadline's cancel, else ``None`` (a user's)."""
+        return cancel_error(await self.retrying(lambda: self.store.get(gen_id)))
+
+    async def publish_remote_position(self, row: GenerationRow) -> None:
+        """A running run's place in its upstream's queue changed (``None``: it left it)."""
+        await self._publish_update(row, position=row.queue_position)
+
     async def describe(self, row: GenerationRow) -> http.Generation:
         outputs = [self.outputs.describe(o) for o in await self.store.outputs(row.output_ids)]
         progress: Any = _UNSET
@@ -474,9 +547,12 @@ class GenerationService:
                 progress = msgspec.convert(row.progress, http.ProgressSnapshot)
         error = http.GenerationError(code=row.error["code"], message=row.error["message"],
                                      node_id=row.error.get("nodeId", _UNSET)) if row.error else _UNSET
+        position = await self.positions.position_now(row)
+        estimate = await self.positions.estimate(row.tool_id, position) if row.status == "queued" else None
         return http.Generation(
             id=row.id, tool_id=row.tool_id, status=row.status, inputs=row.inputs,  # type: ignore[arg-type]
-            outputs=outputs, error=error, progress=progress, created_at=_ts(row.created_at),
+            outputs=outputs, error=error, progress=progress, deadline_at=_ts(row.deadline_at),
+            queue_position=_opt(position), estimated_wait_seconds=_opt(estimate), created_at=_ts(row.created_at),
             updated_at=_ts(row.updated_at), started_at=_ts(row.started_at), finished_at=_ts(row.finished_at),
         )
 
@@ -516,7 +592,7 @@ class GenerationService:
             return
         takeover = row.status == "running"
         now = time.time()
-        fields: dict[str, Any] = {"owner": self.owner, "attempt": row.attempt + 1}
+        fields: dict[str, Any] = {"owner": self.owner, "attempt": row.attempt + 1, "queue_position": None}
         if not takeover:
             fields["started_at"] = now
         deliveries = [] if takeover else self._plan_webhooks(row, "running", now)
@@ -531,7 +607,7 @@ class GenerationService:
         else:
             log.info("taking over generation", extra={"generation_id": row.id, "user_id": row.user_id})
         if row.cancel_requested_at is not None:
-            await self._finish(row, "cancelled")
+            await self._finish(row, "cancelled", error=await self._cancel_error(row.id))
             return
         ctx = ServiceRunContext(self, row)
         self._contexts[row.id] = ctx
@@ -570,7 +646,7 @@ class GenerationService:
             current = asyncio.current_task()
             if current is not None:
                 current.uncancel()
-            await self._finish(row, "cancelled")
+            await self._finish(row, "cancelled", error=await self._cancel_error(row.id))
         except TimeoutError:
             await self._finish(row, "failed", error={
                 "code": "timeout", "message": f"The run exceeded the tool's limit of {tool.spec.timeout_seconds:g} s"})
@@ -604,6 +680,8 @@ class GenerationService:
             return  # another runner (or a cancel) recorded the end first
         self._wake_webhooks(deliveries)
         row.status, row.error, row.finished_at = won.status, won.error, won.finished_at
+        if won.status == "completed":
+            self.positions.forget_durations(won.tool_id)  # a new duration for the estimate
         await self._publish_update(won)
 
     def _plan_webhooks(self, row: GenerationRow, status: str, now: float) -> Deliveries:
@@ -637,7 +715,9 @@ class GenerationService:
             await asyncio.sleep(delay)  # backoff between attempts of one write
             delay = min(delay * 2, 2.0)
 
-    async def _publish_update(self, row: GenerationRow) -> None:
+    async def _publish_update(self, row: GenerationRow, *, position: int | None = None) -> None:
+        """The record's ``generationUpdate``; ``position`` (a queued run's, or a running
+        run's remote one) only where a position is being announced."""
         outputs: list[http.Output] | msgspec.UnsetType = _UNSET
         if row.status == "completed":
             outputs = [self.outputs.describe(o) for o in await self.store.outputs(row.output_ids)]
@@ -645,8 +725,11 @@ class GenerationService:
         if row.error:
             error = http.GenerationError(code=row.error["code"], message=row.error["message"],
                                          node_id=row.error.get("nodeId", _UNSET))
+        estimate = await self.positions.estimate(row.tool_id, position) if row.status == "queued" else None
         event = http.GenerationUpdateInput(generation_id=row.id, tool_id=row.tool_id,
-                                           status=row.status, outputs=outputs, error=error)  # type: ignore[arg-type]
+                                           status=row.status, outputs=outputs, error=error,  # type: ignore[arg-type]
+                                           deadline_at=_ts(row.deadline_at), queue_position=_opt(position),
+                                           estimated_wait_seconds=_opt(estimate))
         await self._publish_lifecycle(row.user_id, event)
 
     async def _publish_lifecycle(self, user_id: str, event: http.GenerationUpdateInput) -> None:

@@ -227,6 +227,15 @@ class ServiceRunContext:
         self._row.request_sent_at = time.time()
         await self._save_fenced(request_sent_at=self._row.request_sent_at)
 
+    async def report_queue_position(self, position: int | None) -> None:
+        """A remote queue position (ComfyUI's): saved with the run (``GET`` on any process
+        shows it) and published as a ``running`` ``generationUpdate`` when it changed."""
+        if self.closed or position == self._row.queue_position:
+            return
+        self._row.queue_position = position
+        await self._save_fenced(queue_position=position)
+        await self._service.publish_remote_position(self._row)
+
     async def _save_fenced(self, **fields: Any) -> None:
         """Save a field of this run unless another runner has taken it over (then this
         one must stop: its work is no longer the run's)."""

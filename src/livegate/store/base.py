@@ -54,6 +54,8 @@ class GenerationRow:
     ``owner`` the process that runs it now; ``progress`` (revision 4) the latest progress
     snapshot (``{fraction, step?, totalSteps?, message?, partialText?}``: the streamed text so
     far, for late joiners), saved about once a second (JSON: no migration for the new key).
+    Revision 0006: ``deadline_at`` when the run is cancelled with ``deadline_exceeded`` if
+    it has not ended; ``queue_position`` the last position published for it (``None``: none).
     """
 
     id: str
@@ -75,8 +77,10 @@ class GenerationRow:
     cancel_requested_at: float | None = None
     owner: str | None = None
     progress: dict[str, Any] | None = None  # revision 4: the latest snapshot, while running
-    webhook_url: str | None = None  # revision 0005w: the generation's own webhook endpoint
+    webhook_url: str | None = None  # revision 0005: the generation's own webhook endpoint
     webhook_events: list[str] | None = None  # the statuses sent to it
+    deadline_at: float | None = None  # revision 0006
+    queue_position: int | None = None  # revision 0006
 
 
 @dataclass
@@ -160,6 +164,12 @@ class Store(Protocol):
         """Insert a new generation (its id must be new), and ``deliveries`` in the same
         transaction."""
 
+    async def insert_queued(self, row: GenerationRow, deliveries: Iterable[DeliveryRow] = ()) -> GenerationRow:
+        """Insert a new ``queued`` generation with its ``queue_position`` (1 + the
+        undispatched queued rows of its tool before it) and its webhook ``deliveries``, in one
+        transaction under the dispatch lock: a concurrent ``refresh_queue_positions`` sees it
+        with its position already saved, so the create's own update is the only one announcing it."""
+
     async def get(self, gen_id: str) -> GenerationRow | None: ...
 
     async def list_for_user(self, user_id: str, *, limit: int, status: str | None = None,
@@ -207,12 +217,28 @@ class Store(Protocol):
         """How many undispatched ``queued`` rows of the same tool were created before this
         one; ``None`` unless the row is queued and undispatched."""
 
+    async def expired(self, now: float, *, retry_after: float, limit: int) -> list[GenerationRow]:
+        """Up to ``limit`` ``queued``/``running`` rows whose ``deadline_at`` is at or before
+        ``now`` and whose cancel was not asked for in the last ``retry_after`` seconds
+        (``cancel_requested_at``), oldest deadline first."""
+
+    async def refresh_queue_positions(self, *, limit: int) -> list[GenerationRow]:
+        """Recompute the position (1 = next) of every undispatched ``queued`` row among
+        those of its tool, in ``(created_at, id)`` order, under the dispatch lock; save it in
+        ``queue_position`` for at most ``limit`` rows whose saved value differs (front of
+        each queue first) and return those rows: of concurrent callers only one sees each
+        change, so each is published once."""
+
+    async def recent_durations(self, tool_id: str, limit: int) -> list[float]:
+        """``finished_at - started_at`` of the tool's ``limit`` most recently finished
+        ``completed`` runs, newest first."""
+
     async def delete_finished_before(self, ts: float, batch: int) -> int:
         """Delete up to ``batch`` final generations finished before ``ts``, with their
         outputs and chunks, in one transaction; the number of generations deleted (loop
         while it equals ``batch``). ``queued``/``running`` rows are never touched."""
 
-    # -- webhook deliveries (revision 0005w) ---------------------------------------------
+    # -- webhook deliveries (revision 0005) ---------------------------------------------
 
     async def claim_deliveries(self, now: float, owner: str, lease_until: float, limit: int) -> list[DeliveryRow]:
         """Lease up to ``limit`` ``pending`` deliveries due by ``now`` whose lease (if any)

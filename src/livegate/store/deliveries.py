@@ -1,4 +1,4 @@
-"""The webhook-delivery half of :class:`~livegate.store.sql.SqlStore` (revision 0005w).
+"""The webhook-delivery half of :class:`~livegate.store.sql.SqlStore` (revision 0005).
 
 The ``webhook_deliveries`` table is the delivery queue of every process (docs/scaling.md,
 "Webhook deliveries"): rows are inserted with the lifecycle transition they report

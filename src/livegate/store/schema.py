@@ -51,8 +51,11 @@ generations = Table(
     Column("cancel_requested_at", Double),
     Column("owner", Text),
     Column("progress", Text),  # revision 4: JSON progress snapshot of a running generation
-    Column("webhook_url", Text),  # revision 0005w: the generation's own webhook
+    Column("webhook_url", Text),  # revision 0005: the generation's own webhook
     Column("webhook_events", Text),  # JSON list of statuses sent to webhook_url
+    # revision 0006 (run control): the deadline, and the last queue position published
+    Column("deadline_at", Double),
+    Column("queue_position", Integer),
     Index("generations_by_user", "user_id", text("created_at DESC"), text("id DESC")),
     Index("generations_unfinished", "status", sqlite_where=_UNFINISHED, postgresql_where=_UNFINISHED),
     Index("generations_finished", "finished_at"),
@@ -89,7 +92,7 @@ output_chunks = Table(
 _PENDING = text("status = 'pending'")
 
 webhook_deliveries = Table(
-    "webhook_deliveries",  # revision 0005w: one row per (generation, status, endpoint)
+    "webhook_deliveries",  # revision 0005: one row per (generation, status, endpoint)
     metadata,
     Column("id", Text, primary_key=True),  # the webhook-id
     Column("generation_id", Text, nullable=False),

@@ -115,6 +115,7 @@ def _generation(r: RowMapping) -> GenerationRow:
         cancel_requested_at=r["cancel_requested_at"], owner=r["owner"],
         progress=json.loads(r["progress"]) if r["progress"] else None,
         webhook_url=r["webhook_url"], webhook_events=json.loads(r["webhook_events"]) if r["webhook_events"] else None,
+        deadline_at=r["deadline_at"], queue_position=r["queue_position"],
     )
 
 
@@ -290,6 +291,24 @@ class SqlStore(DeliveryQueries):
             await conn.execute(insert(g).values(id=row.id, **values))
             await insert_deliveries(conn, deliveries)
 
+    async def insert_queued(self, row: GenerationRow, deliveries: Iterable[DeliveryRow] = ()) -> GenerationRow:
+        async with self._tx() as conn:
+            await self._dispatch_lock(conn)
+            ahead = await conn.execute(select(func.count()).select_from(g).where(
+                g.c.tool_id == row.tool_id, g.c.status == "queued", g.c.dispatched_at.is_(None),
+                or_(g.c.created_at < row.created_at, and_(g.c.created_at == row.created_at, g.c.id < row.id))))
+            row.queue_position = int(ahead.scalar_one()) + 1
+            values = _columns({k: getattr(row, k) for k in GENERATION_FIELDS if k != "id"})
+            await conn.execute(insert(g).values(id=row.id, **values))
+            await insert_deliveries(conn, deliveries)
+        return row
+
+    async def _dispatch_lock(self, conn: AsyncConnection) -> None:
+        """Serialise with every claimer: PostgreSQL's advisory lock (released at commit);
+        on SQLite the write transaction's ``BEGIN IMMEDIATE`` is the lock already."""
+        if self.dialect == "postgresql":
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _DISPATCH_LOCK})
+
     async def get(self, gen_id: str) -> GenerationRow | None:
         async with self._tx(write=False) as conn:
             found = (await conn.execute(select(g).where(g.c.id == gen_id))).mappings().first()
@@ -401,6 +420,46 @@ class SqlStore(DeliveryQueries):
                     g.c.tool_id == row.tool_id, g.c.status == "queued", g.c.dispatched_at.is_(None),
                     or_(g.c.created_at < row.created_at, and_(g.c.created_at == row.created_at, g.c.id < gen_id))))
             return int(ahead.scalar_one())
+
+    async def expired(self, now: float, *, retry_after: float, limit: int) -> list[GenerationRow]:
+        query = (select(g).where(g.c.status.in_(sorted(UNFINISHED_STATUSES)), g.c.deadline_at <= now,
+                                 or_(g.c.cancel_requested_at.is_(None), g.c.cancel_requested_at < now - retry_after))
+                 .order_by(g.c.deadline_at).limit(limit))
+        async with self._tx(write=False) as conn:
+            return [_generation(r) for r in (await conn.execute(query)).mappings()]
+
+    async def refresh_queue_positions(self, *, limit: int) -> list[GenerationRow]:
+        async with self._tx() as conn:
+            # The claimers' lock: positions are computed against committed claims only,
+            # and two processes never publish conflicting positions.
+            await self._dispatch_lock(conn)
+            rows = await conn.execute(
+                select(g.c.id, g.c.tool_id, g.c.queue_position)
+                .where(g.c.status == "queued", g.c.dispatched_at.is_(None))
+                .order_by(g.c.created_at, g.c.id).limit(self.claim_scan))
+            counts: dict[str, int] = {}
+            changed: list[tuple[int, str]] = []
+            for gen_id, tool, saved in rows:
+                position = counts[tool] = counts.get(tool, 0) + 1
+                if saved != position:
+                    changed.append((position, gen_id))
+            changed.sort()  # the front of every queue first: those positions matter most
+            updated: list[GenerationRow] = []
+            for position, gen_id in changed[:limit]:
+                found = (await conn.execute(
+                    update(g).where(g.c.id == gen_id, g.c.status == "queued", g.c.dispatched_at.is_(None))
+                    .values(queue_position=position).returning(*g.c))).mappings().first()
+                if found is not None:
+                    updated.append(_generation(found))
+        return updated
+
+    async def recent_durations(self, tool_id: str, limit: int) -> list[float]:
+        query = (select(g.c.finished_at - g.c.started_at)
+                 .where(g.c.tool_id == tool_id, g.c.status == "completed", g.c.started_at.is_not(None),
+                        g.c.finished_at.is_not(None))
+                 .order_by(g.c.finished_at.desc()).limit(limit))
+        async with self._tx(write=False) as conn:
+            return [float(d) for d in (await conn.execute(query)).scalars()]
 
     async def delete_finished_before(self, ts: float, batch: int) -> int:
         async with self._tx() as conn:

@@ -16,7 +16,8 @@ progress tick, as real ComfyUI's does. A reconnecting client gets no replay, onl
 (with ``sid``) and ``executing {node}`` without prompt_id. History holds every finished run.
 
 Test hooks: :meth:`drop_connections`, :attr:`accept_websockets`, :meth:`pause` /
-:meth:`resume`, :meth:`wait_for_node`, :meth:`wait_for_history`. Run by hand:
+:meth:`resume`, :meth:`wait_for_node`, :meth:`wait_for_history`, :attr:`submitted` and
+:attr:`interrupts` (what clients asked for). Run by hand:
 ``python -m livegate.testing.fake_comfyui --port 8188``.
 """
 
@@ -164,6 +165,7 @@ class FakeComfyUI:
         self._worker: asyncio.Task[None] | None = None
         self._server = BackgroundServer(strip_marked_content_type(self._app()), host=host, port=port)
         self.submitted: list[dict[str, Any]] = []  # every accepted POST /prompt body
+        self.interrupts: list[Any] = []  # the prompt_id (or None) of every POST /interrupt
         self.errors: list[BaseException] = []  # exceptions inside the fake's executor
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -440,6 +442,8 @@ class FakeComfyUI:
         async def post_interrupt(request: Request[Any, Any, Any]) -> Response[bytes]:
             body = _loads(await request.body())
             target = body.get("prompt_id") if isinstance(body, dict) else None
+            fake.interrupts.append(target)
+            fake._notify()
             if fake._running and (target is None or target == fake._running.prompt_id):
                 fake._interrupt = True
             return _empty()

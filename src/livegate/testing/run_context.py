@@ -67,6 +67,7 @@ class RecordingRunContext:
         self.stored: list[StoredOutput] = []
         self.upstream_refs: list[str] = []
         self.requests_sent = 0
+        self.queue_positions: list[int | None] = []  # every report_queue_position, in order
         self._ids = itertools.count(1)
         self._changed = asyncio.Event()
 
@@ -150,6 +151,10 @@ class RecordingRunContext:
     async def save_upstream_ref(self, ref: str) -> None:
         self.upstream_refs.append(ref)
         self._upstream_ref = ref
+        self._notify()
+
+    async def report_queue_position(self, position: int | None) -> None:
+        self.queue_positions.append(position)
         self._notify()
 
     # -- helpers for tests ------------------------------------------------------------

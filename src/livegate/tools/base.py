@@ -102,6 +102,11 @@ class RunContext(Protocol):
         """Durably remember an upstream handle (e.g. a ComfyUI prompt id) so that a
         restarted process can re-attach to the run instead of failing it."""
 
+    async def report_queue_position(self, position: int | None) -> None:
+        """The run's work waits in the upstream's own queue at ``position`` (1 = next; e.g.
+        a ComfyUI prompt behind others), or no longer waits (``None``). Published as the
+        run's ``queuePosition`` when it changes (asyncapi.yaml ``QueuePosition``)."""
+
 
 @dataclass(frozen=True, slots=True)
 class ToolSpec:

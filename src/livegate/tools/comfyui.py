@@ -11,6 +11,11 @@ Reliability: a dropped WebSocket is reopened with backoff, and after every disco
 read, so a completion is never missed — ComfyUI replays nothing on reconnect. A ``{}``
 history means queued or running, or deleted: ``GET /queue`` tells which.
 
+Remote queue: while the prompt waits in ComfyUI's queue, every ``status`` frame (ComfyUI
+sends one to every socket on each queue change) makes the run read ``GET /queue`` and report
+its place (``RunContext.report_queue_position``; 1 = next); it reports ``None`` once the
+prompt starts.
+
 Cancellation (by the user or a timeout; a stopping gateway, ``ctx.detaching``, leaves the
 prompt running for the next start to re-attach): a running prompt gets
 ``POST /interrupt {prompt_id}`` (it lands at ComfyUI's next node or progress tick), a
@@ -46,6 +51,7 @@ from livegate.tools.comfyui_tracker import (
     Interrupted,
     Preview,
     ProgressUpdate,
+    QueueChanged,
     ShowFile,
     Succeeded,
     outputs_from_history,
@@ -104,6 +110,7 @@ class _Run:
         self.tool, self.ctx, self.tracker, self.client_id = tool, ctx, tracker, client_id
         self.ws: Any = None
         self.gaps = 0  # disconnects during the run: outputs are then re-read from history
+        self.position: int | None = None  # our place in ComfyUI's queue, as last reported
         self.last_contact = asyncio.get_running_loop().time()
 
     async def connect(self) -> bool:
@@ -203,13 +210,34 @@ class _Run:
                     log.info("preview %s not fetched: %s", action.file.filename, exc)
                 else:
                     await ctx.progress(action.fraction, preview=data, preview_media_type=media_type)
+            elif isinstance(action, QueueChanged):
+                await self.update_position()
             elif isinstance(action, CheckHistory):
                 outcome = await self.poll()
                 if outcome is not None:
                     return outcome
             else:
                 return action
+        if self.tracker.started and self.position is not None:
+            self.position = None  # it left the remote queue
+            await ctx.report_queue_position(None)
         return None
+
+    async def update_position(self) -> None:
+        """Our place in ComfyUI's queue (``GET /queue``), reported when it changed."""
+        try:
+            state = await self.tool.api.queue_state(self.tracker.prompt_id)
+        except ToolError as exc:
+            log.info("ComfyUI queue of %s not read: %s", self.tracker.prompt_id, exc)
+            return
+        if state.where == "absent":
+            return  # finished or deleted (our own cancel): the run's end says the rest
+        if state.where == "running":
+            self.tracker.started = True
+        position = state.position if state.where == "pending" else None
+        if position != self.position:
+            self.position = position
+            await self.ctx.report_queue_position(position)
 
 
 class ComfyUITool:

@@ -29,6 +29,12 @@ class QueueState:
 
     where: Literal["running", "pending", "absent"]
     item: list[Any] | None = None
+    position: int | None = None  # pending behind a running prompt: 1 + the pending ones before it
+
+
+def _number(item: list[Any]) -> float:
+    number = item[0]
+    return float(number) if isinstance(number, (int, float)) else float("inf")
 
 
 class ComfyAPI:
@@ -103,10 +109,18 @@ class ComfyAPI:
     async def queue_state(self, prompt_id: str) -> QueueState:
         response = await self._request("GET", "/queue")
         body = self._json(response, "GET /queue")
+        busy = False
         for where in ("running", "pending"):
-            for item in body.get(f"queue_{where}") or []:
-                if isinstance(item, list) and len(item) > 2 and item[1] == prompt_id:
-                    return QueueState(where, item)
+            items = [i for i in body.get(f"queue_{where}") or [] if isinstance(i, list) and len(i) > 2]
+            busy = busy or (where == "running" and bool(items))
+            for item in items:
+                if item[1] == prompt_id:
+                    if where == "running" or not busy:
+                        # (pending while nothing runs: about to start, it waits for nobody)
+                        return QueueState(where, item)
+                    # ComfyUI runs pending prompts by their `number` (a priority queue)
+                    ahead = sum(1 for other in items if _number(other) < _number(item))
+                    return QueueState(where, item, ahead + 1)
         return QueueState("absent")
 
     async def interrupt(self, prompt_id: str) -> None:

@@ -5,7 +5,10 @@ actions out. No sockets, no clock, no asyncio.
 through the ComfyUI 0.8.0 protocol (the traces in ``tests/fixtures/comfyui`` show every
 shape handled here):
 
-* text frames of other prompts are ignored; ``status`` and ``feature_flags`` too;
+* text frames of other prompts are ignored, and ``feature_flags``; a ``status`` frame (sent
+  to every socket on each change of ComfyUI's queue, ``queue_remaining``) becomes
+  :class:`QueueChanged` while our prompt has not started, so the I/O layer can read our
+  place in the remote queue (``GET /queue``);
 * ``execution_start`` / ``execution_cached`` (cached nodes count as done and leave the
   total) / ``executing`` / ``progress`` / ``progress_state`` (used where present) update
   the overall fraction: ``(finished nodes + current node's value/max) / nodes to run``,
@@ -40,6 +43,7 @@ __all__ = [
     "OutputFile",
     "Preview",
     "ProgressUpdate",
+    "QueueChanged",
     "ShowFile",
     "Succeeded",
     "outputs_from_history",
@@ -114,7 +118,15 @@ class Interrupted:
     node_type: str | None = None
 
 
-Action = ProgressUpdate | Preview | ShowFile | CheckHistory | Succeeded | Failed | Interrupted
+@dataclass(frozen=True, slots=True)
+class QueueChanged:
+    """ComfyUI's queue changed while our prompt waits in it (``queue_remaining`` prompts,
+    running one included): look up our place with ``GET /queue``."""
+
+    queue_remaining: int | None
+
+
+Action = ProgressUpdate | Preview | ShowFile | CheckHistory | Succeeded | Failed | Interrupted | QueueChanged
 Terminal = Succeeded | Failed | Interrupted
 
 
@@ -242,6 +254,11 @@ class ComfyRunTracker:
             # sent on reconnect to the client owning the running prompt: that is us
             node = data.get("node")
             return self._node_started(str(node)) if node else []
+        if type_ == "status":
+            if self.started:
+                return []
+            remaining = ((data.get("status") or {}).get("exec_info") or {}).get("queue_remaining")
+            return [QueueChanged(remaining if isinstance(remaining, int) else None)]
         if not self._ours(data):
             return []
         if type_ == "execution_start":

@@ -5,7 +5,7 @@ A delivery row is inserted in the same transaction as the lifecycle transition i
 (a transactional outbox), and is the queue itself: every process's delivery sweeper claims
 due rows with a lease (``lease_until`` / ``lease_owner``), see docs/scaling.md.
 
-Revision ID: 0005w
+Revision ID: 0005
 Revises: 0004
 Create Date: 2026-12-03
 """
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005w"
+revision: str = "0005"
 down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
