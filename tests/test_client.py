@@ -247,3 +247,12 @@ async def test_cancels_over_the_stream_and_exposes_deadline_and_queue_position(t
             await watcher.client.cancel("gen_unknown")
         assert unknown.value.code == "not_found"
         assert not [i for i in watcher.items + other_tab.items if isinstance(i, messages.Error)]  # answered, not queued
+
+
+async def test_stops_after_a_transport_close_the_contract_marks_terminal(tmp_path: Path) -> None:
+    """asyncapi.yaml ``x-transport-close-codes``: 1009 (``reconnect: false``) would only come back
+    for the same frame, so the client stops instead of retrying it for ever."""
+    async with running_gateway(tmp_path) as gw, Recorder(gw.ws_url, lambda: "x" * (4 * 1024 * 1024)) as rec:
+        await rec.until(lambda: rec.stopped is not None, what="the client to stop")
+        assert rec.stopped is not None and rec.stopped.close_code == 1009
+        assert rec.client.close_codes == [1009]

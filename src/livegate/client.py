@@ -15,7 +15,8 @@ It authenticates, resumes from its last position after every reconnect (exponent
 backoff with full jitter), refreshes the token when the server sends ``tokenExpiring``
 through the ``token`` callback, follows the close-code table (reconnect on 4000-4399, at
 least 5 s after 4003; on 4401/4402 asks the callback for a *new* token, once: a second
-refusal in a row stops; stops on other terminal codes) and yields each stream event once,
+refusal in a row stops; stops on other terminal codes, and on the transport's 1002, 1007
+and 1009: the same frames would be refused again) and yields each stream event once,
 in order. ``cancel`` sends asyncapi.yaml's ``cancel`` and returns its ``cancelResult``, or
 raises :class:`CancelRefused` with the ``error``'s code (``not_found``,
 ``illegal_transition``, ...). The backoff restarts after every connection that got a ``welcome``;
@@ -48,7 +49,11 @@ from websockets.exceptions import ConnectionClosed
 
 from livegate.errors import ContractError
 from livegate.protocol import codec, http, messages
-from livegate.protocol.codes import CLOSE_CODES, RECONNECT_CLOSE_CODES
+from livegate.protocol.codes import (
+    CLOSE_CODES,
+    RECONNECT_CLOSE_CODES,
+    TERMINAL_TRANSPORT_CLOSE_CODES,
+)
 from livegate.protocol.cursor import StreamCursor
 from livegate.protocol.messages import (  # the name `messages` is also a method below
     CancelResult,
@@ -212,7 +217,7 @@ class LivegateClient:
                 else:
                     refused_token = False
                 if code is not None and code not in RECONNECT_CLOSE_CODES and code not in NEW_TOKEN_CLOSE_CODES \
-                        and code >= 4400:
+                        and (code >= 4400 or code in TERMINAL_TRANSPORT_CLOSE_CODES):
                     raise ClientStopped(f"closed with terminal code {code}", code)
                 attempt = 1 if welcomed else attempt + 1
                 if self.max_reconnects is not None and attempt > self.max_reconnects:

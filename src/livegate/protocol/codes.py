@@ -15,6 +15,9 @@ CLOSE_CODES: dict[str, int] = {
     'forbidden': 4403,
 }
 RECONNECT_CLOSE_CODES: frozenset[int] = frozenset({4000, 4001, 4002, 4003, 4004, 4005, 4006})
+# RFC 6455 codes the transport closes with (``x-transport-close-codes``) that a client must
+# not reconnect after: the same frames would be refused again.
+TERMINAL_TRANSPORT_CLOSE_CODES: frozenset[int] = frozenset({1002, 1007, 1009})
 # The close that follows each fatal error code; codes absent here leave the connection open.
 FATAL_CLOSE: dict[str, int] = {
     'frame_too_large': 4400,
