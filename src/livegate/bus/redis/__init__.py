@@ -40,6 +40,7 @@ from livegate.bus.base import Bus, Listener, Position, PublishItem, ReadResult, 
 from livegate.bus.redis import wire
 from livegate.bus.redis.commands import Commands
 from livegate.bus.redis.errors import TRANSIENT, unavailable
+from livegate.bus.redis.history import Witness
 from livegate.bus.redis.subscriber import Read, Subscriber
 from livegate.errors import BusUnavailable
 
@@ -90,12 +91,18 @@ class RedisBus(Bus):
         self.client_name = f"livegate:{socket.gethostname()}:{os.getpid()}".replace(" ", "_")
         self._commands: Commands | None = None
         self._subscriber: Subscriber | None = None
+        self._witness = Witness()  # what this process saw of the data's history (rewinds)
         self.stats = {"reconnects": 0, "backfilled": 0, "duplicates": 0, "resets": 0, "stale": 0}
 
     # -- names ----------------------------------------------------------------------------
 
     def _keys(self, stream: str) -> tuple[str, str]:
         return f"{self._prefix}:{{{stream}}}:m", f"{self._prefix}:{{{stream}}}:s"
+
+    @property
+    def _history_key(self) -> str:
+        # One per data set (per server or shard); docs/scaling.md, "Rewinds".
+        return f"{self._prefix}:history"
 
     def _channel(self, stream: str) -> bytes:
         return f"{self._prefix}:{{{stream}}}:c".encode()
@@ -110,6 +117,7 @@ class RedisBus(Bus):
                                              max_connections=self._max_connections, client_name=self.client_name)
         subscriber = self._subscriber = Subscriber(
             self.url, commands, channel_of=self._channel, read=self._read_raw, read_args=self._read_args,
+            parse_read=self._parse_read, check_history=self._check_history,
             on_reset=self._stream_reset, client_name=self.client_name + ":sub", key_prefix=self._prefix,
             stats=self.stats, **self._subscriber_settings,
         )
@@ -178,9 +186,11 @@ class RedisBus(Bus):
             raise unavailable("publish", exc) from exc
         firsts: dict[str, tuple[str, int] | Exception] = {}
         for group, result in zip(groups, results, strict=True):
+            if not isinstance(result, Exception):
+                self._witness.saw(*result[:3])
             for j, stream in enumerate(group):
                 firsts[stream] = result if isinstance(result, Exception) else (
-                    wire.text(result[2 * j]), int(result[2 * j + 1]))
+                    wire.text(result[3 + 2 * j]), int(result[4 + 2 * j]))
         positions: list[Position] = []
         seen: dict[str, int] = {}
         for item in items:
@@ -192,8 +202,9 @@ class RedisBus(Bus):
         return positions
 
     def _publish_args(self, group: list[str], by_stream: dict[str, list[PublishItem]]) -> tuple[list[str], list[Any]]:
-        keys: list[str] = []
-        args: list[Any] = [self.max_events, int(self.max_age * 1000), self._meta_ttl_ms, self._stream_ttl_ms]
+        keys: list[str] = [self._history_key]
+        args: list[Any] = [self.max_events, int(self.max_age * 1000), self._meta_ttl_ms, self._stream_ttl_ms,
+                           *self._witness.args(secrets.token_hex(8))]
         for stream in group:
             batch = by_stream[stream]
             keys.extend(self._keys(stream))
@@ -203,24 +214,38 @@ class RedisBus(Bus):
                 args.append("-" if item.conflation_key is None else "+" + item.conflation_key)
         return keys, args
 
-    async def read(self, stream: str, after: int | None) -> ReadResult:
+    async def read(self, stream: str, after: int | None, limit: int | None = None) -> ReadResult:
         try:
-            epoch, top, first, rows = await self._read_raw(stream, after)
+            epoch, top, first, rows = await self._read_raw(stream, after, limit)
         except TRANSIENT as exc:
             raise unavailable("read", exc) from exc
         return ReadResult(epoch=epoch, top=top, first_available=first,
                           events=[wire.event_from_row(row, epoch) for row in rows])
 
-    async def _read_raw(self, stream: str, after: int | None) -> Read:
+    async def _read_raw(self, stream: str, after: int | None, limit: int | None = None) -> Read:
         """``(epoch, top, first_available, rows oldest first)``; raises redis-py errors."""
-        (result,) = await self._require().eval_many(wire.READ_SCRIPT, [self._read_args(stream, after)])
+        (result,) = await self._require().eval_many(wire.READ_SCRIPT, [self._read_args(stream, after, limit)])
         if isinstance(result, Exception):
             raise result
+        return self._parse_read(result)
+
+    async def _check_history(self) -> None:
+        """Show this process's witness to the history guard (scripts/guard.lua); raises
+        redis-py errors."""
+        (result,) = await self._require().eval_many(
+            wire.GUARD_SCRIPT, [([self._history_key], self._witness.args(secrets.token_hex(8)))])
+        if isinstance(result, Exception):
+            raise result
+        self._witness.saw(*result)
+
+    def _parse_read(self, result: list[Any]) -> Read:
+        self._witness.saw(*result[4:7])
         return wire.parse_read(result)
 
-    def _read_args(self, stream: str, after: int | None) -> tuple[list[str], list[Any]]:
-        args = [secrets.token_hex(8), "" if after is None else after, int(self.max_age * 1000), self._meta_ttl_ms]
-        return list(self._keys(stream)), args
+    def _read_args(self, stream: str, after: int | None, limit: int | None = None) -> tuple[list[str], list[Any]]:
+        args = [secrets.token_hex(8), "" if after is None else after, int(self.max_age * 1000), self._meta_ttl_ms,
+                *self._witness.args(secrets.token_hex(8)), self.max_events if limit is None else limit]
+        return [*self._keys(stream), self._history_key], args
 
     # -- subscribe ------------------------------------------------------------------------
 

@@ -91,6 +91,8 @@ class Subscriber:
         channel_of: Callable[[str], bytes],
         read: Callable[[str, int | None], Awaitable[Read]],
         read_args: Callable[[str, int | None], tuple[list[str], list[Any]]],
+        parse_read: Callable[[list[Any]], Read],
+        check_history: Callable[[], Awaitable[None]],
         on_reset: Callable[[str], None],
         client_name: str,
         key_prefix: str,
@@ -107,6 +109,8 @@ class Subscriber:
         self._channel_of = channel_of
         self._read = read
         self._read_args = read_args
+        self._parse_read = parse_read
+        self._check_history = check_history
         self._on_reset = on_reset
         self._client_name = client_name
         self._timeout = socket_timeout
@@ -314,7 +318,9 @@ class Subscriber:
                     self._down_since = None
 
     async def _backfill_all(self) -> None:
-        """After (re)subscribing: read every established stream from its last offset."""
+        """After (re)subscribing: show the history guard this process's witness (Redis may
+        have come back rewound), then read every established stream from its last offset."""
+        await self._check_history()
         states = [s for s in self._streams.values() if s.buffer is None]
         for start in range(0, len(states), 200):
             chunk = states[start:start + 200]
@@ -324,7 +330,7 @@ class Subscriber:
                 if isinstance(result, Exception):
                     raise result
                 if self._streams.get(state.stream) is state:
-                    self._apply_read(state, wire.parse_read(result))
+                    self._apply_read(state, self._parse_read(result))
 
     async def _fill(self, state: StreamState) -> None:
         read = await self._read(state.stream, state.last)

@@ -1,15 +1,11 @@
--- KEYS: meta, stream. ARGV: epoch candidate, after ("" = none), max_age_ms, meta_ttl_ms.
--- Returns {epoch, top, first_available, entries newest first}.
+-- KEYS: meta, stream, history. ARGV: epoch candidate, after ("" = none), max_age_ms,
+-- meta_ttl_ms, the caller's witness (gen, rid, w), a generation candidate, the page size
+-- (at most this many events, the oldest after `after`).
+-- Returns {epoch, top, first_available, entries oldest first, gen, rid, w}.
+-- (Loaded after history.lua.)
 local meta, log = KEYS[1], KEYS[2]
-local epoch = redis.call('HGET', meta, 'epoch')
-local top = 0
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('DEL', log)
-  redis.call('HSET', meta, 'epoch', epoch, 'top', 0)
-else
-  top = tonumber(redis.call('HGET', meta, 'top'))
-end
+local gen, rid, w = history_guard(KEYS[3], ARGV[5], ARGV[6], ARGV[7], ARGV[8], false)
+local epoch, top = stream_epoch(meta, log, gen, ARGV[1])
 redis.call('PEXPIRE', meta, ARGV[4])
 local now = redis.call('TIME')
 local horizon = tostring(tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - tonumber(ARGV[3]))
@@ -20,9 +16,16 @@ if #oldest > 0 then
 end
 local entries = {}
 if ARGV[2] ~= '' then
-  local wanted = top - tonumber(ARGV[2])
+  local after = tonumber(ARGV[2])
+  local wanted = math.min(top - after, tonumber(ARGV[9]))
   if wanted > 0 then
-    entries = redis.call('XREVRANGE', log, '+', horizon, 'COUNT', wanted)
+    -- Offsets are consecutive in the stream: the entries after `after` are the newest
+    -- top - after ones; skip to the first of them and take a page, oldest first.
+    local newer = redis.call('XREVRANGE', log, '+', horizon, 'COUNT', top - after)
+    local start = #newer
+    for i = start, math.max(1, start - wanted + 1), -1 do
+      entries[#entries + 1] = newer[i]
+    end
   end
 end
-return {epoch, top, first_available, entries}
+return {epoch, top, first_available, entries, gen, rid, w}
