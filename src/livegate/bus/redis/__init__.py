@@ -214,17 +214,20 @@ class RedisBus(Bus):
                 args.append("-" if item.conflation_key is None else "+" + item.conflation_key)
         return keys, args
 
-    async def read(self, stream: str, after: int | None, limit: int | None = None) -> ReadResult:
+    async def read(self, stream: str, after: int | None, *, limit: int | None = None,
+                   max_bytes: int | None = None) -> ReadResult:
         try:
-            epoch, top, first, rows = await self._read_raw(stream, after, limit)
+            epoch, top, first, rows = await self._read_raw(stream, after, limit, max_bytes)
         except TRANSIENT as exc:
             raise unavailable("read", exc) from exc
         return ReadResult(epoch=epoch, top=top, first_available=first,
                           events=[wire.event_from_row(row, epoch) for row in rows])
 
-    async def _read_raw(self, stream: str, after: int | None, limit: int | None = None) -> Read:
+    async def _read_raw(self, stream: str, after: int | None, limit: int | None = None,
+                        max_bytes: int | None = None) -> Read:
         """``(epoch, top, first_available, rows oldest first)``; raises redis-py errors."""
-        (result,) = await self._require().eval_many(wire.READ_SCRIPT, [self._read_args(stream, after, limit)])
+        (result,) = await self._require().eval_many(wire.READ_SCRIPT,
+                                                    [self._read_args(stream, after, limit, max_bytes)])
         if isinstance(result, Exception):
             raise result
         return self._parse_read(result)
@@ -242,9 +245,12 @@ class RedisBus(Bus):
         self._witness.saw(*result[4:7])
         return wire.parse_read(result)
 
-    def _read_args(self, stream: str, after: int | None, limit: int | None = None) -> tuple[list[str], list[Any]]:
+    def _read_args(self, stream: str, after: int | None, limit: int | None = None,
+                   max_bytes: int | None = None) -> tuple[list[str], list[Any]]:
+        # The subscriber reads without bounds (a gap it fills is at most max_events long).
         args = [secrets.token_hex(8), "" if after is None else after, int(self.max_age * 1000), self._meta_ttl_ms,
-                *self._witness.args(secrets.token_hex(8)), self.max_events if limit is None else limit]
+                *self._witness.args(secrets.token_hex(8)), self.max_events if limit is None else limit,
+                0 if max_bytes is None else max_bytes]
         return [*self._keys(stream), self._history_key], args
 
     # -- subscribe ------------------------------------------------------------------------

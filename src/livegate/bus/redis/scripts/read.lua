@@ -1,6 +1,7 @@
 -- KEYS: meta, stream, history. ARGV: epoch candidate, after ("" = none), max_age_ms,
--- meta_ttl_ms, the caller's witness (gen, rid, w), a generation candidate, the page size
--- (at most this many events, the oldest after `after`).
+-- meta_ttl_ms, the caller's witness (gen, rid, w), a generation candidate, the page bounds:
+-- at most this many events (the oldest after `after`) and about this many bytes of frames
+-- (0 = no bound; at least one event).
 -- Returns {epoch, top, first_available, entries oldest first, gen, rid, w}.
 -- (Loaded after history.lua.)
 local meta, log = KEYS[1], KEYS[2]
@@ -22,8 +23,13 @@ if ARGV[2] ~= '' then
     -- Offsets are consecutive in the stream: the entries after `after` are the newest
     -- top - after ones; skip to the first of them and take a page, oldest first.
     local newer = redis.call('XREVRANGE', log, '+', horizon, 'COUNT', top - after)
-    local start = #newer
-    for i = start, math.max(1, start - wanted + 1), -1 do
+    local budget, size = tonumber(ARGV[10]), 0
+    for i = #newer, math.max(1, #newer - wanted + 1), -1 do
+      -- a frame is its body plus the spliced '{"epoch":"<16 hex>","offset":<n>,' (~40 bytes)
+      size = size + #newer[i][2][4] + 40
+      if budget > 0 and #entries > 0 and size > budget then
+        break
+      end
       entries[#entries + 1] = newer[i]
     end
   end
