@@ -57,14 +57,6 @@ class TcpProxy:
         if self._server is not None:
             await self._server.wait_closed()
 
-    def stall_all(self) -> int:
-        """From now on every open link passes nothing either way (a replication link that
-        stopped: the bytes sent meanwhile never arrive)."""
-        links = [link for link in self.links if not link.stalled]
-        for link in links:
-            link.stalled = True
-        return len(links)
-
     def retarget(self, host: str, port: int) -> None:
         """Send new connections to another server and drop the open ones: a floating
         address (VIP, DNS, an L4 balancer) moved to a promoted replica."""

@@ -1,7 +1,8 @@
-"""A primary and its replica on 127.0.0.1, for failover tests: the replica replicates through
-a proxy whose link a test can stall (so the writes made meanwhile really never reach it), and
-clients reach Redis through a floating address (a proxy the test moves to the promoted
-replica, as a VIP or an L4 balancer in front of Sentinel-managed Redis would)."""
+"""A primary and its replica on 127.0.0.1, for failover tests. The replica replicates as an
+ACL user a test can switch off (:meth:`Pair.cut_replication`: the primary drops the link and
+refuses it back, so the writes made meanwhile really never reach the replica). Clients reach
+Redis through a floating address (a proxy the test moves to the promoted replica, as a VIP or
+an L4 balancer would), or through Redis Sentinel."""
 
 from __future__ import annotations
 
@@ -23,22 +24,46 @@ async def info(url: str) -> dict[str, Any]:
         await client.aclose()
 
 
+_REPLICATION_PASSWORD = "replica-secret"
+
+
+async def command(url: str, *args: str) -> Any:
+    client = aioredis.Redis.from_url(url)
+    try:
+        return await client.execute_command(*args)
+    finally:
+        await client.aclose()
+
+
+async def _link_is(server: RedisServer, status: str) -> bool:
+    return (await info(server.url)).get("master_link_status") == status
+
+
 class Pair:
-    """A primary, its replica (replicating through ``link``) and the floating address."""
+    """A primary, its replica and the floating address (``address``)."""
 
     def __init__(self) -> None:
         self.primary = RedisServer()
         self.replica: RedisServer | None = None
-        self.link: TcpProxy | None = None
         self.address: TcpProxy | None = None
 
     async def start(self) -> Pair:
         await asyncio.to_thread(self.primary.start)
-        self.link = await TcpProxy("127.0.0.1", self.primary.port).start()
-        self.replica = RedisServer(extra_args=["--replicaof", "127.0.0.1", str(self.link.port)])
+        await command(self.primary.url, "ACL", "SETUSER", "replicator", "on", f">{_REPLICATION_PASSWORD}",
+                      "+@all", "~*")
+        self.replica = RedisServer(extra_args=["--replicaof", "127.0.0.1", str(self.primary.port),
+                                               "--masteruser", "replicator", "--masterauth", _REPLICATION_PASSWORD])
         await asyncio.to_thread(self.replica.start)
         self.address = await TcpProxy("127.0.0.1", self.primary.port).start()
         return self
+
+    async def cut_replication(self) -> None:
+        """From now on the primary's writes do not reach the replica."""
+        assert self.replica is not None
+        await command(self.primary.url, "ACL", "SETUSER", "replicator", "off")
+        await command(self.primary.url, "CLIENT", "KILL", "USER", "replicator")
+        await eventually(lambda: _link_is(self.replica, "down"), timeout=10.0,  # type: ignore[arg-type]
+                         what="replication link down")
 
     async def caught_up(self) -> None:
         """Wait until the replica holds every write the primary made."""
@@ -54,17 +79,12 @@ class Pair:
         """Kill the primary, promote the replica, move the floating address to it."""
         assert self.replica is not None and self.address is not None
         await asyncio.to_thread(self.primary.kill)
-        client = aioredis.Redis.from_url(self.replica.url)
-        try:
-            await client.execute_command("REPLICAOF", "NO", "ONE")
-        finally:
-            await client.aclose()
+        await command(self.replica.url, "REPLICAOF", "NO", "ONE")
         self.address.retarget("127.0.0.1", self.replica.port)
 
     async def close(self) -> None:
-        for proxy in (self.address, self.link):
-            if proxy is not None:
-                await proxy.stop()
+        if self.address is not None:
+            await self.address.stop()
         for server in (self.primary, self.replica):
             if server is not None:
                 await asyncio.to_thread(server.close)
