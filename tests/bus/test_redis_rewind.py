@@ -130,6 +130,29 @@ async def test_a_promoted_replica_that_missed_writes_starts_a_new_epoch(
     assert isinstance(resume(read, kept[-1]), Reset)
 
 
+async def test_through_sentinel_a_lagging_replica_promoted_starts_a_new_epoch(gateways: list[RedisBus]) -> None:
+    pair = Pair(sentinel=True)
+    try:
+        await pair.start()
+        assert pair.sentinel is not None
+        one, two = await two_gateways(pair.sentinel.url, gateways)
+        stream, client, resets, _before = await four_events_watched(one, two)
+        await pair.caught_up()
+        await pair.cut_replication()
+        lost = await publish(two, stream, "lost", 2) + await publish(one, stream, "lost", 1)
+        await client.wait_for(7)
+        seen = Position(lost[-1].epoch, lost[-1].offset)
+
+        await pair.fail_over()  # Sentinel promotes the replica; the buses follow by themselves
+        await eventually(lambda: healthy(one, two), timeout=15.0, what="both gateways on Sentinel's new primary")
+        after = await publish(one, stream, "after", 4)
+        assert all(p.epoch != seen.epoch for p in after) and [p.offset for p in after] == [1, 2, 3, 4]
+        assert isinstance(resume(await two.read(stream, seen.offset), seen), Reset)
+        await eventually(lambda: resets == [stream], what="gateway one resets its live stream")
+    finally:
+        await pair.close()
+
+
 async def test_a_promoted_replica_that_had_every_write_keeps_the_epoch(pair: Pair, gateways: list[RedisBus]) -> None:
     assert pair.address is not None
     one, two = await two_gateways(pair.address.url, gateways)

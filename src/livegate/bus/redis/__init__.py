@@ -116,7 +116,7 @@ class RedisBus(Bus):
                                              connect_timeout=self._connect_timeout,
                                              max_connections=self._max_connections, client_name=self.client_name)
         subscriber = self._subscriber = Subscriber(
-            self.url, commands, channel_of=self._channel, read=self._read_raw, read_args=self._read_args,
+            commands, channel_of=self._channel, read=self._read_raw, read_args=self._read_args,
             parse_read=self._parse_read, check_history=self._check_history,
             on_reset=self._stream_reset, client_name=self.client_name + ":sub", key_prefix=self._prefix,
             stats=self.stats, **self._subscriber_settings,

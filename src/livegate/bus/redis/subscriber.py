@@ -85,7 +85,6 @@ class _Subscription(Subscription):
 class Subscriber:
     def __init__(
         self,
-        url: str,
         commands: Commands,
         *,
         channel_of: Callable[[str], bytes],
@@ -104,7 +103,6 @@ class Subscriber:
         poll_interval: float,
         stats: dict[str, int],
     ) -> None:
-        self._url = url
         self._commands = commands
         self._channel_of = channel_of
         self._read = read
@@ -253,7 +251,9 @@ class Subscriber:
             delay = min(high, delay * 2)
 
     async def _connect(self) -> PubSubSocket:
-        socket = await PubSubSocket.connect(self._url, timeout=self._connect_timeout + self._timeout,
+        async with asyncio.timeout(self._connect_timeout + self._timeout):
+            url = await self._commands.primary_url()  # the configured one, or Sentinel's primary
+        socket = await PubSubSocket.connect(url, timeout=self._connect_timeout + self._timeout,
                                             client_name=self._client_name)
         self._generation += 1
         self._force_reconnect = False
