@@ -19,8 +19,7 @@ from tests.scale._support import (
     assert_exact_stream,
     close_all,
     eventually,
-    notification,
-    publish_ok,
+    publish_recorded,
     readiness,
     start_gateways,
     user_name,
@@ -38,14 +37,6 @@ async def pair() -> AsyncIterator[Pair]:
         await made.close()
 
 
-async def _publish(gw: GatewayProcess, user: str, tag: str, count: int, expected: dict[int, str]) -> str:
-    items = [notification(user, f"{tag} #{i}") for i in range(count)]
-    positions = await publish_ok(gw, items)
-    for item, (_epoch, offset) in zip(items, positions, strict=True):
-        expected[offset] = item["event"]["message"]
-    return positions[0][0]
-
-
 async def _all_ready(gateways: list[GatewayProcess]) -> bool:
     return all(status == 200 for status, _body in await asyncio.gather(*(readiness(gw) for gw in gateways)))
 
@@ -60,11 +51,11 @@ async def test_sentinel_promoting_a_lagging_replica_gives_a_new_epoch_never_reus
     try:
         await asyncio.gather(*(c.start() for c in clients))
         before: dict[int, str] = {}
-        old_epoch = await _publish(gateways[0], user, "kept", 3, before)
+        old_epoch = await publish_recorded(gateways[0], user, "kept", 3, before)
         await pair.caught_up()
         await pair.cut_replication()
-        await _publish(gateways[1], user, "lost", 2, before)
-        await _publish(gateways[0], user, "lost", 2, before)
+        await publish_recorded(gateways[1], user, "lost", 2, before)
+        await publish_recorded(gateways[0], user, "lost", 2, before)
         await asyncio.gather(*(c.wait_events(7) for c in clients))
         for client in clients:
             assert_exact_stream(client.frames, before, old_epoch)
@@ -76,7 +67,7 @@ async def test_sentinel_promoting_a_lagging_replica_gives_a_new_epoch_never_reus
         await eventually(lambda: all(any(w.get("recovered") is False for w in c.welcomes) for c in clients),
                          timeout=20.0, what="every client told recovered: false")
         after: dict[int, str] = {}
-        new_epoch = await _publish(gateways[0], user, "after", 3, after)
+        new_epoch = await publish_recorded(gateways[0], user, "after", 3, after)
         assert new_epoch != old_epoch and sorted(after) == [1, 2, 3]
         await eventually(lambda: all(len(c.events) >= 10 for c in clients), timeout=15.0,
                          what="the new epoch's events delivered")
