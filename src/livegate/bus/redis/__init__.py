@@ -2,16 +2,18 @@
 
 Key layout (``{user}`` is a Redis Cluster hash tag: one user's keys and channel share a slot)::
 
-    lg:{user}:m   hash    epoch, top                       TTL idle_ttl (refreshed on use)
+    lg:{user}:m   hash    epoch, top, g (generation)       TTL idle_ttl (refreshed on use)
     lg:{user}:s   stream  id <ms>-<seq> (Redis time) -> o offset, d body, k key, t published_at
                           trimmed to max_events (MAXLEN =) and max_age (MINID); TTL max_age+60s
     lg:{user}:c   channel one message per event: "<epoch> <offset> <published_at> <klen>\\n<k><body>"
     lg:probe:<process>    this process's liveness probe channel
+    lg:history    hash    gen, rid, w, prev, w0: the history guard (one per Redis)
 
 Offsets are assigned by ``scripts/publish.lua`` (EVALSHA), for every stream of one call: it
-makes the epoch when the meta hash is gone (a new random epoch, so history lost in Redis
-means ``recovered: false``), INCRs ``top``, XADDs, trims, sets TTLs and PUBLISHes, all
-atomically, so the order of messages on the channel is the offset order. One call carries
+makes the epoch when the meta hash is gone or of another generation (a new random epoch, so
+history lost in Redis, or rewound by a failover or an older AOF/RDB, means ``recovered:
+false``: ``scripts/history.lua``, docs/scaling.md "Rewinds"), INCRs ``top``, XADDs, trims,
+sets TTLs and PUBLISHes, all atomically, so the order of messages on the channel is the offset order. One call carries
 the streams of up to ``wire.ITEMS_PER_CALL`` items (a plain Redis allows a script several
 users' keys; on Redis Cluster the calls would be grouped by hash slot, see
 docs/scaling.md). ``scripts/read.lua`` is the one atomic look behind :meth:`RedisBus.read`.
@@ -19,6 +21,8 @@ docs/scaling.md). ``scripts/read.lua`` is the one atomic look behind :meth:`Redi
 The package, by responsibility:
 
 * ``commands.py`` — the command path (pooled redis-py client: publish, read, health, probe);
+* ``address.py`` — ``redis://`` or ``redis+sentinel://`` (the primary Sentinel names);
+* ``history.py`` — what this process saw of the data's history (the rewind witness);
 * ``subscriber.py`` — the subscriber state machine (streams, confirmations, gaps,
   back-fill, resets, the probe);
 * ``pubsub.py`` — the pub/sub socket, RESP parsed by hiredis's public ``Reader``;
