@@ -219,3 +219,45 @@ async def test_an_intact_restart_keeps_the_epoch_and_resumes_exactly(
     assert [e.offset for e in read.events] == [5, 6]
     await client.wait_for(6)
     assert client.offsets == list(range(1, 7)) and resets == []
+
+
+async def test_a_rewind_nobody_witnessed_is_caught_by_a_resume_ahead_of_the_top(
+    aof_redis: RedisServer, gateways: list[RedisBus]
+) -> None:
+    """The gateways that saw the lost writes restarted too: no witness. A client that saw
+    them resumes ahead of the stream's top in its epoch: the stream starts a new epoch then,
+    so the offsets it saw are never handed out again in the epoch it knows."""
+    old = RedisBus(aof_redis.url, **FAST)
+    await old.start()
+    stream = stream_name()
+    try:
+        await publish(old, stream, "kept", 2)
+        aof = aof_redis.dir / "appendonlydir"
+        copy = aof_redis.dir.parent / f"{aof_redis.dir.name}-copy"
+        await asyncio.to_thread(shutil.copytree, aof, copy)
+        seen = (await publish(old, stream, "lost", 3))[-1]
+    finally:
+        await old.stop()
+    try:
+        await asyncio.to_thread(aof_redis.stop)
+        await asyncio.to_thread(shutil.rmtree, aof)
+        await asyncio.to_thread(shutil.copytree, copy, aof)
+        await asyncio.to_thread(aof_redis.start)
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+    fresh, other = await two_gateways(aof_redis.url, gateways)
+    resets: list[str] = []
+    other.on_stream_reset = resets.append
+    watcher = Recorder()
+    await other.subscribe(stream, watcher)
+    (refill,) = await publish(fresh, stream, "unwitnessed", 1)
+    assert (refill.epoch, refill.offset) == (seen.epoch, 3)  # nobody could know yet
+
+    read = await fresh.read(stream, seen.offset, claimed_epoch=seen.epoch)
+    assert read.epoch != seen.epoch and read.top == 0 and isinstance(resume(read, seen), Reset)
+    after = await publish(other, stream, "after", 3)
+    assert {p.epoch for p in after} == {read.epoch} and [p.offset for p in after] == [1, 2, 3]
+    await eventually(lambda: resets == [stream], what="the other gateway's live stream reset")
+    # Without the claim (or in another epoch) nothing changes: a plain read is only a look.
+    assert (await fresh.read(stream, 9)).epoch == read.epoch
+    assert (await fresh.read(stream, 9, claimed_epoch="not-" + read.epoch)).epoch == read.epoch

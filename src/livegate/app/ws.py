@@ -241,7 +241,8 @@ class Connection:
             self._subscription = await self.gw.bus.subscribe(user, self._on_event)
             config = self.gw.config
             read = await self.gw.bus.read(user, resume.offset if resume else None,
-                                          limit=config.replay_page_events, max_bytes=config.replay_page_bytes)
+                                          limit=config.replay_page_events, max_bytes=config.replay_page_bytes,
+                                          claimed_epoch=resume.epoch if resume else None)
         except BusError as exc:
             log.warning("bus unavailable while joining", extra={"connection_id": self.id, "user_id": user})
             self.delivery.held_back = None

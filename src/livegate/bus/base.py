@@ -141,14 +141,20 @@ class Bus(ABC):
 
     @abstractmethod
     async def read(self, stream: str, after: int | None, *, limit: int | None = None,
-                   max_bytes: int | None = None) -> ReadResult:
+                   max_bytes: int | None = None, claimed_epoch: str | None = None) -> ReadResult:
         """Events with offset > ``after`` (none when ``after`` is None), atomically with the
         stream's epoch, top and first available offset.
 
         A page: at most ``limit`` events, the oldest first, and no more than ``max_bytes`` of
         frames (but at least one event); ``None`` = no bound. A replay reads page after page
         (``after`` = the last offset of the previous page) and checks the epoch and the first
-        offset of each."""
+        offset of each.
+
+        ``claimed_epoch``: the epoch a resuming client holds ``after`` in. When it is the
+        stream's and ``after`` is above its top, the stream was rewound behind the client's
+        back; a bus whose history can be rewound (Redis) then starts the stream's new epoch
+        in the same atomic step, so the offsets the client saw are never handed out again
+        in the epoch it knows."""
 
     @abstractmethod
     async def subscribe(self, stream: str, listener: Listener) -> Subscription:

@@ -120,7 +120,7 @@ class RedisBus(Bus):
                                              connect_timeout=self._connect_timeout,
                                              max_connections=self._max_connections, client_name=self.client_name)
         subscriber = self._subscriber = Subscriber(
-            commands, channel_of=self._channel, read=self._read_raw, read_args=self._read_args,
+            commands, channel_of=self._channel, read=self._subscriber_read, read_args=self._subscriber_read_args,
             parse_read=self._parse_read, check_history=self._check_history,
             on_reset=self._stream_reset, client_name=self.client_name + ":sub", key_prefix=self._prefix,
             stats=self.stats, **self._subscriber_settings,
@@ -219,22 +219,28 @@ class RedisBus(Bus):
         return keys, args
 
     async def read(self, stream: str, after: int | None, *, limit: int | None = None,
-                   max_bytes: int | None = None) -> ReadResult:
+                   max_bytes: int | None = None, claimed_epoch: str | None = None) -> ReadResult:
         try:
-            epoch, top, first, rows = await self._read_raw(stream, after, limit, max_bytes)
+            epoch, top, first, rows = await self._read_raw(stream, after, limit, max_bytes, claimed_epoch)
         except TRANSIENT as exc:
             raise unavailable("read", exc) from exc
         return ReadResult(epoch=epoch, top=top, first_available=first,
                           events=[wire.event_from_row(row, epoch) for row in rows])
 
     async def _read_raw(self, stream: str, after: int | None, limit: int | None = None,
-                        max_bytes: int | None = None) -> Read:
+                        max_bytes: int | None = None, claimed_epoch: str | None = None) -> Read:
         """``(epoch, top, first_available, rows oldest first)``; raises redis-py errors."""
-        (result,) = await self._require().eval_many(wire.READ_SCRIPT,
-                                                    [self._read_args(stream, after, limit, max_bytes)])
+        (result,) = await self._require().eval_many(
+            wire.READ_SCRIPT, [self._read_args(stream, after, limit, max_bytes, claimed_epoch)])
         if isinstance(result, Exception):
             raise result
         return self._parse_read(result)
+
+    async def _subscriber_read(self, stream: str, after: int | None, epoch: str | None) -> Read:
+        return await self._read_raw(stream, after, claimed_epoch=epoch)
+
+    def _subscriber_read_args(self, stream: str, after: int | None, epoch: str | None) -> tuple[list[str], list[Any]]:
+        return self._read_args(stream, after, claimed_epoch=epoch)
 
     async def _check_history(self) -> None:
         """Show this process's witness to the history guard (scripts/guard.lua); raises
@@ -250,11 +256,11 @@ class RedisBus(Bus):
         return wire.parse_read(result)
 
     def _read_args(self, stream: str, after: int | None, limit: int | None = None,
-                   max_bytes: int | None = None) -> tuple[list[str], list[Any]]:
+                   max_bytes: int | None = None, claimed_epoch: str | None = None) -> tuple[list[str], list[Any]]:
         # The subscriber reads without bounds (a gap it fills is at most max_events long).
         args = [secrets.token_hex(8), "" if after is None else after, int(self.max_age * 1000), self._meta_ttl_ms,
                 *self._witness.args(secrets.token_hex(8)), self.max_events if limit is None else limit,
-                0 if max_bytes is None else max_bytes]
+                0 if max_bytes is None else max_bytes, claimed_epoch or ""]
         return [*self._keys(stream), self._history_key], args
 
     # -- subscribe ------------------------------------------------------------------------

@@ -88,8 +88,8 @@ class Subscriber:
         commands: Commands,
         *,
         channel_of: Callable[[str], bytes],
-        read: Callable[[str, int | None], Awaitable[Read]],
-        read_args: Callable[[str, int | None], tuple[list[str], list[Any]]],
+        read: Callable[[str, int | None, str | None], Awaitable[Read]],
+        read_args: Callable[[str, int | None, str | None], tuple[list[str], list[Any]]],
         parse_read: Callable[[list[Any]], Read],
         check_history: Callable[[], Awaitable[None]],
         on_reset: Callable[[str], None],
@@ -210,7 +210,7 @@ class Subscriber:
                 await state.confirmed.wait()
         except TimeoutError:
             raise BusUnavailable("Redis did not confirm the subscription in time") from None
-        epoch, top, _first, _rows = await self._read(state.stream, None)
+        epoch, top, _first, _rows = await self._read(state.stream, None, None)
         state.epoch, state.last = epoch, top
         buffered, state.buffer = state.buffer or [], None
         for message in buffered:
@@ -324,7 +324,9 @@ class Subscriber:
         states = [s for s in self._streams.values() if s.buffer is None]
         for start in range(0, len(states), 200):
             chunk = states[start:start + 200]
-            calls = [self._read_args(s.stream, s.last) for s in chunk]
+            # With its epoch: a stream found below what was dispatched (rewound) starts a new
+            # epoch at once (read.lua), before publishes could reuse the offsets.
+            calls = [self._read_args(s.stream, s.last, s.epoch) for s in chunk]
             results = await self._commands.eval_many(wire.READ_SCRIPT, calls)
             for state, result in zip(chunk, results, strict=True):
                 if isinstance(result, Exception):
@@ -333,7 +335,7 @@ class Subscriber:
                     self._apply_read(state, self._parse_read(result))
 
     async def _fill(self, state: StreamState) -> None:
-        read = await self._read(state.stream, state.last)
+        read = await self._read(state.stream, state.last, state.epoch)
         if self._streams.get(state.stream) is state:
             self._apply_read(state, read)
 
