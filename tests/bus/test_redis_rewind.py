@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -91,6 +92,22 @@ async def four_events_watched(one: RedisBus, two: RedisBus) -> tuple[str, Record
     before = await publish(one, stream, "a", 2) + await publish(two, stream, "b", 2)
     await client.wait_for(4)
     return stream, client, resets, before
+
+
+async def copy_aof(server: RedisServer) -> Path:
+    """A copy of the AOF as it is now (written, not necessarily fsynced)."""
+    copy = server.dir.parent / f"{server.dir.name}-copy"
+    await asyncio.to_thread(shutil.copytree, server.dir / "appendonlydir", copy)
+    return copy
+
+
+async def restart_from(server: RedisServer, copy: Path) -> None:
+    """Stop the server, put the AOF copy in place of its AOF, start it."""
+    aof = server.dir / "appendonlydir"
+    await asyncio.to_thread(server.stop)
+    await asyncio.to_thread(shutil.rmtree, aof)
+    await asyncio.to_thread(shutil.copytree, copy, aof)
+    await asyncio.to_thread(server.start)
 
 
 def resume(read: Any, position: Position) -> Replay | Reset | object:
@@ -179,18 +196,13 @@ async def test_a_restart_from_an_older_aof_copy_starts_a_new_epoch(
     await one.subscribe(stream, client)
     kept = await publish(one, stream, "kept", 3)
     await publish(two, other, "kept", 1)
-    aof = aof_redis.dir / "appendonlydir"
-    copy = aof_redis.dir.parent / f"{aof_redis.dir.name}-copy"
-    await asyncio.to_thread(shutil.copytree, aof, copy)  # the AOF as it is now (written, not yet fsynced)
+    copy = await copy_aof(aof_redis)
     try:
         lost = await publish(two, stream, "lost", 3) + await publish(one, stream, "lost", 1)
         await client.wait_for(lost[-1].offset)
         seen = Position(lost[-1].epoch, lost[-1].offset)
 
-        await asyncio.to_thread(aof_redis.stop)
-        await asyncio.to_thread(shutil.rmtree, aof)
-        await asyncio.to_thread(shutil.copytree, copy, aof)
-        await asyncio.to_thread(aof_redis.start)
+        await restart_from(aof_redis, copy)
     finally:
         shutil.rmtree(copy, ignore_errors=True)
     await eventually(lambda: healthy(one, two), timeout=10.0, what="both gateways back")
@@ -232,17 +244,12 @@ async def test_a_rewind_nobody_witnessed_is_caught_by_a_resume_ahead_of_the_top(
     stream = stream_name()
     try:
         await publish(old, stream, "kept", 2)
-        aof = aof_redis.dir / "appendonlydir"
-        copy = aof_redis.dir.parent / f"{aof_redis.dir.name}-copy"
-        await asyncio.to_thread(shutil.copytree, aof, copy)
+        copy = await copy_aof(aof_redis)
         seen = (await publish(old, stream, "lost", 3))[-1]
     finally:
         await old.stop()
     try:
-        await asyncio.to_thread(aof_redis.stop)
-        await asyncio.to_thread(shutil.rmtree, aof)
-        await asyncio.to_thread(shutil.copytree, copy, aof)
-        await asyncio.to_thread(aof_redis.start)
+        await restart_from(aof_redis, copy)
     finally:
         shutil.rmtree(copy, ignore_errors=True)
     fresh, other = await two_gateways(aof_redis.url, gateways)
