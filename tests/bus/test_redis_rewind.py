@@ -214,6 +214,31 @@ async def test_a_restart_from_an_older_aof_copy_starts_a_new_epoch(
     assert position.offset == 1 and position.epoch != kept[0].epoch
 
 
+async def test_a_copy_older_than_the_last_restarts_is_still_a_rewind(
+    aof_redis: RedisServer, gateways: list[RedisBus]
+) -> None:
+    """The copy is of an earlier server run than the one the gateways last saw (two restarts
+    since): their witness is of a run the restored data never knew, and still proves it."""
+    one, two = await two_gateways(aof_redis.url, gateways)
+    stream = stream_name()
+    kept = await publish(one, stream, "kept", 2)
+    copy = await copy_aof(aof_redis)
+    try:
+        for round_ in range(2):  # intact restarts: same epoch, offsets go on
+            await asyncio.to_thread(aof_redis.restart)
+            await eventually(lambda: healthy(one, two), timeout=10.0, what="both gateways back")
+            more = await publish(two, stream, f"run {round_}", 2)
+            assert {p.epoch for p in more} == {kept[0].epoch}
+        seen = more[-1]
+        assert seen.offset == 6
+        await restart_from(aof_redis, copy)
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+    await eventually(lambda: healthy(one, two), timeout=10.0, what="both gateways back")
+    after = await publish(one, stream, "after", 4)
+    assert all(p.epoch != seen.epoch for p in after) and [p.offset for p in after] == [1, 2, 3, 4]
+
+
 async def test_an_intact_restart_keeps_the_epoch_and_resumes_exactly(
     aof_redis: RedisServer, gateways: list[RedisBus]
 ) -> None:

@@ -7,7 +7,7 @@ Key layout (``{user}`` is a Redis Cluster hash tag: one user's keys and channel 
                           trimmed to max_events (MAXLEN =) and max_age (MINID); TTL max_age+60s
     lg:{user}:c   channel one message per event: "<epoch> <offset> <published_at> <klen>\\n<k><body>"
     lg:probe:<process>    this process's liveness probe channel
-    lg:history    hash    gen, rid, w, prev, w0: the history guard (one per Redis)
+    lg:history    hash    gen, rid, w, w0: the history guard (one per Redis)
 
 Offsets are assigned by ``scripts/publish.lua`` (EVALSHA), for every stream of one call: it
 makes the epoch when the meta hash is gone or of another generation (a new random epoch, so
