@@ -142,7 +142,7 @@ async def test_a_promoted_replica_that_missed_writes_starts_a_new_epoch(
     assert [p.offset for p in after] == list(range(1, 11))
     read = await two.read(stream, seen.offset)
     assert isinstance(resume(read, seen), Reset)
-    await eventually(lambda: resets == [stream], what="gateway one resets its live stream (its clients reconnect)")
+    await eventually(lambda: resets == [stream], timeout=15.0, what="gateway one resets its live stream (its clients reconnect)")
     # An old position the data still holds is no proof either: the stream's epoch changed.
     assert isinstance(resume(read, kept[-1]), Reset)
 
@@ -165,7 +165,7 @@ async def test_through_sentinel_a_lagging_replica_promoted_starts_a_new_epoch(ga
         after = await publish(one, stream, "after", 4)
         assert all(p.epoch != seen.epoch for p in after) and [p.offset for p in after] == [1, 2, 3, 4]
         assert isinstance(resume(await two.read(stream, seen.offset), seen), Reset)
-        await eventually(lambda: resets == [stream], what="gateway one resets its live stream")
+        await eventually(lambda: resets == [stream], timeout=15.0, what="gateway one resets its live stream")
     finally:
         await pair.close()
 
@@ -289,7 +289,7 @@ async def test_a_rewind_nobody_witnessed_is_caught_by_a_resume_ahead_of_the_top(
     assert read.epoch != seen.epoch and read.top == 0 and isinstance(resume(read, seen), Reset)
     after = await publish(other, stream, "after", 3)
     assert {p.epoch for p in after} == {read.epoch} and [p.offset for p in after] == [1, 2, 3]
-    await eventually(lambda: resets == [stream], what="the other gateway's live stream reset")
+    await eventually(lambda: resets == [stream], timeout=15.0, what="the other gateway's live stream reset")
     # Without the claim (or in another epoch) nothing changes: a plain read is only a look.
     assert (await fresh.read(stream, 9)).epoch == read.epoch
     assert (await fresh.read(stream, 9, claimed_epoch="not-" + read.epoch)).epoch == read.epoch
