@@ -13,10 +13,10 @@ Offsets are assigned by ``scripts/publish.lua`` (EVALSHA), for every stream of o
 makes the epoch when the meta hash is gone or of another generation (a new random epoch, so
 history lost in Redis, or rewound by a failover or an older AOF/RDB, means ``recovered:
 false``: ``scripts/history.lua``, docs/scaling.md "Rewinds"), INCRs ``top``, XADDs, trims,
-sets TTLs and PUBLISHes, all atomically, so the order of messages on the channel is the offset order. One call carries
-the streams of up to ``wire.ITEMS_PER_CALL`` items (a plain Redis allows a script several
-users' keys; on Redis Cluster the calls would be grouped by hash slot, see
-docs/scaling.md). ``scripts/read.lua`` is the one atomic look behind :meth:`RedisBus.read`.
+sets TTLs and PUBLISHes, all atomically, so the order of messages on the channel is the
+offset order. One call carries the streams of up to ``wire.ITEMS_PER_CALL`` items (a plain
+Redis allows a script several users' keys; on Redis Cluster the calls would be grouped by
+hash slot, see docs/scaling.md). ``scripts/read.lua`` is the one atomic look behind :meth:`RedisBus.read`.
 
 The package, by responsibility:
 
