@@ -43,7 +43,8 @@ class PublishItem(msgspec.Struct, frozen=True, gc=False):
 
 class ReadResult(msgspec.Struct, frozen=True):
     """One atomic look at a stream: its epoch, newest offset, oldest offset still kept
-    (``top + 1`` when history is empty) and the events after the asked offset."""
+    (``top + 1`` when history is empty) and the events after the asked offset (a page of
+    them when the read was bounded, see :meth:`Bus.read`)."""
 
     epoch: str
     top: int
