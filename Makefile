@@ -22,14 +22,16 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Debian packages the tests need: Chromium for the browser tests, redis-server for the
-# scale-out tests, postgresql for the store and cluster tests (initdb/pg_ctl under
-# /usr/lib/postgresql/NN/bin; the tests start their own servers on free ports, never the
-# machine's own cluster, and run them as an unprivileged account when we are root), nginx
-# as the load balancer of the cluster browser test (in /usr/sbin, often not on PATH).
+# scale-out tests, redis-sentinel for the failover tests, postgresql for the store and
+# cluster tests (initdb/pg_ctl under /usr/lib/postgresql/NN/bin; the tests start their own
+# servers on free ports, never the machine's own cluster, and run them as an unprivileged
+# account when we are root), nginx as the load balancer of the cluster browser test (in
+# /usr/sbin, often not on PATH).
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v redis-sentinel >/dev/null || missing="$$missing redis-sentinel"; \
 	{ command -v pg_ctl >/dev/null || compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null; } \
 	  || missing="$$missing postgresql"; \
 	{ command -v nginx >/dev/null || test -x /usr/sbin/nginx; } || missing="$$missing nginx"; \

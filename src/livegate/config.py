@@ -60,6 +60,10 @@ class Config:
     # Streams
     history_max_events: int = 1000
     history_max_age_seconds: float = 600.0
+    # A resume replays history in pages of at most this many events and bytes (one page per
+    # connection in memory at a time; the next is read once the last is on the wire).
+    replay_page_events: int = 100
+    replay_page_bytes: int = 1024 * 1024
     redis_url: str | None = None
     # Connections
     heartbeat_interval_seconds: float = 25.0
@@ -147,6 +151,8 @@ class Config:
             token_grace_seconds=_float("LIVEGATE_TOKEN_GRACE", 5.0),
             history_max_events=_int("LIVEGATE_HISTORY_MAX_EVENTS", 1000),
             history_max_age_seconds=_float("LIVEGATE_HISTORY_MAX_AGE", 600.0),
+            replay_page_events=_int("LIVEGATE_REPLAY_PAGE_EVENTS", 100),
+            replay_page_bytes=_int("LIVEGATE_REPLAY_PAGE_BYTES", 1024 * 1024),
             redis_url=_env("LIVEGATE_REDIS_URL"),
             heartbeat_interval_seconds=_float("LIVEGATE_HEARTBEAT_INTERVAL", 25.0),
             heartbeat_timeout_seconds=_float("LIVEGATE_HEARTBEAT_TIMEOUT", 20.0),

@@ -57,6 +57,16 @@ class TcpProxy:
         if self._server is not None:
             await self._server.wait_closed()
 
+    def retarget(self, host: str, port: int) -> None:
+        """Send new connections to another server and drop the open ones: a floating
+        address (VIP, DNS, an L4 balancer) moved to a promoted replica."""
+        self.target = (host, port)
+        for link in self.links:
+            for writer in (link.client_writer, link.upstream_writer):
+                with contextlib.suppress(Exception):
+                    writer.transport.abort()
+        self.links = []
+
     def stall_subscribers(self) -> int:
         """From now on the pub/sub connections pass nothing, and nobody is told."""
         links = [link for link in self.links if link.is_subscriber and not link.stalled]

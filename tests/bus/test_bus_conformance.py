@@ -257,6 +257,60 @@ async def test_subscribe_then_read_leaves_no_seam(bus: Bus) -> None:
     assert seams >= 4, "the publisher should still be running while most rounds join"
 
 
+async def read_in_pages(bus: Bus, stream: str, after: int, until: int, limit: int) -> list[StreamEvent]:
+    """What a resume replays: pages after ``after`` up to ``until``, each checked to go on
+    exactly where the previous one ended."""
+    events: list[StreamEvent] = []
+    for _ in range(until - after + 1):  # bounded: every page brings at least one event
+        last = events[-1].offset if events else after
+        if last >= until:
+            break
+        page = await bus.read(stream, last, limit=limit)
+        assert 1 <= len(page.events) <= limit and page.events[0].offset == last + 1
+        events += [e for e in page.events if e.offset <= until]
+    return events
+
+
+async def test_a_replay_read_in_pages_is_exactly_the_whole_read(bus: Bus) -> None:
+    stream = stream_name()
+    await publish_n(bus, stream, 25)
+    whole = await bus.read(stream, 3)
+    for limit in (1, 7, 22, 30):
+        paged = await read_in_pages(bus, stream, 3, whole.top, limit)
+        assert paged == whole.events  # same offsets, same frames, across every page boundary
+    first = await bus.read(stream, 3, limit=7)
+    assert (first.epoch, first.top, first.first_available) == (whole.epoch, 25, 1)
+    assert [e.offset for e in first.events] == list(range(4, 11))
+
+
+async def test_a_page_is_bounded_in_bytes_but_holds_at_least_one_event(bus: Bus) -> None:
+    stream = stream_name()
+    await bus.publish([PublishItem(stream, body(i, pad="x" * 1000)) for i in range(10)])
+    one = await bus.read(stream, 0, max_bytes=10)
+    assert [e.offset for e in one.events] == [1]
+    size = len(one.events[0].data)
+    some = await bus.read(stream, 2, max_bytes=3 * size + 50)
+    assert [e.offset for e in some.events] == [3, 4, 5]
+    assert [e.offset for e in (await bus.read(stream, 2, limit=2, max_bytes=10**6)).events] == [3, 4]
+
+
+async def test_pages_and_live_events_meet_without_gap_or_duplicate(bus: Bus) -> None:
+    """ws.py's paged replay: the join reads the first page and the top, live events above
+    the top come from the subscription while the later pages are read."""
+    stream = stream_name()
+    await publish_n(bus, stream, 40)
+    live = Recorder()
+    subscription = await bus.subscribe(stream, live)
+    first = await bus.read(stream, 5, limit=8)
+    publisher = asyncio.create_task(publish_n(bus, stream, 30, start=40))
+    rest = await read_in_pages(bus, stream, first.events[-1].offset, first.top, 8)
+    await publisher
+    await live.wait_for(70)
+    replayed = [e.offset for e in first.events + rest]
+    assert_contiguous(replayed + [o for o in live.offsets if o > first.top], 6, 70)
+    await subscription.close()
+
+
 # -- data loss ---------------------------------------------------------------------------------
 
 

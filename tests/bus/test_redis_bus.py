@@ -84,7 +84,7 @@ def test_a_missing_binary_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> N
     import livegate.testing.redis_server as module
 
     monkeypatch.setattr(module.shutil, "which", lambda _name: None)
-    monkeypatch.setattr(module, "_FALLBACK_BINARY", "/nonexistent/redis-server")
+    monkeypatch.setattr(module, "_FALLBACK_DIR", "/nonexistent")
     with pytest.raises(RedisServerNotFound, match="apt-get install redis-server"):
         RedisServer()
 

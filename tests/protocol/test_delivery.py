@@ -88,3 +88,48 @@ def test_close_without_flush_drops_the_queue_but_control_frames_still_go() -> No
     assert d.idle
     assert d.offer_control('{"type":"error"}', clock, False) == QUEUED
     assert drain(d) == ['{"type":"error"}']
+
+
+def _joined_with_a_paged_replay(top: int = 10) -> Delivery:
+    """Resumed at 2 with the stream at ``top``: the join read brought the page 3..5."""
+    d = Delivery(10_000)
+    d.hold()
+    plan = d.start("e", 2, epoch="e", first_available=1, top=top)
+    assert plan == Replay(after=2)
+    d.go_live(plan, [ev(3), ev(4), ev(5)])
+    return d
+
+
+def test_a_paged_replay_asks_for_each_page_once_it_is_on_the_wire() -> None:
+    d, clock = _joined_with_a_paged_replay(), Clock()
+    assert [t[:6] for t in drain(d)] == ['{"o":3', '{"o":4', '{"o":5']
+    assert not d.idle and d.take_page_request() == 5
+    assert d.take_page_request() is None and d.next_item() is None  # asked once, read in flight
+    assert d.add_page("e", [ev(6), ev(7), ev(8)])
+    assert d.offer(ev(11), clock, True) == QUEUED  # a live event waits behind the whole replay
+    assert [t[:6] for t in drain(d)] == ['{"o":6', '{"o":7', '{"o":8'] and d.take_page_request() == 8
+    assert d.add_page("e", [ev(9), ev(10), ev(11)])  # a page past the read's top: cut at the top
+    assert [t[:7] for t in drain(d)] == ['{"o":9,', '{"o":10', '{"o":11']
+    assert d.idle and d.replayed == 8 and d.take_page_request() is None
+    assert d.offer(ev(12), clock, True) == WRITE  # the replay is over: live again
+
+
+def test_a_page_that_does_not_go_on_where_the_replay_is_ends_it_keeping_control_frames() -> None:
+    for epoch, page in (("e", [ev(7), ev(8)]), ("other", [ev(6)]), ("e", [])):
+        d, clock = _joined_with_a_paged_replay(), Clock()
+        drain(d)
+        assert d.offer(ev(11), clock, True) == QUEUED
+        assert d.offer_control('{"type":"pong"}', clock, True) == QUEUED
+        assert d.take_page_request() == 5
+        assert d.add_page(epoch, page) is False
+        # Nothing after 5 reaches the wire (the live 11 would hide a gap); the pong does.
+        assert drain(d) == ['{"type":"pong"}'] and d.last_sent == 5 and d.closing
+
+
+def test_closing_during_a_paged_replay_flushes_control_frames_only() -> None:
+    d, clock = _joined_with_a_paged_replay(), Clock()
+    assert d.next_item() is not None  # 3 is on the wire
+    assert d.offer(ev(11), clock, True) == QUEUED
+    d.close(flush=True)
+    assert d.offer_control('{"type":"error"}', clock, True) == WRITE
+    assert drain(d) == [] and d.idle and d.take_page_request() is None and d.last_sent == 3

@@ -43,6 +43,7 @@ __all__ = [
     "eventually",
     "notification",
     "publish",
+    "publish_recorded",
     "readiness",
     "start_gateways",
     "user_name",
@@ -95,6 +96,16 @@ async def publish_ok(gw: GatewayProcess, items: Sequence[dict[str, Any]]) -> lis
     response = await publish(gw, items)
     assert response.status_code == 200, response.text
     return [(r["epoch"], r["offset"]) for r in response.json()["results"]]
+
+
+async def publish_recorded(gw: GatewayProcess, user: str, tag: str, count: int, expected: dict[int, str]) -> str:
+    """Publish ``count`` notifications ``"<tag> #i"``; record offset -> message in
+    ``expected``; return the epoch."""
+    items = [notification(user, f"{tag} #{i}") for i in range(count)]
+    positions = await publish_ok(gw, items)
+    for item, (_epoch, offset) in zip(items, positions, strict=True):
+        expected[offset] = item["event"]["message"]
+    return positions[0][0]
 
 
 # -- an event loop thread for the network helpers ---------------------------------------------

@@ -34,7 +34,7 @@ from tests.scale._support import (
     eventually,
     notification,
     publish,
-    publish_ok,
+    publish_recorded,
     readiness,
     user_name,
     wait_until,
@@ -56,14 +56,6 @@ async def _clients_on_each(cluster: Cluster, user: str) -> list[ResumingClient]:
     return clients
 
 
-async def _publish_some(gw: GatewayProcess, user: str, tag: str, count: int, expected: dict[int, str]) -> str:
-    items = [notification(user, f"{tag} #{i}") for i in range(count)]
-    positions = await publish_ok(gw, items)
-    for item, (_epoch, offset) in zip(items, positions, strict=True):
-        expected[offset] = item["event"]["message"]
-    return positions[0][0]
-
-
 async def _subscriber_names(admin: aioredis.Redis) -> list[str]:
     return [c["name"] for c in await admin.client_list(_type="pubsub")]
 
@@ -82,7 +74,7 @@ async def test_redis_outage_fails_loudly_and_the_gateways_recover_by_themselves(
     try:
         await offline.start()
         expected: dict[int, str] = {}
-        epoch = await _publish_some(gws[0], user, "before", 5, expected)
+        epoch = await publish_recorded(gws[0], user, "before", 5, expected)
         await asyncio.gather(*(c.wait_events(5) for c in [*clients, offline]))
         position = (epoch, 5)
         await offline.close()
@@ -121,7 +113,7 @@ async def test_redis_outage_fails_loudly_and_the_gateways_recover_by_themselves(
         await wait_until(lambda: _all_ready(gws, True), 15.0, "every /readyz 200 again")
         assert [gw.pid for gw in gws] == pids, "a gateway was restarted"
         # The failed publishes were never applied: the next offset is 6, in the same epoch.
-        assert await _publish_some(gws[2], user, "after", 5, expected) == epoch
+        assert await publish_recorded(gws[2], user, "after", 5, expected) == epoch
         assert sorted(expected) == list(range(1, 11))
         await asyncio.gather(*(c.wait_events(10) for c in clients))
         for client in clients:
@@ -151,7 +143,7 @@ async def test_redis_losing_its_data_gives_a_new_epoch_and_recovered_false(clust
     clients = await _clients_on_each(cluster, user)
     try:
         before: dict[int, str] = {}
-        old_epoch = await _publish_some(gws[0], user, "before", 5, before)
+        old_epoch = await publish_recorded(gws[0], user, "before", 5, before)
         await asyncio.gather(*(c.wait_events(5) for c in clients))
 
         await asyncio.to_thread(cluster.redis.restart, keep_data=False)
@@ -167,7 +159,7 @@ async def test_redis_losing_its_data_gives_a_new_epoch_and_recovered_false(clust
             assert_exact_stream(client.frames[: client.frames.index(reset)], before, old_epoch)
 
         after: dict[int, str] = {}
-        new_epoch = await _publish_some(gws[1], user, "after", 3, after)
+        new_epoch = await publish_recorded(gws[1], user, "after", 3, after)
         assert new_epoch != old_epoch and sorted(after) == [1, 2, 3]
         await eventually(lambda: all(len(_since_last_reset(c.frames)) >= 4 for c in clients), timeout=10.0,
                          what="the new epoch's events delivered")
@@ -190,13 +182,13 @@ async def test_killed_pubsub_connections_are_reestablished_and_back_filled(clust
     try:
         await eventually(lambda: _subscribers_ready(admin, gws), timeout=10.0, what="named subscribers")
         expected: dict[int, str] = {}
-        epoch = await _publish_some(gws[0], user, "before", 3, expected)
+        epoch = await publish_recorded(gws[0], user, "before", 3, expected)
         # Kill every pub/sub connection while events keep coming (through each process).
         killed = 0
         for i in range(30):
             if i == 5:
                 killed = await admin.client_kill_filter(_type="pubsub")
-            await _publish_some(gws[i % 3], user, f"during {i}", 2, expected)
+            await publish_recorded(gws[i % 3], user, f"during {i}", 2, expected)
         assert killed >= 3
         await eventually(lambda: _subscribers_ready(admin, gws), timeout=10.0, what="subscribers back")
         await asyncio.gather(*(c.wait_events(len(expected)) for c in clients))
@@ -243,16 +235,16 @@ async def test_a_silently_dead_subscription_fails_readiness_and_is_reestablished
     try:
         await tab.open()
         expected: dict[int, str] = {}
-        epoch = await _publish_some(cluster.gateways[0], user, "before", 1, expected)
+        epoch = await publish_recorded(cluster.gateways[0], user, "before", 1, expected)
         await tab.wait_events(1)
 
         assert proxy.blackhole_subscribers() == 1  # the socket stays open; nothing passes
-        await _publish_some(cluster.gateways[1], user, "unheard", 3, expected)
+        await publish_recorded(cluster.gateways[1], user, "unheard", 3, expected)
         # The probe notices within probe_interval + probe_timeout (2 s + 3 s by default; the
         # bound leaves room for a loaded machine).
         await wait_until(lambda: _not_ready(gw), 12.0, "/readyz 503 for the deaf process")
         assert await _all_ready(cluster.gateways, True)  # the others are fine
-        await _publish_some(cluster.gateways[2], user, "still unheard", 2, expected)
+        await publish_recorded(cluster.gateways[2], user, "still unheard", 2, expected)
         status, body = await readiness(gw)
         assert status == 503 and body["checks"]["subscriber"] is False and body["checks"]["bus"] is True
 

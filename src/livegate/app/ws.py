@@ -282,7 +282,10 @@ class Connection:
         resume = auth.resume
         try:
             self._subscription = await self.gw.bus.subscribe(user, self._on_event)
-            read = await self.gw.bus.read(user, resume.offset if resume else None)
+            config = self.gw.config
+            read = await self.gw.bus.read(user, resume.offset if resume else None,
+                                          limit=config.replay_page_events, max_bytes=config.replay_page_bytes,
+                                          claimed_epoch=resume.epoch if resume else None)
         except BusError as exc:
             log.warning("bus unavailable while joining", extra={"connection_id": self.id, "user_id": user})
             self.delivery.held_back = None
@@ -399,8 +402,33 @@ class Connection:
         if conflated != self._conflated_seen:
             self._metrics.events_conflated.inc(conflated - self._conflated_seen)
             self._conflated_seen = conflated
+        after = delivery.take_page_request()
+        if after is not None:
+            asyncio.get_running_loop().create_task(self._read_page(after), name=f"ws-page-{self.id}")
         if self._close is not None and delivery.idle:
             self._send_close()
+
+    async def _read_page(self, after: int) -> None:
+        """The replay's next page (the last one is on the wire): bounded like the first."""
+        user, config = self._registered_user, self.gw.config
+        ok = False
+        if user is not None:
+            try:
+                read = await self.gw.bus.read(user, after, limit=config.replay_page_events,
+                                              max_bytes=config.replay_page_bytes)
+            except BusError:
+                log.warning("bus unavailable during a replay", extra={"connection_id": self.id, "user_id": user})
+            else:
+                ok = self.delivery.add_page(read.epoch, read.events)
+        if self._lost:
+            return
+        if ok:
+            self._schedule_flush()
+        else:
+            # History moved on (trimmed, lost) or the bus failed mid-replay: what was sent is
+            # exact; the client resumes from its last offset and is told what is gone.
+            self.delivery.abandon_replay()
+            self.request_close("unavailable", "The replay could not continue; reconnect and resume", flush=True)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

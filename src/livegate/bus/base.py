@@ -13,7 +13,7 @@ an event it reports as published is in history and will reach every listener.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import msgspec
 
@@ -43,7 +43,8 @@ class PublishItem(msgspec.Struct, frozen=True, gc=False):
 
 class ReadResult(msgspec.Struct, frozen=True):
     """One atomic look at a stream: its epoch, newest offset, oldest offset still kept
-    (``top + 1`` when history is empty) and the events after the asked offset."""
+    (``top + 1`` when history is empty) and the events after the asked offset (a page of
+    them when the read was bounded, see :meth:`Bus.read`)."""
 
     epoch: str
     top: int
@@ -57,6 +58,18 @@ Listener = Callable[[StreamEvent], None]
 class Subscription(ABC):
     @abstractmethod
     async def close(self) -> None: ...
+
+
+def page_of(events: Iterable[StreamEvent], limit: int | None, max_bytes: int | None) -> list[StreamEvent]:
+    """The first events of ``events`` within a page's bounds (see :meth:`Bus.read`)."""
+    page: list[StreamEvent] = []
+    size = 0
+    for event in events:
+        size += len(event.data)
+        if (limit is not None and len(page) >= limit) or (max_bytes is not None and page and size > max_bytes):
+            break
+        page.append(event)
+    return page
 
 
 def splice_position(body: bytes, epoch: str, offset: int) -> str:
@@ -128,9 +141,21 @@ class Bus(ABC):
         """
 
     @abstractmethod
-    async def read(self, stream: str, after: int | None) -> ReadResult:
+    async def read(self, stream: str, after: int | None, *, limit: int | None = None,
+                   max_bytes: int | None = None, claimed_epoch: str | None = None) -> ReadResult:
         """Events with offset > ``after`` (none when ``after`` is None), atomically with the
-        stream's epoch, top and first available offset."""
+        stream's epoch, top and first available offset.
+
+        A page: at most ``limit`` events, the oldest first, and no more than ``max_bytes`` of
+        frames (but at least one event); ``None`` = no bound. A replay reads page after page
+        (``after`` = the last offset of the previous page) and checks the epoch and the first
+        offset of each.
+
+        ``claimed_epoch``: the epoch a resuming client holds ``after`` in. When it is the
+        stream's and ``after`` is above its top, the stream was rewound behind the client's
+        back; a bus whose history can be rewound (Redis) then starts the stream's new epoch
+        in the same atomic step, so the offsets the client saw are never handed out again
+        in the epoch it knows."""
 
     @abstractmethod
     async def subscribe(self, stream: str, listener: Listener) -> Subscription:

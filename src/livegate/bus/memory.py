@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import secrets
 import time
 from collections import deque
@@ -24,6 +25,7 @@ from livegate.bus.base import (
     ReadResult,
     StreamEvent,
     Subscription,
+    page_of,
     splice_position,
 )
 
@@ -113,12 +115,20 @@ class MemoryBus(Bus):
             dispatch(name, StreamEvent(top, data, key, wall))
         return positions
 
-    async def read(self, stream: str, after: int | None) -> ReadResult:
+    async def read(self, stream: str, after: int | None, *, limit: int | None = None,
+                   max_bytes: int | None = None, claimed_epoch: str | None = None) -> ReadResult:
+        # claimed_epoch: memory history is never rewound (a restart is a new epoch anyway).
         s = self._stream(stream)
         self._trim(s, self._clock())
-        first = s.history[0][1] if s.history else s.top + 1
-        events = [] if after is None else [StreamEvent(offset, data, key, published)
-                                           for _, offset, data, key, published in s.history or () if offset > after]
+        history = s.history or ()
+        first = history[0][1] if history else s.top + 1
+        events: list[StreamEvent] = []
+        if after is not None:
+            # Offsets in history are consecutive: skip straight to the first one after `after`.
+            start = max(0, after + 1 - first)
+            events = page_of((StreamEvent(offset, data, key, published)
+                              for _, offset, data, key, published in itertools.islice(history, start, None)),
+                             limit, max_bytes)
         return ReadResult(epoch=s.epoch, top=s.top, first_available=first, events=events)
 
     async def subscribe(self, stream: str, listener: Listener) -> Subscription:

@@ -109,8 +109,10 @@ class ShardedBus(Bus):
             taken[index] += 1
         return positions
 
-    async def read(self, stream: str, after: int | None) -> ReadResult:
-        return await self.shard_of(stream).read(stream, after)
+    async def read(self, stream: str, after: int | None, *, limit: int | None = None,
+                   max_bytes: int | None = None, claimed_epoch: str | None = None) -> ReadResult:
+        return await self.shard_of(stream).read(stream, after, limit=limit, max_bytes=max_bytes,
+                                                claimed_epoch=claimed_epoch)
 
     async def subscribe(self, stream: str, listener: Listener) -> Subscription:
         return await self.shard_of(stream).subscribe(stream, listener)

@@ -84,6 +84,13 @@ class Outbox:
         self.bytes += len(item.data)
         return self.bytes <= self.max_bytes
 
+    def drain(self) -> list[Outgoing]:
+        """Take every queued item, in order."""
+        items = []
+        while (item := self.pop()) is not None:
+            items.append(item)
+        return items
+
     def pop(self) -> Outgoing | None:
         if not self.items:
             return None

@@ -30,11 +30,13 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
-__all__ = ["RedisServer", "RedisServerError", "RedisServerNotFound", "find_redis_server", "free_port"]
+__all__ = ["RedisSentinel", "RedisServer", "RedisServerError", "RedisServerNotFound", "find_redis_server",
+           "free_port"]
 
-_FALLBACK_BINARY = "/usr/bin/redis-server"
+
+_FALLBACK_DIR = "/usr/bin"
 
 
 class RedisServerError(RuntimeError):
@@ -45,16 +47,17 @@ class RedisServerNotFound(RedisServerError):
     """No ``redis-server`` binary: install it (Debian: ``apt-get install redis-server``)."""
 
 
-def find_redis_server() -> str:
-    """The ``redis-server`` binary's path, or :class:`RedisServerNotFound`."""
-    found = shutil.which("redis-server")
+def find_redis_server(name: str = "redis-server") -> str:
+    """The ``redis-server`` (or ``redis-sentinel``) binary's path, or :class:`RedisServerNotFound`."""
+    found = shutil.which(name)
     if found:
         return found
-    if os.access(_FALLBACK_BINARY, os.X_OK):
-        return _FALLBACK_BINARY
+    fallback = f"{_FALLBACK_DIR}/{name}"
+    if os.access(fallback, os.X_OK):
+        return fallback
     raise RedisServerNotFound(
-        "redis-server not found on PATH nor at /usr/bin/redis-server; "
-        "install it (Debian/Ubuntu: apt-get install redis-server) — the Redis tests need a real server"
+        f"{name} not found on PATH nor at {fallback}; "
+        f"install it (Debian/Ubuntu: apt-get install {name}) — the Redis tests need a real server"
     )
 
 
@@ -130,17 +133,7 @@ class RedisServer:
         """Start the server (on this object's port) and wait until it answers ``PING``."""
         if self.running():
             return self
-        args = [
-            self.binary,
-            "--bind", self.host,
-            "--port", str(self.port),
-            "--dir", str(self.dir),
-            "--save", "",
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--daemonize", "no",
-            "--logfile", str(self.log_path),
-            *self.extra_args,
-        ]
+        args = self.command()
         self._process = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
@@ -161,6 +154,20 @@ class RedisServer:
             f"redis-server did not answer PING within {self.startup_timeout}s on port {self.port}: "
             f"{self._log_tail()}"
         )
+
+    def command(self) -> list[str]:
+        """The server's command line."""
+        return [
+            self.binary,
+            "--bind", self.host,
+            "--port", str(self.port),
+            "--dir", str(self.dir),
+            "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--daemonize", "no",
+            "--logfile", str(self.log_path),
+            *self.extra_args,
+        ]
 
     def stop(self) -> None:
         """Stop by PID: SIGTERM, then SIGKILL after ``stop_timeout``; waits for the exit."""
@@ -257,3 +264,32 @@ class RedisServer:
         except OSError:
             return ""
         return " | ".join(text.strip().splitlines()[-lines:])
+
+
+class RedisSentinel(RedisServer):
+    """One ``redis-sentinel`` (Debian's package of that name) watching one primary as
+    ``service``, with short timings for tests: the primary is down after ``down_after_ms``
+    and a failover starts at once (quorum 1). :attr:`url` is the bus URL for the service."""
+
+    def __init__(self, primary_port: int, *, service: str = "livegate", down_after_ms: int = 1000,
+                 failover_timeout_ms: int = 10_000, **kwargs: Any) -> None:
+        super().__init__(binary=kwargs.pop("binary", None) or find_redis_server("redis-sentinel"), **kwargs)
+        self.service = service
+        self.primary_port = primary_port
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://{self.host}:{self.port}/{self.service}"
+
+    def command(self) -> list[str]:
+        config = self.dir / "sentinel.conf"  # Sentinel rewrites it; a restart keeps what it learnt
+        if not config.exists():
+            config.write_text(
+                f"sentinel monitor {self.service} {self.host} {self.primary_port} 1\n"
+                f"sentinel down-after-milliseconds {self.service} {self.down_after_ms}\n"
+                f"sentinel failover-timeout {self.service} {self.failover_timeout_ms}\n"
+            )
+        return [self.binary, str(config), "--bind", self.host, "--port", str(self.port), "--dir", str(self.dir),
+                "--daemonize", "no", "--logfile", str(self.log_path), *self.extra_args]

@@ -2,23 +2,27 @@
 
 Key layout (``{user}`` is a Redis Cluster hash tag: one user's keys and channel share a slot)::
 
-    lg:{user}:m   hash    epoch, top                       TTL idle_ttl (refreshed on use)
+    lg:{user}:m   hash    epoch, top, g (generation)       TTL idle_ttl (refreshed on use)
     lg:{user}:s   stream  id <ms>-<seq> (Redis time) -> o offset, d body, k key, t published_at
                           trimmed to max_events (MAXLEN =) and max_age (MINID); TTL max_age+60s
     lg:{user}:c   channel one message per event: "<epoch> <offset> <published_at> <klen>\\n<k><body>"
     lg:probe:<process>    this process's liveness probe channel
+    lg:history    hash    gen, rid, w, w0: the history guard (one per Redis)
 
 Offsets are assigned by ``scripts/publish.lua`` (EVALSHA), for every stream of one call: it
-makes the epoch when the meta hash is gone (a new random epoch, so history lost in Redis
-means ``recovered: false``), INCRs ``top``, XADDs, trims, sets TTLs and PUBLISHes, all
-atomically, so the order of messages on the channel is the offset order. One call carries
-the streams of up to ``wire.ITEMS_PER_CALL`` items (a plain Redis allows a script several
-users' keys; on Redis Cluster the calls would be grouped by hash slot, see
-docs/scaling.md). ``scripts/read.lua`` is the one atomic look behind :meth:`RedisBus.read`.
+makes the epoch when the meta hash is gone or of another generation (a new random epoch, so
+history lost in Redis, or rewound by a failover or an older AOF/RDB, means ``recovered:
+false``: ``scripts/history.lua``, docs/scaling.md "Rewinds"), INCRs ``top``, XADDs, trims,
+sets TTLs and PUBLISHes, all atomically, so the order of messages on the channel is the
+offset order. One call carries the streams of up to ``wire.ITEMS_PER_CALL`` items (a plain
+Redis allows a script several users' keys; on Redis Cluster the calls would be grouped by
+hash slot, see docs/scaling.md). ``scripts/read.lua`` is the one atomic look behind :meth:`RedisBus.read`.
 
 The package, by responsibility:
 
 * ``commands.py`` — the command path (pooled redis-py client: publish, read, health, probe);
+* ``address.py`` — ``redis://`` or ``redis+sentinel://`` (the primary Sentinel names);
+* ``history.py`` — what this process saw of the data's history (the rewind witness);
 * ``subscriber.py`` — the subscriber state machine (streams, confirmations, gaps,
   back-fill, resets, the probe);
 * ``pubsub.py`` — the pub/sub socket, RESP parsed by hiredis's public ``Reader``;
@@ -40,6 +44,7 @@ from livegate.bus.base import Bus, Listener, Position, PublishItem, ReadResult, 
 from livegate.bus.redis import wire
 from livegate.bus.redis.commands import Commands
 from livegate.bus.redis.errors import TRANSIENT, unavailable
+from livegate.bus.redis.history import Witness
 from livegate.bus.redis.subscriber import Read, Subscriber
 from livegate.errors import BusUnavailable
 
@@ -90,12 +95,18 @@ class RedisBus(Bus):
         self.client_name = f"livegate:{socket.gethostname()}:{os.getpid()}".replace(" ", "_")
         self._commands: Commands | None = None
         self._subscriber: Subscriber | None = None
+        self._witness = Witness()  # what this process saw of the data's history (rewinds)
         self.stats = {"reconnects": 0, "backfilled": 0, "duplicates": 0, "resets": 0, "stale": 0}
 
     # -- names ----------------------------------------------------------------------------
 
     def _keys(self, stream: str) -> tuple[str, str]:
         return f"{self._prefix}:{{{stream}}}:m", f"{self._prefix}:{{{stream}}}:s"
+
+    @property
+    def _history_key(self) -> str:
+        # One per data set (per server or shard); docs/scaling.md, "Rewinds".
+        return f"{self._prefix}:history"
 
     def _channel(self, stream: str) -> bytes:
         return f"{self._prefix}:{{{stream}}}:c".encode()
@@ -109,7 +120,8 @@ class RedisBus(Bus):
                                              connect_timeout=self._connect_timeout,
                                              max_connections=self._max_connections, client_name=self.client_name)
         subscriber = self._subscriber = Subscriber(
-            self.url, commands, channel_of=self._channel, read=self._read_raw, read_args=self._read_args,
+            commands, channel_of=self._channel, read=self._subscriber_read, read_args=self._subscriber_read_args,
+            parse_read=self._parse_read, check_history=self._check_history,
             on_reset=self._stream_reset, client_name=self.client_name + ":sub", key_prefix=self._prefix,
             stats=self.stats, **self._subscriber_settings,
         )
@@ -178,9 +190,11 @@ class RedisBus(Bus):
             raise unavailable("publish", exc) from exc
         firsts: dict[str, tuple[str, int] | Exception] = {}
         for group, result in zip(groups, results, strict=True):
+            if not isinstance(result, Exception):
+                self._witness.saw(*result[:3])
             for j, stream in enumerate(group):
                 firsts[stream] = result if isinstance(result, Exception) else (
-                    wire.text(result[2 * j]), int(result[2 * j + 1]))
+                    wire.text(result[3 + 2 * j]), int(result[4 + 2 * j]))
         positions: list[Position] = []
         seen: dict[str, int] = {}
         for item in items:
@@ -192,8 +206,9 @@ class RedisBus(Bus):
         return positions
 
     def _publish_args(self, group: list[str], by_stream: dict[str, list[PublishItem]]) -> tuple[list[str], list[Any]]:
-        keys: list[str] = []
-        args: list[Any] = [self.max_events, int(self.max_age * 1000), self._meta_ttl_ms, self._stream_ttl_ms]
+        keys: list[str] = [self._history_key]
+        args: list[Any] = [self.max_events, int(self.max_age * 1000), self._meta_ttl_ms, self._stream_ttl_ms,
+                           *self._witness.args(secrets.token_hex(8))]
         for stream in group:
             batch = by_stream[stream]
             keys.extend(self._keys(stream))
@@ -203,24 +218,50 @@ class RedisBus(Bus):
                 args.append("-" if item.conflation_key is None else "+" + item.conflation_key)
         return keys, args
 
-    async def read(self, stream: str, after: int | None) -> ReadResult:
+    async def read(self, stream: str, after: int | None, *, limit: int | None = None,
+                   max_bytes: int | None = None, claimed_epoch: str | None = None) -> ReadResult:
         try:
-            epoch, top, first, rows = await self._read_raw(stream, after)
+            epoch, top, first, rows = await self._read_raw(stream, after, limit, max_bytes, claimed_epoch)
         except TRANSIENT as exc:
             raise unavailable("read", exc) from exc
         return ReadResult(epoch=epoch, top=top, first_available=first,
                           events=[wire.event_from_row(row, epoch) for row in rows])
 
-    async def _read_raw(self, stream: str, after: int | None) -> Read:
+    async def _read_raw(self, stream: str, after: int | None, limit: int | None = None,
+                        max_bytes: int | None = None, claimed_epoch: str | None = None) -> Read:
         """``(epoch, top, first_available, rows oldest first)``; raises redis-py errors."""
-        (result,) = await self._require().eval_many(wire.READ_SCRIPT, [self._read_args(stream, after)])
+        (result,) = await self._require().eval_many(
+            wire.READ_SCRIPT, [self._read_args(stream, after, limit, max_bytes, claimed_epoch)])
         if isinstance(result, Exception):
             raise result
+        return self._parse_read(result)
+
+    async def _subscriber_read(self, stream: str, after: int | None, epoch: str | None) -> Read:
+        return await self._read_raw(stream, after, claimed_epoch=epoch)
+
+    def _subscriber_read_args(self, stream: str, after: int | None, epoch: str | None) -> tuple[list[str], list[Any]]:
+        return self._read_args(stream, after, claimed_epoch=epoch)
+
+    async def _check_history(self) -> None:
+        """Show this process's witness to the history guard (scripts/guard.lua); raises
+        redis-py errors."""
+        (result,) = await self._require().eval_many(
+            wire.GUARD_SCRIPT, [([self._history_key], self._witness.args(secrets.token_hex(8)))])
+        if isinstance(result, Exception):
+            raise result
+        self._witness.saw(*result)
+
+    def _parse_read(self, result: list[Any]) -> Read:
+        self._witness.saw(*result[4:7])
         return wire.parse_read(result)
 
-    def _read_args(self, stream: str, after: int | None) -> tuple[list[str], list[Any]]:
-        args = [secrets.token_hex(8), "" if after is None else after, int(self.max_age * 1000), self._meta_ttl_ms]
-        return list(self._keys(stream)), args
+    def _read_args(self, stream: str, after: int | None, limit: int | None = None,
+                   max_bytes: int | None = None, claimed_epoch: str | None = None) -> tuple[list[str], list[Any]]:
+        # The subscriber reads without bounds (a gap it fills is at most max_events long).
+        args = [secrets.token_hex(8), "" if after is None else after, int(self.max_age * 1000), self._meta_ttl_ms,
+                *self._witness.args(secrets.token_hex(8)), self.max_events if limit is None else limit,
+                0 if max_bytes is None else max_bytes, claimed_epoch or ""]
+        return [*self._keys(stream), self._history_key], args
 
     # -- subscribe ------------------------------------------------------------------------
 

@@ -5,6 +5,10 @@ Publish and read are Lua scripts (``scripts/``) sent as ``EVALSHA``, packed by h
 connection API (``get_connection``, ``send_packed_command``, ``read_response``) carries them.
 Socket timeouts are short and no command is retried, so an outage fails fast and a publish
 is never applied twice. Errors are redis-py's; the bus maps them (:mod:`.errors`).
+
+With a ``redis+sentinel://`` URL (:mod:`.address`) the pool's connections are redis-py's
+``SentinelManagedConnection``: each new one asks the sentinels for the primary, and one that
+finds its server demoted (``READONLY``) drops itself, so the pool follows a failover.
 """
 
 from __future__ import annotations
@@ -14,25 +18,56 @@ from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
 from livegate.bus.redis import wire
+from livegate.bus.redis.address import parse_sentinel_url
 from livegate.bus.redis.errors import NoScriptError, ResponseError
 from livegate.errors import BusUnavailable
+
+
+class _SentinelBlockingPool(SentinelConnectionPool, BlockingConnectionPool):
+    """redis-py's Sentinel pool (connections follow the primary), waiting for a free
+    connection like :class:`BlockingConnectionPool` instead of failing."""
 
 
 class Commands:
     def __init__(self, url: str, *, socket_timeout: float, connect_timeout: float, max_connections: int,
                  client_name: str) -> None:
-        self._pool = BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=socket_timeout, client_name=client_name,
-            socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout, retry=Retry(NoBackoff(), 0),
-        )
+        self._url = url
+        self._target = parse_sentinel_url(url)
+        self._sentinel: Sentinel | None = None
+        settings: dict[str, Any] = {
+            "max_connections": max_connections, "timeout": socket_timeout, "client_name": client_name,
+            "socket_timeout": socket_timeout, "socket_connect_timeout": connect_timeout,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        self._pool: BlockingConnectionPool
+        if self._target is None:
+            self._pool = BlockingConnectionPool.from_url(url, **settings)
+        else:
+            target = self._target
+            self._sentinel = Sentinel(target.sentinels, socket_timeout=socket_timeout,  # type: ignore[no-untyped-call]
+                                      socket_connect_timeout=connect_timeout)
+            self._pool = _SentinelBlockingPool(  # type: ignore[no-untyped-call]
+                target.service, self._sentinel, db=target.db, username=target.username, password=target.password,
+                **settings)
         self.client = Redis(connection_pool=self._pool)
 
     async def close(self) -> None:
         await self.client.aclose()
         await self._pool.disconnect()
+        if self._sentinel is not None:
+            await self._sentinel.aclose()
+
+    async def primary_url(self) -> str:
+        """A plain URL of the server to subscribe on: the configured one, or the primary the
+        sentinels name now (raises redis-py's ``MasterNotFoundError`` while they name none)."""
+        if self._target is None or self._sentinel is None:
+            return self._url
+        host, port = await self._sentinel.discover_master(self._target.service)
+        return self._target.node_url(host, int(port))
 
     async def ping(self) -> bool:
         return bool(await self.client.ping())

@@ -85,12 +85,13 @@ class _Subscription(Subscription):
 class Subscriber:
     def __init__(
         self,
-        url: str,
         commands: Commands,
         *,
         channel_of: Callable[[str], bytes],
-        read: Callable[[str, int | None], Awaitable[Read]],
-        read_args: Callable[[str, int | None], tuple[list[str], list[Any]]],
+        read: Callable[[str, int | None, str | None], Awaitable[Read]],
+        read_args: Callable[[str, int | None, str | None], tuple[list[str], list[Any]]],
+        parse_read: Callable[[list[Any]], Read],
+        check_history: Callable[[], Awaitable[None]],
         on_reset: Callable[[str], None],
         client_name: str,
         key_prefix: str,
@@ -102,11 +103,12 @@ class Subscriber:
         poll_interval: float,
         stats: dict[str, int],
     ) -> None:
-        self._url = url
         self._commands = commands
         self._channel_of = channel_of
         self._read = read
         self._read_args = read_args
+        self._parse_read = parse_read
+        self._check_history = check_history
         self._on_reset = on_reset
         self._client_name = client_name
         self._timeout = socket_timeout
@@ -208,7 +210,7 @@ class Subscriber:
                 await state.confirmed.wait()
         except TimeoutError:
             raise BusUnavailable("Redis did not confirm the subscription in time") from None
-        epoch, top, _first, _rows = await self._read(state.stream, None)
+        epoch, top, _first, _rows = await self._read(state.stream, None, None)
         state.epoch, state.last = epoch, top
         buffered, state.buffer = state.buffer or [], None
         for message in buffered:
@@ -249,7 +251,9 @@ class Subscriber:
             delay = min(high, delay * 2)
 
     async def _connect(self) -> PubSubSocket:
-        socket = await PubSubSocket.connect(self._url, timeout=self._connect_timeout + self._timeout,
+        async with asyncio.timeout(self._connect_timeout + self._timeout):
+            url = await self._commands.primary_url()  # the configured one, or Sentinel's primary
+        socket = await PubSubSocket.connect(url, timeout=self._connect_timeout + self._timeout,
                                             client_name=self._client_name)
         self._generation += 1
         self._force_reconnect = False
@@ -314,20 +318,24 @@ class Subscriber:
                     self._down_since = None
 
     async def _backfill_all(self) -> None:
-        """After (re)subscribing: read every established stream from its last offset."""
+        """After (re)subscribing: show the history guard this process's witness (Redis may
+        have come back rewound), then read every established stream from its last offset."""
+        await self._check_history()
         states = [s for s in self._streams.values() if s.buffer is None]
         for start in range(0, len(states), 200):
             chunk = states[start:start + 200]
-            calls = [self._read_args(s.stream, s.last) for s in chunk]
+            # With its epoch: a stream found below what was dispatched (rewound) starts a new
+            # epoch at once (read.lua), before publishes could reuse the offsets.
+            calls = [self._read_args(s.stream, s.last, s.epoch) for s in chunk]
             results = await self._commands.eval_many(wire.READ_SCRIPT, calls)
             for state, result in zip(chunk, results, strict=True):
                 if isinstance(result, Exception):
                     raise result
                 if self._streams.get(state.stream) is state:
-                    self._apply_read(state, wire.parse_read(result))
+                    self._apply_read(state, self._parse_read(result))
 
     async def _fill(self, state: StreamState) -> None:
-        read = await self._read(state.stream, state.last)
+        read = await self._read(state.stream, state.last, state.epoch)
         if self._streams.get(state.stream) is state:
             self._apply_read(state, read)
 

@@ -25,9 +25,11 @@ class Script:
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
 
-#: message.lua defines channel_message(); publish.lua calls it for every event.
-PUBLISH_SCRIPT = Script(script_source("message.lua") + script_source("publish.lua"))
-READ_SCRIPT = Script(script_source("read.lua"))
+#: message.lua defines channel_message(), history.lua the history guard and the stream epoch
+#: check; publish.lua and read.lua call them.
+PUBLISH_SCRIPT = Script(script_source("message.lua") + script_source("history.lua") + script_source("publish.lua"))
+READ_SCRIPT = Script(script_source("history.lua") + script_source("read.lua"))
+GUARD_SCRIPT = Script(script_source("history.lua") + script_source("guard.lua"))
 # Items per publish script call: big enough to amortise the call, small enough that one
 # call blocks Redis for about a millisecond.
 ITEMS_PER_CALL = 200
@@ -59,8 +61,10 @@ def text(value: bytes | str) -> str:
 
 
 def parse_read(result: list[Any]) -> tuple[str, int, int, list[Any]]:
-    epoch, top, first, rows = result
-    return text(epoch), int(top), int(first), rows[::-1]
+    """read.lua's reply: ``(epoch, top, first_available, rows oldest first)`` (the history
+    view, ``result[4:7]``, goes to :meth:`~livegate.bus.redis.history.Witness.saw`)."""
+    epoch, top, first, rows = result[:4]
+    return text(epoch), int(top), int(first), rows
 
 
 def event_from_row(row: list[Any], epoch: str) -> StreamEvent:

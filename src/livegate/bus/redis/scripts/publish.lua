@@ -1,22 +1,19 @@
--- KEYS: meta_1, stream_1, ..., meta_k, stream_k (the streams of one call).
--- ARGV: max_events, max_age_ms, meta_ttl_ms, stream_ttl_ms, then per stream: epoch
--- candidate, channel, n, then n x (body, key) ("-" = no key, "+k" = key k).
--- Returns {epoch_1, first_offset_1, ..., epoch_k, first_offset_k}; a stream's n offsets
--- are first_offset .. first_offset + n - 1. (Loaded after message.lua.)
+-- KEYS: history, then meta_1, stream_1, ..., meta_k, stream_k (the streams of one call).
+-- ARGV: max_events, max_age_ms, meta_ttl_ms, stream_ttl_ms, the caller's witness (gen, rid,
+-- w; "" when it has none), a generation candidate, then per stream: epoch candidate,
+-- channel, n, then n x (body, key) ("-" = no key, "+k" = key k).
+-- Returns {gen, rid, w, epoch_1, first_offset_1, ..., epoch_k, first_offset_k}; a stream's n
+-- offsets are first_offset .. first_offset + n - 1. (Loaded after message.lua, history.lua.)
+local gen, rid, w = history_guard(KEYS[1], ARGV[5], ARGV[6], ARGV[7], ARGV[8], true)
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local published = now[1] .. '.' .. string.format('%06d', tonumber(now[2]))
 local horizon = tostring(now_ms - tonumber(ARGV[2]))
-local result = {}
-local a = 5
-for s = 1, #KEYS, 2 do
+local result = {gen, rid, w}
+local a = 9
+for s = 2, #KEYS, 2 do
   local meta, log = KEYS[s], KEYS[s + 1]
-  local epoch = redis.call('HGET', meta, 'epoch')
-  if not epoch then
-    epoch = ARGV[a]
-    redis.call('DEL', log)
-    redis.call('HSET', meta, 'epoch', epoch, 'top', 0)
-  end
+  local epoch = stream_epoch(meta, log, gen, ARGV[a])
   local channel, n = ARGV[a + 1], tonumber(ARGV[a + 2])
   a = a + 3
   local offset = redis.call('HINCRBY', meta, 'top', n) - n

@@ -1,0 +1,56 @@
+-- The history guard (docs/scaling.md, "Rewinds"): a rewind of the data (a replica that missed
+-- writes promoted, a restart from an older AOF/RDB) must start new epochs, never reuse offsets.
+--
+-- The key `h` (a hash) holds the data's generation `gen`, the replication id `rid` of the
+-- server run that last touched it, a count `w` of publish calls, and the count the data held
+-- when that run first touched it (`w0`). Redis's replication id (INFO replication,
+-- master_replid) is new on every start (RDB or AOF) and on every promotion (REPLICAOF NO
+-- ONE), and no AOF or RDB brings it back as current, so `rid ~= replid` means "this data came
+-- through a restart or a failover". Whether it lost writes on the way only a witness can
+-- tell: every gateway passes the (gen, rid, w) it last saw. `w` only grows along one history,
+-- so a witness of an earlier run that saw more calls than the data held when this run began
+-- (w > w0), or one of this run that saw more than the data holds (w > w), proves a rewind,
+-- and a new `gen` voids every stream's epoch (each stream gets a new epoch the next time a
+-- script touches it: meta field `g`).
+-- Returns gen, rid, w (what the caller now knows).
+local function history_guard(h, seen_gen, seen_rid, seen_w, candidate, count_write)
+  local info = redis.call('INFO', 'replication')
+  local replid = string.match(info, 'master_replid:(%x+)')
+  local state = redis.call('HMGET', h, 'gen', 'rid', 'w', 'w0')
+  local gen, rid, w, w0 = state[1], state[2], tonumber(state[3] or '0'), tonumber(state[4] or '0')
+  if not gen then
+    gen, rid, w, w0 = candidate, replid, 0, 0
+    redis.call('HSET', h, 'gen', gen, 'rid', rid, 'w', 0, 'w0', 0)
+  elseif rid ~= replid then
+    w0, rid = w, replid
+    redis.call('HSET', h, 'rid', rid, 'w0', w0)
+  end
+  seen_w = tonumber(seen_w) or 0
+  if seen_gen == gen and ((seen_rid == rid and seen_w > w) or (seen_rid ~= rid and seen_w > w0)) then
+    gen = candidate
+    redis.call('HSET', h, 'gen', gen)
+  end
+  if count_write then
+    w = redis.call('HINCRBY', h, 'w', 1)
+  end
+  return gen, rid, w
+end
+
+-- The stream's epoch under generation `gen`; a missing meta hash, or one of another
+-- generation, starts a new epoch (and drops any stream left without it): history lost or
+-- void always means a new epoch. Returns epoch, top.
+local function stream_epoch(meta, log, gen, candidate)
+  local state = redis.call('HMGET', meta, 'epoch', 'top', 'g')
+  local epoch, top, g = state[1], state[2], state[3]
+  if epoch and g == gen then
+    return epoch, tonumber(top)
+  end
+  if epoch and not g then
+    -- written before the guard existed: adopt it into this generation
+    redis.call('HSET', meta, 'g', gen)
+    return epoch, tonumber(top)
+  end
+  redis.call('DEL', log)
+  redis.call('HSET', meta, 'epoch', candidate, 'top', 0, 'g', gen)
+  return candidate, 0
+end
