@@ -85,6 +85,7 @@ class Config:
     max_header_bytes: int = 32 * 1024
     max_headers: int = 100
     max_connections: int = 50_000
+    max_unauthenticated: int = 10_000
     write_buffer_bytes: int = 64 * 1024
     close_timeout_seconds: float = 10.0
     # Generations
@@ -172,6 +173,7 @@ class Config:
             max_header_bytes=_int("LIVEGATE_MAX_HEADER_BYTES", 32 * 1024),
             max_headers=_int("LIVEGATE_MAX_HEADERS", 100),
             max_connections=_int("LIVEGATE_MAX_CONNECTIONS", 50_000),
+            max_unauthenticated=_int("LIVEGATE_MAX_UNAUTHENTICATED", 10_000),
             write_buffer_bytes=_int("LIVEGATE_WRITE_BUFFER_BYTES", 64 * 1024),
             close_timeout_seconds=_float("LIVEGATE_CLOSE_TIMEOUT", 10.0),
             data_dir=Path(_env("LIVEGATE_DATA_DIR", ".livegate-data") or ".livegate-data"),
@@ -275,6 +277,7 @@ class Config:
                             ("LIVEGATE_WEBHOOK_MAX_ATTEMPTS", self.webhook_max_attempts),
                             ("LIVEGATE_WEBHOOK_CONCURRENCY", self.webhook_concurrency),
                             ("LIVEGATE_MAX_CONNECTIONS", self.max_connections),
+                            ("LIVEGATE_MAX_UNAUTHENTICATED", self.max_unauthenticated),
                             ("LIVEGATE_MAX_HEADERS", self.max_headers)):
             if value < 1:
                 found.append(f"{name} must be positive (got {value})")

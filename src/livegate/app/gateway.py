@@ -46,6 +46,9 @@ class Gateway:
         )
         self.publisher = Publisher(self.bus, self.metrics, config.max_event_bytes)
         self.connections: set[Connection] = set()
+        # Open sessions that have not sent a valid `auth` yet (LIVEGATE_MAX_UNAUTHENTICATED):
+        # they cost memory and a timer each and prove nothing, so they get their own cap.
+        self.unauthenticated = 0
         self.ticks = LoopTicks()  # the delivery core's clock: bursts are bounded per loop iteration
         self.generations: GenerationService | None = None
         self.started_at = time.time()

@@ -73,6 +73,7 @@ class Connection:
         "_subscription",
         "_text_fetches",
         "_timer",
+        "_unauthenticated",
         "delivery",
         "gw",
         "id",
@@ -102,6 +103,7 @@ class Connection:
         self._text_fetches: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak references
         self._registered_user: str | None = None
         self._counted = False  # in the connections gauge (authenticated and welcomed)
+        self._unauthenticated = False  # counted in gateway.unauthenticated
         self._conflated_seen = 0
         self._replayed_seen = 0
         self._cancels: set[asyncio.Task[None]] = set()  # in-band cancels being carried out
@@ -111,8 +113,17 @@ class Connection:
     # -- lifecycle ------------------------------------------------------------------------
 
     def open(self) -> None:
-        """The handshake is done (the wire is open): start the session."""
-        self.gw.add_connection(self)
+        """The handshake is done (the wire is open): start the session. Above
+        ``LIVEGATE_MAX_UNAUTHENTICATED`` sessions still waiting for their ``auth``, closed at
+        once with 1013 (asyncapi.yaml ``x-transport-close-codes``: reconnect with backoff)."""
+        gw = self.gw
+        gw.add_connection(self)
+        if gw.unauthenticated >= gw.config.max_unauthenticated:
+            self._metrics.closes.labels("1013").inc()
+            self.wire.close(1013, "try again later")
+            return
+        gw.unauthenticated += 1
+        self._unauthenticated = True
         allowed = self.gw.config.allowed_origins
         if allowed and self._origin not in allowed:
             self._apply(self.session.fail("origin_not_allowed", f"Origin {self._origin!r} is not allowed"))
@@ -123,6 +134,7 @@ class Connection:
         if self._lost:
             return
         self._lost = True
+        self._authenticated()
         self._cancel_timer()
         self.delivery.close(flush=False)
         if self._subscription is None and self._registered_user is None:
@@ -167,6 +179,7 @@ class Connection:
     def _apply(self, effects: Iterable[Effect]) -> None:
         for effect in effects:
             if isinstance(effect, Authenticate):
+                self._authenticated()
                 self._joining = []
                 asyncio.get_running_loop().create_task(self._join_stream(effect), name=f"ws-join-{self.id}")
             elif isinstance(effect, CancelGeneration):
@@ -250,6 +263,12 @@ class Connection:
             self._apply(effects)
 
     # -- the stream -----------------------------------------------------------------------
+
+    def _authenticated(self) -> None:
+        """Leave the unauthenticated count (a valid ``auth``, or the connection is gone)."""
+        if self._unauthenticated:
+            self._unauthenticated = False
+            self.gw.unauthenticated -= 1
 
     async def _join_stream(self, auth: Authenticate) -> None:
         try:
