@@ -207,6 +207,18 @@ def server_frames_valid(
     return [m for m in (assert_valid_message(f) for f in log.received) if predicate(m)]
 
 
+async def received_frames(log: PageLog, predicate: Callable[[dict[str, Any]], bool], *, count: int = 1,
+                          timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The valid server frames matching ``predicate``, once at least ``count`` have arrived (an
+    answer may reach the page after the stream event the page's view already shows)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        found = server_frames_valid(log, predicate)
+        if len(found) >= count or asyncio.get_running_loop().time() > deadline:
+            return found
+        await asyncio.sleep(0.02)  # frames are collected by Playwright's websocket events
+
+
 async def server_stream(ws_url: str, token: str, epoch: str) -> list[dict[str, Any]]:
     """Every event of the token's user stream, read by an independent raw WebSocket client
     that resumes from offset 0 of ``epoch`` (a full replay; every frame validated)."""

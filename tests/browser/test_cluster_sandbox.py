@@ -7,11 +7,11 @@ requests of one page alternate between the processes and the page's socket sits 
 them. nginx's access log names the backend of every request (``$upstream_addr``); that is
 how the tests prove which process accepted what.
 
-* A run started in the page is cancelled through the *other* process: the page's Cancel
-  button, with round robin steered so the cancel lands on the process that did not accept
-  the run (and the log checked afterwards). The page shows it Cancelled, and nothing of
-  the run arrives after the cancelled update (a marker published afterwards arrives, the
-  run's progress does not).
+* A run started in the page is cancelled through the *other* process: round robin is
+  steered so the run is accepted by the process that does not hold the page's socket, and
+  the page's Cancel button sends the in-band ``cancel`` over that socket (no HTTP cancel in
+  nginx's log). The page shows it Cancelled, and nothing of the run arrives after the
+  cancelled update (a marker published afterwards arrives, the run's progress does not).
 * Several runs, then the page reloaded: the history (``GET /v1/generations``, answered by
   both processes in turn) shows every run exactly once with its final status, and the
   outputs load whichever process serves them.
@@ -39,6 +39,7 @@ from tests.browser.conftest import (
     Pages,
     assert_sent_frames_valid,
     debug_state,
+    received_frames,
     run_demo,
     server_frames_valid,
     server_stream,
@@ -86,6 +87,15 @@ class Cluster:
                 return found
             await asyncio.sleep(0.02)  # polling the file nginx appends to
 
+    async def socket_holder(self) -> GatewayProcess:
+        """The one process holding an authenticated socket now (its ``livegate_connections``
+        gauge; the tests of this module have one page open at a time)."""
+        async with httpx.AsyncClient(timeout=5) as client:
+            held = [gw for gw in self.gateways
+                    if _gauge((await client.get(f"{gw.http_url}/metrics")).text, "livegate_connections") > 0]
+        assert len(held) == 1, [gw.port for gw in held]
+        return held[0]
+
     async def steer_next_request_to(self, gateway: GatewayProcess) -> None:
         """Round robin alternates strictly (one nginx worker, two backends): send probes
         through the balancer until one lands on the *other* backend, so that the next
@@ -98,6 +108,10 @@ class Cluster:
                 if probe["upstream"] != self.upstream(gateway):
                     return
         raise AssertionError("round robin did not alternate between the two backends")
+
+
+def _gauge(exposition: str, name: str) -> float:
+    return sum(float(line.split()[-1]) for line in exposition.splitlines() if line.startswith(name + " "))
 
 
 @pytest.fixture(scope="module")
@@ -141,24 +155,25 @@ async def test_a_run_accepted_by_one_process_is_cancelled_through_the_other(clus
     page = tab.page
     since = cluster.mark()
     await sign_in(tab, cluster.lb.http_url, "alice")
+    holder = await cluster.socket_holder()
+    await page.wait_for_load_state("networkidle")  # the page's start-up requests are done
+    await cluster.steer_next_request_to(cluster.other(cluster.upstream(holder)))
     gen_id = await run_demo(page, duration=20, steps=20)
     run = page.locator(f".run[data-generation-id={gen_id}]")
     await expect(run.locator(".step")).to_have_text(re.compile(r"Step [2-9] of 20"))
     (created,) = await cluster.served("POST", re.compile(r"/v1/generations"), since=since)
-    accepted_by = created["upstream"]
     assert created["status"] == "202", created  # openapi.yaml createGeneration: accepted
-    other = cluster.other(accepted_by)
+    assert created["upstream"] != cluster.upstream(holder), (created, holder.port)
 
-    # The page's own Cancel button, through nginx, steered to the other process.
-    await cluster.steer_next_request_to(other)
+    # The page's own Cancel button: the in-band cancel over the socket the other process holds.
     await run.get_by_role("button", name="Cancel").click()
     await expect(run.locator(".status-badge")).to_have_text("Cancelled")
     await expect(run.locator(".cancel")).to_be_hidden()
     await expect(page.locator(f".history-item[data-generation-id={gen_id}]")).to_have_attribute(
         "data-status", "cancelled")
-    (cancelled,) = await cluster.served("POST", re.compile(rf"/v1/generations/{gen_id}/cancel"), since=since)
-    assert cancelled["status"] == "200", cancelled
-    assert cancelled["upstream"] == cluster.upstream(other) != accepted_by, (created, cancelled)
+    answers = await received_frames(tab, lambda m: m["type"] == "cancelResult")
+    assert [(a["generationId"], a["status"]) for a in answers] == [(gen_id, "cancelled")], answers
+    assert not [e for e in cluster.lb.access_entries()[since:] if e["uri"].endswith("/cancel")]
     await page.screenshot(path=pages.artifacts_prefix() + "-cancelled.png")
 
     # Nothing of the run after its cancelled update: a marker published afterwards (through
@@ -204,9 +219,15 @@ async def test_history_after_a_reload_shows_every_run_once_and_outputs_load_from
     await sign_in(tab, cluster.lb.http_url, user)
     expected: dict[str, str] = {}
     prompts: dict[str, str] = {}
-    for prompt in ("a red barn", "a blue boat", "a green kite"):
+    # Each create steered (round robin alternates, but the page's own requests between two
+    # creates, e.g. a run's webhook deliveries, may be an even number): both processes accept.
+    for i, prompt in enumerate(("a red barn", "a blue boat", "a green kite")):
+        await page.wait_for_load_state("networkidle")
+        await cluster.steer_next_request_to(cluster.gateways[i % 2])
         gen_id = await run_to_the_end(page, prompt=prompt)
         expected[gen_id], prompts[gen_id] = "completed", prompt
+    await page.wait_for_load_state("networkidle")
+    await cluster.steer_next_request_to(cluster.gateways[1])
     cancelled = await run_demo(page, duration=20, steps=20, prompt="never finished")
     run = page.locator(f".run[data-generation-id={cancelled}]")
     await expect(run.locator(".status-badge")).to_have_text("Running")

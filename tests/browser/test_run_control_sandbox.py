@@ -17,6 +17,7 @@ from tests.browser.conftest import (
     Pages,
     assert_sent_frames_valid,
     debug_state,
+    received_frames,
     run_demo,
     server_frames_valid,
     sign_in,
@@ -74,7 +75,7 @@ async def test_cancel_from_a_second_tab_ends_the_run_in_both_and_the_queue_shows
         await expect(view.locator(".cancel")).to_be_hidden()
     cancels = [m for m in tab2.sent_messages() if m["type"] == "cancel"]
     assert [m["generationId"] for m in cancels] == [first]  # in-band, not over HTTP
-    assert [m for m in server_frames_valid(tab2) if m["type"] == "cancelResult"] == [
+    assert await received_frames(tab2, lambda m: m["type"] == "cancelResult") == [
         {"type": "cancelResult", "id": cancels[0]["id"], "generationId": first, "status": "cancelled"}]
 
     # The queued run then starts (its position goes) and completes.

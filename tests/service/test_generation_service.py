@@ -337,6 +337,36 @@ async def test_a_claimed_run_whose_job_was_lost_is_deferred_again(harness: Any) 
     assert await svc.redefer_lost_claims() == 0
 
 
+async def test_a_running_run_whose_job_ended_without_it_is_taken_over(harness: Any) -> None:
+    """A runner whose first database write failed in an outage ended its job (procrastinate
+    then deletes it) and left the record ``running`` with nobody on it: the sweep finds the
+    job gone and takes the run over (re-attached by its upstream reference). Only a durable
+    engine can tell (PostgreSQL)."""
+    import time
+
+    from livegate.store import GenerationRow
+
+    tool = ScriptedTool(can_reattach=True)
+    h = harness(tool)
+    svc = await h.start()
+    if not svc.engine.durable:
+        assert await svc.redefer_lost_claims() == 0
+        return  # embedded: the restart recovery of a data directory covers this (other tests)
+    now = time.time()
+    stuck = GenerationRow(id="gen_00000000000000ab", user_id="dora", tool_id="scripted", status="running",
+                          inputs={}, created_at=now - 10, updated_at=now - 10, started_at=now - 5,
+                          dispatched_at=now - 60, attempt=1, owner="gone:1:x", job_id="987654321",
+                          upstream_ref="prompt-1")
+    await svc.store.insert(stuck)
+    assert not await svc.engine.exists("987654321")
+    assert await svc.redefer_lost_claims() == 1
+    [run] = await tool.started(1)
+    assert run.ctx.generation_id == stuck.id and run.reattached
+    run.finish.set_result("ok")
+    await h.wait_status("dora", stuck.id, "completed")
+    assert await svc.redefer_lost_claims() == 0
+
+
 async def test_fair_use_one_user_cannot_starve_another(harness: Any) -> None:
     """A user over their share of a tool's slots (``tool_share_per_user``) gets no more of
     them while another user waits; alone they may use the whole tool (work-conserving).

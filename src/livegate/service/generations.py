@@ -343,11 +343,20 @@ class GenerationService:
         it again. (The job's ``lock`` keeps a late duplicate from running twice at once,
         and the runner's conditional ``queued -> running`` lets only one of them start.)"""
         now = time.time()
-        lost = [r for r in await self.store.unfinished()
+        unfinished = [r for r in await self.store.unfinished() if r.tool_id in self.tools]
+        lost = [r for r in unfinished
                 if r.status == "queued" and r.dispatched_at is not None and r.job_id is None
-                and now - r.dispatched_at > older_than and r.tool_id in self.tools]
+                and now - r.dispatched_at > older_than]
+        # A running run whose job ended without ending it (its runner failed on a database
+        # outage before it recorded anything: the job is gone, the record says `running`)
+        # is taken over like the run of a dead process. Found by the chaos soak.
+        for row in unfinished:
+            if (row.status == "running" and row.job_id and row.id not in self._tasks
+                    and now - row.updated_at > self.engine.takeover_seconds and self.engine.durable
+                    and not await self.engine.exists(row.job_id)):
+                lost.append(row)
         for row in lost:
-            log.warning("deferring a claimed run whose job was lost", extra={"generation_id": row.id})
+            log.warning("deferring a run whose job was lost", extra={"generation_id": row.id, "status": row.status})
             job_id = await self.engine.defer(row.id, row.tool_id)
             await self.store.update(row.id, job_id=job_id)
         return len(lost)
@@ -581,8 +590,9 @@ class GenerationService:
     # -- running (the job engine's runner) -----------------------------------------------
 
     async def _run_job(self, gen_id: str) -> None:
-        """Run (or take over) one generation; called by a worker of the job engine."""
-        row = await self.store.get(gen_id)
+        """Run (or take over) one generation; called by a worker of the job engine. Its first
+        reads and writes ride out a database outage (a failed job would leave the run behind)."""
+        row = await self.retrying(lambda: self.store.get(gen_id))
         if row is None or row.status in FINAL:
             return
         tool = self.tools.get(row.tool_id)
@@ -596,8 +606,9 @@ class GenerationService:
         if not takeover:
             fields["started_at"] = now
         deliveries = [] if takeover else self._plan_webhooks(row, "running", now)
-        won = await self.store.transition(gen_id, {row.status}, "running", expect_attempt=row.attempt,
-                                          deliveries=deliveries, **fields)
+        status, attempt = row.status, row.attempt
+        won = await self.retrying(lambda: self.store.transition(
+            gen_id, {status}, "running", expect_attempt=attempt, deliveries=deliveries, **fields))
         if won is None:
             return  # cancelled, or taken by another runner, meanwhile
         self._wake_webhooks(deliveries)

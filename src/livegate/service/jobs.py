@@ -219,6 +219,16 @@ class JobEngine:
         except Exception as exc:
             raise StoreUnavailable(f"cannot abort job {job_id}: {exc}") from exc
 
+    async def exists(self, job_id: str) -> bool:
+        """Whether the job is still in the engine (waiting, running or being retried): a
+        job leaves it only when it ended (``delete_jobs="always"``) or was aborted."""
+        try:
+            return bool(list(await self.app.job_manager.list_jobs_async(id=int(job_id))))
+        except ValueError:
+            return False
+        except Exception as exc:
+            raise StoreUnavailable(f"cannot look up job {job_id}: {exc}") from exc
+
     async def retry_stalled(self) -> int:
         """Put jobs of workers silent for ``takeover_seconds`` back to ``todo``."""
         manager = self.app.job_manager
