@@ -88,6 +88,7 @@ class Config:
     max_unauthenticated: int = 10_000
     write_buffer_bytes: int = 64 * 1024
     close_timeout_seconds: float = 10.0
+    sse_retry_ms: int = 2000
     # Generations
     data_dir: Path = Path(".livegate-data")
     tools_file: str | None = None
@@ -176,6 +177,7 @@ class Config:
             max_unauthenticated=_int("LIVEGATE_MAX_UNAUTHENTICATED", 10_000),
             write_buffer_bytes=_int("LIVEGATE_WRITE_BUFFER_BYTES", 64 * 1024),
             close_timeout_seconds=_float("LIVEGATE_CLOSE_TIMEOUT", 10.0),
+            sse_retry_ms=_int("LIVEGATE_SSE_RETRY_MS", 2000),
             data_dir=Path(_env("LIVEGATE_DATA_DIR", ".livegate-data") or ".livegate-data"),
             tools_file=_env("LIVEGATE_TOOLS_FILE"),
             output_url_ttl_seconds=_int("LIVEGATE_OUTPUT_URL_TTL", 3600),

@@ -238,7 +238,8 @@ async def test_a_silently_dead_subscription_fails_readiness_and_is_reestablished
         epoch = await publish_recorded(cluster.gateways[0], user, "before", 1, expected)
         await tab.wait_events(1)
 
-        assert proxy.blackhole_subscribers() == 1  # the socket stays open; nothing passes
+        # the bus's pub/sub socket and the SSE relay's (livegate.bus.redis.relay) stay open; nothing passes
+        assert proxy.blackhole_subscribers() == 2
         await publish_recorded(cluster.gateways[1], user, "unheard", 3, expected)
         # The probe notices within probe_interval + probe_timeout (2 s + 3 s by default; the
         # bound leaves room for a loaded machine).

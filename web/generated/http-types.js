@@ -88,7 +88,7 @@
 
 /**
  * Stable machine-readable error codes of the HTTP API.
- * @typedef {("bad_request"|"unauthorized"|"not_found"|"method_not_allowed"|"validation_failed"|"invalid_event"|"unknown_tool"|"illegal_transition"|"payload_too_large"|"unsupported_media_type"|"range_not_satisfiable"|"dev_mode_disabled"|"bus_unavailable"|"database_unavailable"|"too_many_queued"|"webhooks_disabled"|"webhook_url_refused"|"request_timeout"|"headers_too_large"|"server_busy"|"internal_error")} ProblemCode
+ * @typedef {("bad_request"|"unauthorized"|"not_found"|"method_not_allowed"|"validation_failed"|"invalid_event"|"unknown_tool"|"illegal_transition"|"payload_too_large"|"unsupported_media_type"|"range_not_satisfiable"|"dev_mode_disabled"|"bus_unavailable"|"database_unavailable"|"too_many_queued"|"webhooks_disabled"|"webhook_url_refused"|"request_timeout"|"headers_too_large"|"server_busy"|"ticket_invalid"|"internal_error")} ProblemCode
  */
 
 /**
@@ -119,6 +119,33 @@
  * @property {UserId} userId
  * @property {Epoch} epoch
  * @property {Offset} offset
+ */
+
+/**
+ * One client message of asyncapi.yaml (`ClientMessage`: `refresh`, `ping`, `cancel`, and any client message added later), as the WebSocket would carry it. Its shape is checked by the connection, not by this operation: a wrong one is answered with an `error` event on the stream (`bad_json`, `invalid_message`, `unknown_type`).
+ * @typedef {Object} SseClientMessage
+ * @property {string} type The message's `type`.
+ */
+
+/**
+ * One event of the stream, as an SSE parser (EventSource, OpenAPI 3.2's `itemSchema`) yields it. `data` is one JSON object of asyncapi.yaml `sseStream` (a server message, or `sseClose` for `event: close`); the first bytes are a `retry` alone.
+ * @typedef {Object} SseEvent
+ * @property {string} [event] The message's `type`.
+ * @property {string} [data]
+ * @property {SseEventId} [id]
+ * @property {number} [retry]
+ */
+
+/**
+ * An SSE event `id` of `sseStream`, `<epoch>:<offset>` (the last `:` separates them).
+ * @typedef {string} SseEventId
+ */
+
+/**
+ * A single-use credential for `GET /v1/sse?ticket=...` (asyncapi.yaml `sseStream`).
+ * @typedef {Object} SseTicket
+ * @property {string} ticket Opaque; use it once, before `expiresAt`.
+ * @property {string} expiresAt The ticket's deadline (at most 30 s after issue, never after the token's own expiry).
  */
 
 /**

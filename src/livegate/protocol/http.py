@@ -67,6 +67,24 @@ class ProgressSnapshot(Struct, frozen=True, kw_only=True):
     ) = field(name='partialText', default=UNSET)
 
 
+class SseClientMessage(Struct, frozen=True, kw_only=True):
+    type: Annotated[str, Meta(description="The message's `type`.")]
+
+
+class SseTicket(Struct, frozen=True, kw_only=True):
+    ticket: Annotated[
+        str,
+        Meta(
+            description='Opaque; use it once, before `expiresAt`.',
+            max_length=128,
+            min_length=1,
+        ),
+    ]
+    expires_at: Annotated[datetime, Meta(description="The ticket's deadline (at most 30 s after issue, never after the token's own expiry).")] = field(
+        name='expiresAt'
+    )
+
+
 class ToolInfo(Struct, frozen=True, kw_only=True):
     id: Annotated[
         str, Meta(max_length=64, min_length=1, pattern='^[a-z0-9][a-z0-9_-]*$')
@@ -245,6 +263,24 @@ class PublishResult(Struct, frozen=True, kw_only=True):
             ge=0,
         ),
     ]
+
+
+class SseEvent(Struct, frozen=True, kw_only=True):
+    event: Annotated[str, Meta(description="The message's `type`.")] | UnsetType = UNSET
+    data: str | UnsetType = UNSET
+    id: (
+        Annotated[
+            str,
+            Meta(
+                description='An SSE event `id` of `sseStream`, `<epoch>:<offset>` (the last `:` separates them).',
+                max_length=96,
+                min_length=3,
+                pattern='^.+:[0-9]{1,18}$',
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
+    retry: Annotated[int, Meta(ge=0)] | UnsetType = UNSET
 
 
 class WebhookDelivery(Struct, frozen=True, kw_only=True):
@@ -429,7 +465,7 @@ class Problem(Struct, frozen=True, kw_only=True):
     title: str
     status: Annotated[int, Meta(ge=100, le=599)]
     code: Annotated[
-        Literal['bad_request', 'unauthorized', 'not_found', 'method_not_allowed', 'validation_failed', 'invalid_event', 'unknown_tool', 'illegal_transition', 'payload_too_large', 'unsupported_media_type', 'range_not_satisfiable', 'dev_mode_disabled', 'bus_unavailable', 'database_unavailable', 'too_many_queued', 'webhooks_disabled', 'webhook_url_refused', 'request_timeout', 'headers_too_large', 'server_busy', 'internal_error'],
+        Literal['bad_request', 'unauthorized', 'not_found', 'method_not_allowed', 'validation_failed', 'invalid_event', 'unknown_tool', 'illegal_transition', 'payload_too_large', 'unsupported_media_type', 'range_not_satisfiable', 'dev_mode_disabled', 'bus_unavailable', 'database_unavailable', 'too_many_queued', 'webhooks_disabled', 'webhook_url_refused', 'request_timeout', 'headers_too_large', 'server_busy', 'ticket_invalid', 'internal_error'],
         Meta(description='Stable machine-readable error codes of the HTTP API.'),
     ]
     detail: str | UnsetType = UNSET
