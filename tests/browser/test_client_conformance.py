@@ -32,24 +32,58 @@ async () => {
   const mod = await import('/client.js');
   class FakeSocket {
     constructor(url) { this.url = url; this.readyState = 0; this.sent = []; FakeSocket.all.push(this);
-      setTimeout(() => { this.readyState = 1; this.onopen && this.onopen(); }, 0); }
+      setTimeout(() => { if (this.refused) return; this.readyState = 1; this.onopen && this.onopen(); }, 0); }
     send(data) { this.sent.push(data); window.__sent.push(data); }
     close(code, reason) { if (this.readyState === 3) return; this.readyState = 3;
       setTimeout(() => this.onclose && this.onclose({ code: code || 1005, reason: reason || '' }), 0); }
     serverFeed(msg) { this.onmessage({ data: typeof msg === 'string' ? msg : JSON.stringify(msg) }); }
     serverClose(code) { this.readyState = 3; this.onclose({ code, reason: 'server' }); }
+    refuse() { setTimeout(() => { if (this.readyState !== 0) return; this.readyState = 3;
+      this.onclose && this.onclose({ code: 1006, reason: '' }); }, 0); this.refused = true; }
   }
   FakeSocket.all = [];
+  // The SSE wire, scripted: `fetch` answers GET /v1/sse with a stream the test writes to
+  // (`stream().event(msg, id)`, `.push(text)`, `.end()`, `.fail()`) and records every request;
+  // POSTed client messages land in window.__sent too. `refuse = {status, body}` refuses the next GET.
+  class FakeSse {
+    constructor() { this.requests = []; this.streams = []; this.refuse = null;
+      this.fetch = (url, init) => this.answer(url, init || {}); }
+    async answer(url, init) {
+      const req = { url: String(url), method: init.method || 'GET', headers: { ...(init.headers || {}) },
+                    body: init.body ?? null };
+      this.requests.push(req);
+      if (req.method === 'POST') { window.__sent.push(init.body); return new Response(null, { status: 202 }); }
+      if (this.refuse) { const { status, body } = this.refuse; this.refuse = null;
+        return new Response(JSON.stringify(body), { status, headers: { 'Content-Type': 'application/problem+json' } }); }
+      let controller;
+      const body = new ReadableStream({ start(c) { controller = c; } });
+      const stream = { req, aborted: false, open: true,
+        push: (text) => { if (stream.open) controller.enqueue(new TextEncoder().encode(text)); },
+        event: (msg, id) => stream.push(`event: ${msg.type}\\ndata: ${JSON.stringify(msg)}\\n` + (id ? `id: ${id}\\n` : '') + '\\n'),
+        end: () => { stream.open = false; controller.close(); },
+        fail: () => { stream.open = false; controller.error(new TypeError('network error')); } };
+      init.signal?.addEventListener('abort', () => { stream.aborted = true;
+        if (stream.open) { stream.open = false; controller.error(new DOMException('aborted', 'AbortError')); } });
+      this.streams.push(stream);
+      return new Response(body, { status: 200, headers: { 'Content-Type': 'text/event-stream' } });
+    }
+  }
   window.__sent = [];
   window.__mod = mod;
   window.make = (opts = {}) => {
-    const log = { events: [], problems: [], states: [], tokenRequests: [], resyncs: [], duplicates: [] };
+    const log = { events: [], problems: [], states: [], tokenRequests: [], resyncs: [], duplicates: [], transports: [],
+                  offsets: [] };
     const tokens = opts.tokens || ['tok-1', 'tok-2', 'tok-3'];
     const mine = [];
-    class Socket extends FakeSocket { constructor(url) { super(url); mine.push(this); } }
+    let refusals = opts.wsFail || 0; // the first N sockets never open (an upgrade refused): 1006
+    class Socket extends FakeSocket {
+      constructor(url) { super(url); mine.push(this); if (refusals > 0) { refusals -= 1; this.refuse(); } }
+    }
+    const sse = new FakeSse();
     const client = new mod.LivegateClient({
       url: 'ws://fake/v1/ws', WebSocket: Socket, validate: true, storage: opts.storage === undefined ? null : opts.storage,
       backoffInitialMs: 50, backoffMaxMs: 400, random: opts.random || (() => 0.5),
+      transports: ['websocket'], fetch: sse.fetch,
       getToken: async (req) => { log.tokenRequests.push(req.reason); return tokens.length ? tokens.shift() : null; },
       ...(opts.client || {}),
     });
@@ -58,9 +92,11 @@ async () => {
     client.on('state', (s) => log.states.push([s.state, s.closeCode ?? null, s.retryInMs ?? null]));
     client.on('resync', (r) => log.resyncs.push(r.reason));
     client.on('duplicate', (e) => log.duplicates.push(e.offset));
+    client.on('event', (e) => log.offsets.push(e.offset));
+    client.on('transport', (t) => log.transports.push([t.transport, t.reason]));
     const socket = () => mine[mine.length - 1];
     return { client, log, socket, sockets: mine, feed: (m) => socket().serverFeed(m),
-             close: (c) => socket().serverClose(c) };
+             close: (c) => socket().serverClose(c), sse, stream: () => sse.streams[sse.streams.length - 1] };
   };
   window.until = async (cond, ms = 5000) => { const end = Date.now() + ms;
     while (!cond()) { if (Date.now() > end) throw new Error('timeout: ' + cond); await new Promise(r => setTimeout(r, 10)); } };

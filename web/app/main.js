@@ -14,7 +14,8 @@ const $ = (sel) => document.querySelector(sel);
 /** @type {{mode: "dev"|"token", userId: string, token: string, ttlSeconds?: number}|null} */
 let session = loadSession();
 const api = new Api(() => session?.token || null);
-const debug = { offsets: [], events: [], protocolErrors: [], states: [], welcomes: [], resyncs: [], sent: [] };
+const debug = { offsets: [], events: [], protocolErrors: [], states: [], welcomes: [], resyncs: [], sent: [],
+  transports: [], duplicates: [] };
 /** @type {any} */ (window).__livegate = debug;
 
 const client = new LivegateClient({ getToken });
@@ -66,17 +67,22 @@ async function getToken({ reason }) {
 const indicator = $("#connection");
 let countdown = null;
 
+const TRANSPORT_NAMES = { websocket: "WebSocket", sse: "SSE" };
+
 function onState(change) {
-  debug.states.push({ state: change.state, closeCode: change.closeCode, at: Date.now() });
+  debug.states.push({ state: change.state, closeCode: change.closeCode, transport: change.transport, at: Date.now() });
   clearInterval(countdown);
   const text = indicator.querySelector(".text");
   indicator.dataset.state = change.state;
+  indicator.dataset.transport = change.transport || "";
+  indicator.title = change.transport === "sse"
+    ? "Server-Sent Events: WebSockets do not get through; trying them again now and then" : "";
   switch (change.state) {
     case "connecting":
       text.textContent = "Connecting…";
       break;
     case "live":
-      text.textContent = "Live";
+      text.textContent = `Live · ${TRANSPORT_NAMES[change.transport] || change.transport}`;
       break;
     case "reconnecting": {
       const tick = () => {
@@ -118,6 +124,8 @@ function wireClient() {
   client.on("state", onState);
   client.on("send", (frame) => debug.sent.push(frame));
   client.on("welcome", (w) => debug.welcomes.push(w));
+  client.on("transport", (t) => debug.transports.push(t));
+  client.on("duplicate", (e) => debug.duplicates.push(e.offset));
   client.on("event", (event) => {
     debug.offsets.push(event.offset, ...(event.supersedes || []));
     debug.events.push({ type: event.type, offset: event.offset, epoch: event.epoch, generationId: event.generationId,
