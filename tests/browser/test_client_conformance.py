@@ -1,14 +1,17 @@
-"""web/client.js in the browser, on a scripted socket: every server message example of
-asyncapi.yaml is handled (none reported unknown), unknown and invalid frames are reported,
-and the close-code table, backoff, dedupe and per-tab resume position behave as documented.
+"""web/client.js in the browser, on a scripted socket and a scripted SSE stream: every server
+message example of asyncapi.yaml is handled (none reported unknown) over both wires, unknown
+and invalid frames are reported, and the close-code table, backoff, dedupe, per-tab resume
+position, the fallback to SSE and the switch back to a WebSocket behave as documented.
 
-The client runs with validation on (the committed ajv bundle) and a fake ``WebSocket``
-injected through its ``WebSocket`` option; every frame it sends is validated here against
-asyncapi.yaml with the independent ``jsonschema`` validator.
+The client runs with validation on (the committed ajv bundle), a fake ``WebSocket`` injected
+through its ``WebSocket`` option and a fake ``fetch`` (its ``fetch`` option) for the SSE wire;
+every frame it sends, over either wire, is validated here against asyncapi.yaml with the
+independent ``jsonschema`` validator.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -75,9 +78,9 @@ async () => {
                   offsets: [] };
     const tokens = opts.tokens || ['tok-1', 'tok-2', 'tok-3'];
     const mine = [];
-    let refusals = opts.wsFail || 0; // the first N sockets never open (an upgrade refused): 1006
+    const ctl = { refusals: opts.wsFail || 0 }; // the next N sockets never open (an upgrade refused): 1006
     class Socket extends FakeSocket {
-      constructor(url) { super(url); mine.push(this); if (refusals > 0) { refusals -= 1; this.refuse(); } }
+      constructor(url) { super(url); mine.push(this); if (ctl.refusals > 0) { ctl.refusals -= 1; this.refuse(); } }
     }
     const sse = new FakeSse();
     const client = new mod.LivegateClient({
@@ -96,7 +99,8 @@ async () => {
     client.on('transport', (t) => log.transports.push([t.transport, t.reason]));
     const socket = () => mine[mine.length - 1];
     return { client, log, socket, sockets: mine, feed: (m) => socket().serverFeed(m),
-             close: (c) => socket().serverClose(c), sse, stream: () => sse.streams[sse.streams.length - 1] };
+             close: (c) => socket().serverClose(c), sse, stream: () => sse.streams[sse.streams.length - 1],
+             refuseSockets: (n) => { ctl.refusals = n; } };
   };
   window.until = async (cond, ms = 5000) => { const end = Date.now() + ms;
     while (!cond()) { if (Date.now() > end) throw new Error('timeout: ' + cond); await new Promise(r => setTimeout(r, 10)); } };
@@ -129,6 +133,13 @@ async def sent_frames(page: Page) -> list[dict[str, Any]]:
     return [assert_valid_message(frame, "client") for frame in await page.evaluate("window.__sent")]
 
 
+def assert_each_handled(examples: list[dict[str, Any]], results: list[dict[str, Any]]) -> None:
+    """Each example reached the app as its own type, and nothing was reported."""
+    for example, result in zip(examples, results, strict=True):
+        assert result["problems"] == [], (example, result)
+        assert result["events"][-1] == example["type"], (example, result)
+
+
 async def test_every_server_example_is_handled_without_an_unknown_type(harness: Page) -> None:
     examples = server_examples()
     assert {e["type"] for e in examples} == {"welcome", "refreshed", "pong", "tokenExpiring", "generationUpdate",
@@ -150,9 +161,7 @@ async def test_every_server_example_is_handled_without_an_unknown_type(harness: 
       }
       return out;
     }""", examples)
-    for example, result in zip(examples, results, strict=True):
-        assert result["problems"] == [], (example, result)
-        assert result["events"][-1] == example["type"], (example, result)
+    assert_each_handled(examples, results)
     assert len(await sent_frames(harness)) >= len(examples)
 
 
@@ -337,3 +346,173 @@ async def test_outputs_render_by_kind_including_video_and_file(harness: Page) ->
     assert [k["controls"] for k in kinds] == [False, False, True, True, False]
     assert all(k["download"].startswith("/v1/outputs/") for k in kinds)
     assert "result.zip" in kinds[4]["text"]
+
+
+# -- the SSE wire (web/sse.js), on a scripted fetch ------------------------------------------------
+
+WELCOME_JS = """({ type: 'welcome', connectionId: 'c-sse', userId: 'alice', expiresAt: '2030-01-01T00:00:00Z',
+                   heartbeatIntervalMs: 25000, epoch: 'e1', offset: 0 })"""
+
+
+async def test_every_server_example_is_handled_over_sse_whatever_the_chunking(harness: Page) -> None:
+    examples = server_examples()
+    results = await harness.evaluate("""async (examples) => {
+      const out = [];
+      for (const [i, example] of examples.entries()) {
+        const h = make({ client: { transports: ['sse'] } });
+        h.client.connect();
+        await until(() => h.stream());
+        const frames = [];
+        if (example.type !== 'welcome') frames.push({ ...""" + WELCOME_JS + """,
+          epoch: example.epoch || 'e1', offset: (example.offset || 1) - 1 });
+        frames.push(example);
+        // One event split at every byte (even between CR and LF), or whole, CRLF or LF, with comments.
+        const eol = i % 2 ? '\\r\\n' : '\\n';
+        const text = ':keep-alive' + eol + frames.map((f) => `event: ${f.type}${eol}data: ${JSON.stringify(f)}${eol}`
+          + (f.offset && f.type !== 'welcome' ? `id: ${f.epoch}:${f.offset}${eol}` : '') + eol).join('');
+        if (i % 3 === 0) for (const ch of text) h.stream().push(ch); else h.stream().push(text);
+        await until(() => h.log.events.length === frames.length || h.log.problems.length);
+        out.push({ type: example.type, events: h.log.events, problems: h.log.problems, state: h.client.state,
+                   transport: h.client.transport, request: h.stream().req });
+        h.client.close();
+      }
+      return out;
+    }""", examples)
+    assert_each_handled(examples, results)
+    for result in results:
+        assert result["transport"] == "sse"
+        request = result["request"]
+        assert request["url"] == "http://fake/v1/sse" and request["method"] == "GET", request
+        assert request["headers"]["Authorization"] == "Bearer tok-1"
+        assert "Last-Event-ID" not in request["headers"]  # nothing to resume yet
+        assert "tok-1" not in request["url"]  # no credential in a URL
+
+
+async def test_falls_back_to_sse_resumes_there_and_sends_client_messages_over_post(harness: Page) -> None:
+    result = await harness.evaluate("""async () => {
+      const ev = (offset) => ({ type: 'notification', epoch: 'e1', offset, timestamp: '2026-11-25T18:30:01Z',
+                                level: 'info', message: 'n' + offset });
+      const h = make({ client: { transports: ['websocket', 'sse'], fallbackAfter: 2 } });
+      h.client.connect();
+      await until(() => h.socket() && h.socket().sent.length === 1);
+      h.feed({ ...""" + WELCOME_JS + """ });
+      h.feed(ev(1)); h.feed(ev(2));
+      h.refuseSockets(100);                      // from now on every WebSocket is refused...
+      h.close(1006);                              // ... after a network drop of the live one
+      await until(() => h.stream());
+      const wsAttempts = h.sockets.length;
+      const first = h.stream();
+      first.event({ ...""" + WELCOME_JS + """, connectionId: 'c-sse-1', offset: 4, recovered: true });
+      first.event(ev(2), 'e1:2'); first.event(ev(3), 'e1:3'); first.event(ev(4), 'e1:4');
+      await until(() => h.client.state === 'live' && h.log.offsets.length === 4);
+      // tokenExpiring on the stream -> refresh POSTed (new token); ping -> POST, pong on the stream.
+      first.event({ type: 'tokenExpiring', expiresAt: '2030-01-01T00:00:00Z', secondsLeft: 30 });
+      await until(() => h.sse.requests.some((r) => r.method === 'POST'));
+      const pong = h.client.ping();
+      await until(() => h.sse.requests.filter((r) => r.method === 'POST').length === 2);
+      const posts = h.sse.requests.filter((r) => r.method === 'POST');
+      first.event({ type: 'refreshed', id: JSON.parse(posts[0].body).id, expiresAt: '2030-01-01T01:00:00Z' });
+      first.event({ type: 'pong', id: JSON.parse(posts[1].body).id, serverTime: '2026-11-25T18:30:00Z' });
+      await pong;
+      // The server ends the stream with a reconnect code: SSE again, from e1:4, with the new token.
+      first.push('event: close\\ndata: {"code":4000,"reason":"server restart"}\\n\\n');
+      await until(() => h.sse.streams.length === 2);
+      const second = h.stream();
+      second.event({ ...""" + WELCOME_JS + """, connectionId: 'c-sse-2', offset: 5, recovered: true });
+      second.event(ev(5), 'e1:5');
+      // A stream that just stops (a proxy timeout) reconnects too, without a close event.
+      await until(() => h.log.offsets.length === 5);
+      second.fail();
+      await until(() => h.sse.streams.length === 3);
+      return { log: h.log, wsAttempts, requests: h.sse.requests, transport: h.client.transport,
+               position: h.client.position, firstAborted: first.aborted };
+    }""")
+    log = result["log"]
+    assert result["wsAttempts"] == 3  # the live socket, then fallbackAfter=2 refused attempts
+    assert log["transports"] == [["websocket", "connect"], ["sse", "fallback"]]
+    assert log["offsets"] == [1, 2, 3, 4, 5] and log["duplicates"] == [2]
+    assert log["resyncs"] == ["fresh"]
+    gets = [r for r in result["requests"] if r["method"] == "GET"]
+    posts = [r for r in result["requests"] if r["method"] == "POST"]
+    assert [g["headers"].get("Last-Event-ID") for g in gets] == ["e1:2", "e1:4", "e1:5"]
+    assert [g["headers"]["Authorization"] for g in gets] == ["Bearer tok-1", "Bearer tok-2", "Bearer tok-2"]
+    assert [p["url"] for p in posts] == ["http://fake/v1/sse/c-sse-1/messages"] * 2
+    assert [p["body"] and json.loads(p["body"])["type"] for p in posts] == ["refresh", "ping"]
+    assert json.loads(posts[0]["body"])["token"] == "tok-2"
+    assert posts[1]["headers"]["Authorization"] == "Bearer tok-2"  # the refreshed token from then on
+    assert ["reconnecting", 4000] in [s[:2] for s in log["states"]]
+    assert result["transport"] == "sse" and result["position"] == {"epoch": "e1", "offset": 5}
+    assert log["problems"] == []
+    await sent_frames(harness)
+
+
+async def test_from_sse_back_to_a_websocket_without_loss_or_duplicate_delivery(harness: Page) -> None:
+    result = await harness.evaluate("""async () => {
+      const ev = (offset) => ({ type: 'generationProgress', epoch: 'e1', offset, timestamp: '2026-11-25T18:30:01Z',
+                                generationId: 'g', fraction: offset / 10, step: offset });
+      const h = make({ wsFail: 3, client: { transports: ['websocket', 'sse'], fallbackAfter: 2, upgradeRetryMs: 50 } });
+      h.client.connect();
+      await until(() => h.stream());
+      const stream = h.stream();
+      stream.event({ ...""" + WELCOME_JS + """ });
+      stream.event(ev(1), 'e1:1'); stream.event(ev(2), 'e1:2');
+      // The first background WebSocket is refused (wsFail 3 = 2 attempts + this one): still SSE.
+      await until(() => h.sockets.length === 3 && h.socket().readyState === 3);
+      const afterRefusedProbe = { transport: h.client.transport, streams: h.sse.streams.length };
+      stream.event(ev(3), 'e1:3');
+      // The next one opens and resumes from e1:3 while SSE keeps delivering 4 and 5.
+      await until(() => h.sockets.length === 4 && h.socket().sent.length === 1);
+      const probeAuth = JSON.parse(h.socket().sent[0]);
+      stream.event(ev(4), 'e1:4'); stream.event(ev(5), 'e1:5');
+      await until(() => h.log.offsets.length === 5);
+      h.feed({ ...""" + WELCOME_JS + """, connectionId: 'c-ws', offset: 6, recovered: true });
+      h.feed(ev(4)); h.feed(ev(5)); h.feed(ev(6));   // the replay after e1:3, then live
+      h.feed(ev(7));
+      stream.event(ev(8), 'e1:8');                   // too late: that stream is closed
+      await until(() => h.log.offsets.length === 7);
+      return { log: h.log, afterRefusedProbe, probeAuth, sseAborted: stream.aborted, transport: h.client.transport,
+               state: h.client.state, streams: h.sse.streams.length, switches: h.client.stats.transportSwitches };
+    }""")
+    log = result["log"]
+    assert result["afterRefusedProbe"] == {"transport": "sse", "streams": 1}
+    assert result["probeAuth"]["resume"] == {"epoch": "e1", "offset": 3}
+    assert log["offsets"] == [1, 2, 3, 4, 5, 6, 7]  # each offset once, in order
+    assert log["duplicates"] == [4, 5]
+    assert log["transports"] == [["websocket", "connect"], ["sse", "fallback"], ["websocket", "upgrade"]]
+    assert result["sseAborted"] and result["streams"] == 1
+    assert result["transport"] == "websocket" and result["state"] == "live" and result["switches"] == 2
+    assert log["resyncs"] == ["fresh"] and log["problems"] == []
+    await sent_frames(harness)
+
+
+async def test_a_refused_sse_request_maps_to_the_close_code_table(harness: Page) -> None:
+    result = await harness.evaluate("""async () => {
+      const out = {};
+      // 401 token_expired -> 4402: a new token from getToken, then SSE again with it.
+      let h = make({ client: { transports: ['sse'] } });
+      h.sse.refuse = { status: 401, body: { type: 'about:blank', status: 401, code: 'token_expired' } };
+      h.client.connect();
+      await until(() => h.sse.streams.length === 1);
+      out.expired = { requests: h.log.tokenRequests.slice(), states: h.log.states.map(s => s[0]),
+                      auth: h.stream().req.headers.Authorization };
+      h.client.close();
+      // 403 origin_not_allowed -> 4403: stopped.
+      h = make({ client: { transports: ['sse'] } });
+      h.sse.refuse = { status: 403, body: { code: 'origin_not_allowed' } };
+      h.client.connect();
+      await until(() => h.client.state === 'stopped');
+      out.forbidden = h.log.states.at(-1);
+      // 404 (a gateway without SSE) and no other wire: reconnect with backoff.
+      h = make({ client: { transports: ['sse'] } });
+      h.sse.refuse = { status: 404, body: {} };
+      h.client.connect();
+      await until(() => h.sse.streams.length === 1);
+      out.missing = h.log.states.map(s => s.slice(0, 2));
+      h.client.close();
+      return out;
+    }""")
+    assert result["expired"]["requests"] == ["connect", "expired"]
+    assert result["expired"]["auth"] == "Bearer tok-2"
+    assert "tokenExpired" not in result["expired"]["states"]
+    assert result["forbidden"][:2] == ["stopped", 4403]
+    assert ["reconnecting", 1006] in result["missing"]
