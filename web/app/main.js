@@ -1,7 +1,7 @@
 // The livegate sandbox: sign in, run tools in windows, watch them live, browse history.
 // Everything real-time goes through the reusable client (../client.js); everything else is
 // plain HTTP (openapi.yaml). `window.__livegate` exposes what the E2E tests compare.
-import { LivegateClient, tokenClaims } from "../client.js";
+import { LivegateClient, TRANSPORTS, tokenClaims } from "../client.js";
 import { Api } from "./api.js";
 import { h } from "./dom.js";
 import { HistoryPanel } from "./history.js";
@@ -18,7 +18,24 @@ const debug = { offsets: [], events: [], protocolErrors: [], states: [], welcome
   transports: [], duplicates: [] };
 /** @type {any} */ (window).__livegate = debug;
 
-const client = new LivegateClient({ getToken });
+/**
+ * Client options from the page's query string, to try the wires by hand: `?transports=sse`
+ * (SSE only), `?transports=websocket` (never fall back), `?upgradeRetryMs=5000`,
+ * `?fallbackAfter=1`, `?openTimeoutMs=3000`.
+ */
+function clientOptionsFromUrl() {
+  const query = new URLSearchParams(location.search);
+  const options = {};
+  const transports = (query.get("transports") || "").split(",").filter((t) => TRANSPORTS.includes(t));
+  if (transports.length) options.transports = transports;
+  for (const name of ["upgradeRetryMs", "fallbackAfter", "openTimeoutMs"]) {
+    const value = Number(query.get(name));
+    if (query.has(name) && Number.isFinite(value) && value >= 0) options[name] = value;
+  }
+  return options;
+}
+
+const client = new LivegateClient({ getToken, ...clientOptionsFromUrl() });
 debug.client = client;
 const views = new Map(); // generationId -> Set<RunView>
 const latest = new Map(); // generationId -> {update, progress}: for views created after the events
