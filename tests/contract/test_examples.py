@@ -13,7 +13,7 @@ import yaml
 
 from livegate.contract.generate import find_root
 from livegate.errors import ContractError
-from livegate.protocol import codec, http
+from livegate.protocol import codec, http, messages
 from livegate.testing.spec_validation import message_errors, schema_errors
 
 ROOT = find_root(Path(__file__).parent)
@@ -42,9 +42,13 @@ def _normalise(value: Any) -> Any:
 
 @pytest.mark.parametrize("name, payload", MESSAGE_EXAMPLES)
 def test_message_examples_decode_validate_and_roundtrip(name: str, payload: dict[str, Any]) -> None:
-    direction = "client" if name in CLIENT else "server"
+    direction = "client" if name in CLIENT else "sse" if name == "sseClose" else "server"
     assert message_errors(payload, direction) == []
     raw = msgspec.json.encode(payload)
+    if direction == "sse":  # not in the WebSocket's union: no tag
+        close = msgspec.json.decode(raw, type=messages.SseClose)
+        assert msgspec.json.decode(msgspec.json.encode(close)) == payload
+        return
     decoded = codec.decode_client(raw) if direction == "client" else codec.decode_server(raw)
     assert decoded.__struct_config__.tag == payload["type"]
     assert _normalise(msgspec.json.decode(codec.encode(decoded))) == _normalise(payload)

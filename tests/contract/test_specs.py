@@ -36,10 +36,12 @@ def test_generated_files_are_current() -> None:
     assert check(ROOT, echo=lambda _: None) == []
 
 
-def test_every_message_is_in_the_channel_with_title_and_examples() -> None:
-    channel = ASYNCAPI["channels"]["userStream"]["messages"]
+def test_every_message_is_in_a_channel_with_title_and_examples() -> None:
+    channels = ASYNCAPI["channels"]
     messages = ASYNCAPI["components"]["messages"]
-    assert set(channel) == set(messages)
+    assert set().union(*(c["messages"] for c in channels.values())) == set(messages)
+    # The SSE channel carries the WebSocket's messages (but `auth`) plus the close event.
+    assert set(channels["sseStream"]["messages"]) == set(channels["userStream"]["messages"]) - {"auth"} | {"sseClose"}
     for name, message in messages.items():
         assert message.get("title") and message.get("examples"), name
     operation_messages = {ref["$ref"].rsplit("/", 1)[1] for op in ASYNCAPI["operations"].values()

@@ -200,6 +200,14 @@
  */
 
 /**
+ * Data of the SSE `close` event (never sent on the WebSocket, whose close frame carries the same code and reason).
+ * @typedef {Object} SseClose
+ * @property {"close"} type
+ * @property {number} code A code of `userStream.x-close-codes` (4000-4399 reconnect and resume, 4400-4499 terminal).
+ * @property {string} reason Short reason, usually the close code's `name` or the fatal `error.code`.
+ */
+
+/**
  * A point in a user stream.
  * @typedef {Object} StreamPosition
  * @property {Epoch} epoch

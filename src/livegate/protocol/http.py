@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeAlias
 
 from msgspec import UNSET, Meta, Struct, UnsetType, field
 
@@ -55,6 +55,35 @@ class ProgressSnapshot(Struct, frozen=True, kw_only=True):
         name='totalSteps', default=UNSET
     )
     message: str | UnsetType = UNSET
+
+
+class SseClientMessage(Struct, frozen=True, kw_only=True):
+    type: Annotated[str, Meta(description="The message's `type`.")]
+
+
+SseEventId: TypeAlias = Annotated[
+    str,
+    Meta(
+        description='An SSE event `id` of `sseStream`, `<epoch>:<offset>` (the last `:` separates them).',
+        max_length=96,
+        min_length=3,
+        pattern='^.+:[0-9]{1,18}$',
+    ),
+]
+
+
+class SseTicket(Struct, frozen=True, kw_only=True):
+    ticket: Annotated[
+        str,
+        Meta(
+            description='Opaque; use it once, before `expiresAt`.',
+            max_length=128,
+            min_length=1,
+        ),
+    ]
+    expires_at: Annotated[datetime, Meta(description="The ticket's deadline (at most 30 s after issue, never after the token's own expiry).")] = field(
+        name='expiresAt'
+    )
 
 
 class ToolInfo(Struct, frozen=True, kw_only=True):
@@ -234,7 +263,7 @@ class Problem(Struct, frozen=True, kw_only=True):
     title: str
     status: Annotated[int, Meta(ge=100, le=599)]
     code: Annotated[
-        Literal['bad_request', 'unauthorized', 'not_found', 'method_not_allowed', 'validation_failed', 'invalid_event', 'unknown_tool', 'illegal_transition', 'payload_too_large', 'unsupported_media_type', 'range_not_satisfiable', 'dev_mode_disabled', 'bus_unavailable', 'database_unavailable', 'too_many_queued', 'internal_error'],
+        Literal['bad_request', 'unauthorized', 'not_found', 'method_not_allowed', 'validation_failed', 'invalid_event', 'unknown_tool', 'illegal_transition', 'payload_too_large', 'unsupported_media_type', 'range_not_satisfiable', 'dev_mode_disabled', 'bus_unavailable', 'database_unavailable', 'too_many_queued', 'ticket_invalid', 'internal_error'],
         Meta(description='Stable machine-readable error codes of the HTTP API.'),
     ]
     detail: str | UnsetType = UNSET

@@ -394,6 +394,25 @@ class Error(Struct, frozen=True, kw_only=True, tag_field='type', tag='error'):
     ) = UNSET
 
 
+class SseClose(Struct, frozen=True, kw_only=True):
+    type: Literal['close']
+    code: Annotated[
+        int,
+        Meta(
+            description='A code of `userStream.x-close-codes` (4000-4399 reconnect and resume, 4400-4499 terminal).',
+            ge=4000,
+            le=4499,
+        ),
+    ]
+    reason: Annotated[
+        str,
+        Meta(
+            description="Short reason, usually the close code's `name` or the fatal `error.code`.",
+            max_length=123,
+        ),
+    ]
+
+
 AuthPayload: TypeAlias = Auth
 
 
@@ -425,6 +444,9 @@ NotificationPayload: TypeAlias = Notification
 
 
 ErrorPayload: TypeAlias = Error
+
+
+SseClosePayload: TypeAlias = SseClose
 
 
 ClientMessage: TypeAlias = Annotated[

@@ -135,6 +135,15 @@ class Session:
                                          request_id=_rid(message)))]
         return []
 
+    def admit(self, claims: Claims, resume: messages.StreamPosition | None) -> list[Effect]:
+        """A transport that authenticates with the request itself (asyncapi.yaml
+        ``sseStream``: a ticket or a Bearer JWT checked before the stream starts) skips the
+        ``auth`` frame: the same ``Authenticate`` effect, as if ``auth`` had carried
+        ``claims`` and ``resume``."""
+        self.state = advance(self.state, State.AUTHENTICATING)
+        self.claims = claims
+        return [Authenticate(claims=claims, resume=resume, request_id=None)]
+
     def accept(self, *, epoch: str, offset: int, recovered: bool | None, request_id: str | None) -> list[Effect]:
         """The I/O layer subscribed the connection: send ``welcome`` and go live."""
         if self.state is not State.AUTHENTICATING or self.claims is None:

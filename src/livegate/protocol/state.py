@@ -44,6 +44,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition((_A,), "auth (valid token)", _U, "Authenticate(claims, resume)"),
     Transition((_A,), "auth (refused token)", _C, "error(token_*) + Close(4401/4402)"),
     Transition((_A,), "anything else", _C, "error(not_authenticated) + Close(4400)"),
+    Transition((_A,), "admit (SSE: credential checked with the request)", _U, "Authenticate(claims, resume)"),
     Transition((_A,), "timer past auth timeout", _C, "error(auth_timeout) + Close(4005)"),
     Transition((_U,), "accept(position)", _O, "welcome"),
     Transition((_O,), "ping", _O, "pong"),

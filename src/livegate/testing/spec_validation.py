@@ -34,19 +34,27 @@ def _validator(document: str, pointer: str) -> jsonschema.protocols.Validator:
 
 def message_errors(frame: str | bytes | dict[str, Any], direction: str = "server") -> list[str]:
     """Every violation of ``ServerMessage`` (or ``ClientMessage``) in one frame, as text.
+    ``direction="sse"``: a server message or the SSE-only ``SseClose`` (``type: close``).
 
     Besides the schema, checks what JSON Schema cannot say per variant: no property
     outside the variant's ``properties`` (our contract tests are strict even though the
     structs are lenient for additive evolution).
     """
     data = json.loads(frame) if isinstance(frame, (str, bytes)) else frame
-    name = "ServerMessage" if direction == "server" else "ClientMessage"
+    if direction == "sse" and isinstance(data, dict) and data.get("type") == "close":
+        return _strict_errors(data, "SseClose", ["SseClose"])  # the SSE-only last event
+    name = "ClientMessage" if direction == "client" else "ServerMessage"
+    schemas = asyncapi_document()["components"]["schemas"]
+    return _strict_errors(data, name, [ref["$ref"].rsplit("/", 1)[1] for ref in schemas[name]["oneOf"]])
+
+
+def _strict_errors(data: Any, name: str, variants: list[str]) -> list[str]:
     validator = _validator("asyncapi", f"#/components/schemas/{name}")
     errors = [f"{'/'.join(map(str, e.absolute_path)) or '$'}: {e.message}" for e in validator.iter_errors(data)]
     if not errors and isinstance(data, dict):
         schemas = asyncapi_document()["components"]["schemas"]
-        for ref in schemas[name]["oneOf"]:
-            variant = schemas[ref["$ref"].rsplit("/", 1)[1]]
+        for variant_name in variants:
+            variant = schemas[variant_name]
             if variant["properties"]["type"]["const"] == data.get("type"):
                 extra = set(data) - set(variant["properties"])
                 if extra:
