@@ -356,9 +356,7 @@ export class LivegateClient {
   _socket(wire) {
     const url = this.options.url || defaultUrl();
     if (wire === "websocket") return new this.options.WebSocket(url);
-    return new SseConnection(this.options.sseUrl || sseUrlFor(url), {
-      fetch: this.options.fetch || undefined, silenceMs: this.options.pongTimeoutMs,
-    });
+    return new SseConnection(this.options.sseUrl || sseUrlFor(url), { fetch: this.options.fetch || undefined });
   }
 
   _sendAuth(ws) {

@@ -9,7 +9,8 @@
 // * every later frame (`refresh`, `ping`, ...) is `POST /v1/sse/{connectionId}/messages` with
 //   the same JSON; the answers arrive on the stream;
 // * `event: close` (`{code, reason}`) closes it with the contract's close code; a stream that
-//   ends without one, a network error, or silence past the heartbeat interval closes with 1006;
+//   ends without one, a network error, or silence for twice the heartbeat interval closes
+//   with 1006;
 // * a refused request closes with the close code its problem+json `code` maps to (docs/codes.md).
 // No dependency, no timers outside this object; `fetch` is injectable for tests.
 
@@ -76,8 +77,6 @@ export class SseConnection {
    * @param {string} url The SSE endpoint, e.g. `https://gateway.example/v1/sse`.
    * @param {Object} [options]
    * @param {typeof fetch} [options.fetch]
-   * @param {number} [options.silenceMs] Extra silence tolerated past `welcome.heartbeatIntervalMs`
-   *   before the stream counts as dead (default 10000).
    */
   constructor(url, options = {}) {
     this.url = url;
@@ -88,7 +87,6 @@ export class SseConnection {
     this.onmessage = null;
     this.onclose = null;
     this._fetch = options.fetch || globalThis.fetch.bind(globalThis);
-    this._silenceMs = options.silenceMs ?? 10000;
     this._abort = new AbortController();
     this._token = null;
     this._heartbeatMs = null;
@@ -172,11 +170,14 @@ export class SseConnection {
     if (this.onmessage) this.onmessage({ data, lastEventId: id || "" });
   }
 
-  /** The server writes at least a comment every heartbeat interval: silence means a dead link. */
+  /**
+   * The server writes at least a comment every heartbeat interval (asyncapi.yaml
+   * `x-sse.keepalive`): twice that without a byte means a dead link that nobody closed.
+   */
   _watchSilence() {
     clearTimeout(this._silence);
     if (!this._heartbeatMs) return;
-    this._silence = setTimeout(() => this._finish(1006, "stream silent"), this._heartbeatMs + this._silenceMs);
+    this._silence = setTimeout(() => this._finish(1006, "stream silent"), 2 * this._heartbeatMs);
   }
 
   async _post(frame) {
