@@ -74,6 +74,7 @@ class Config:
     max_event_bytes: int = 256 * 1024
     shutdown_grace_seconds: float = 5.0
     permessage_deflate: bool = False
+    sse_retry_ms: int = 2000
     # Generations
     data_dir: Path = Path(".livegate-data")
     tools_file: str | None = None
@@ -135,6 +136,7 @@ class Config:
             max_event_bytes=_int("LIVEGATE_MAX_EVENT_BYTES", 256 * 1024),
             shutdown_grace_seconds=_float("LIVEGATE_SHUTDOWN_GRACE", 5.0),
             permessage_deflate=_bool("LIVEGATE_PERMESSAGE_DEFLATE"),
+            sse_retry_ms=_int("LIVEGATE_SSE_RETRY_MS", 2000),
             data_dir=Path(_env("LIVEGATE_DATA_DIR", ".livegate-data") or ".livegate-data"),
             tools_file=_env("LIVEGATE_TOOLS_FILE"),
             output_url_ttl_seconds=_int("LIVEGATE_OUTPUT_URL_TTL", 3600),

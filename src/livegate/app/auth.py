@@ -10,7 +10,7 @@ from litestar import Request
 
 from livegate.app.problems import ProblemError
 from livegate.errors import AuthError
-from livegate.protocol.auth import TokenVerifier
+from livegate.protocol.auth import Claims, TokenVerifier
 
 
 def bearer(request: Request[Any, Any, Any]) -> str | None:
@@ -26,12 +26,17 @@ def bearer_token(header: str) -> str | None:
 
 def require_user(request: Request[Any, Any, Any], verifier: TokenVerifier) -> str:
     """The user id (JWT ``sub``) of a request carrying a valid user token, or 401."""
-    token = bearer(request)
+    return require_claims(request.headers.get("authorization", ""), verifier).sub
+
+
+def require_claims(authorization: str, verifier: TokenVerifier) -> Claims:
+    """The claims of the user token in an ``Authorization`` header value, or 401."""
+    token = bearer_token(authorization)
     if token is None:
         raise ProblemError(401, "unauthorized", "A user token is required (Authorization: Bearer <JWT>)",
                            headers={"WWW-Authenticate": 'Bearer realm="livegate"'})
     try:
-        return verifier.verify(token, time.time()).sub
+        return verifier.verify(token, time.time())
     except AuthError as exc:
         raise ProblemError(401, "unauthorized", f"{exc.code}: {exc.message}",
                            headers={"WWW-Authenticate": 'Bearer realm="livegate", error="invalid_token"'}) from None

@@ -17,6 +17,7 @@ from livegate.app.problems import EXCEPTION_HANDLERS
 from livegate.app.routes_core import MAX_BODY_BYTES, core_routes
 from livegate.app.routes_generations import generation_routes
 from livegate.app.security import security_headers_hook
+from livegate.app.sse import sse_routes
 from livegate.app.ws import Connection
 from livegate.config import Config
 from livegate.logs import configure_logging
@@ -76,7 +77,7 @@ def create_app(config: Config | None = None, *, gateway: Gateway | None = None) 
         clients); ``livegate serve`` serves it with the native wire (livegate.server)."""
         await serve_asgi(socket, lambda wire: Connection(wire, gw, origin=socket.headers.get("origin")))
 
-    handlers: list[Any] = [ws_endpoint, *core_routes(gw), *generation_routes(gw)]
+    handlers: list[Any] = [ws_endpoint, *core_routes(gw), *sse_routes(gw), *generation_routes(gw)]
     web = web_dir()
     docs = docs_dir()
     if (docs / "reference").is_dir():

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
-from livegate.bus import Bus, create_bus
+from livegate.bus import Bus, create_bus, create_relay, create_tickets
 from livegate.bus.hub import Hub
 from livegate.config import Config
 from livegate.metrics import Metrics
@@ -45,6 +46,14 @@ class Gateway:
             max_json_depth=config.max_json_depth,
         )
         self.publisher = Publisher(self.bus, self.metrics, config.max_event_bytes)
+        # SSE (app/sse.py): this process's name in connection ids, the tickets every process
+        # shares and the relay that hands client messages to the process holding the stream.
+        self.node = secrets.token_hex(4)
+        self.tickets = create_tickets(config)
+        self.relay = create_relay(config, self.node)
+        from livegate.app.sse import SseConnections
+
+        self.sse = SseConnections(self)
         self.connections: set[Connection] = set()
         self.ticks = LoopTicks()  # the delivery core's clock: bursts are bounded per loop iteration
         self.generations: GenerationService | None = None
@@ -59,6 +68,8 @@ class Gateway:
         self._draining = False
         self.hub.accepting = True
         await self.bus.start()
+        await self.tickets.start()
+        await self.relay.start(self.sse.on_relayed)
         from livegate.service.generations import GenerationService
 
         self.generations = GenerationService.from_config(self.config, self.publisher)
@@ -68,6 +79,8 @@ class Gateway:
         await self.drain(self.config.shutdown_grace_seconds)
         if self.generations is not None:
             await self.generations.stop()
+        await self.relay.stop()
+        await self.tickets.stop()
         await self.bus.stop()
 
     async def drain(self, timeout: float) -> None:

@@ -44,6 +44,7 @@ _TITLES = {
     "bus_unavailable": "Event bus unavailable",
     "database_unavailable": "Database unavailable",
     "too_many_queued": "Too many queued generations",
+    "ticket_invalid": "Invalid ticket",
     "internal_error": "Internal server error",
 }
 

@@ -1,8 +1,11 @@
-"""The endpoint of asyncapi.yaml's ``/v1/ws`` channel: one :class:`Connection` per socket.
+"""The endpoint of asyncapi.yaml's ``/v1/ws`` channel (and of ``sseStream``, the same stream
+over Server-Sent Events): one :class:`Connection` per socket or event stream.
 
 It is written against :class:`livegate.transport.wire.Wire` (write a text, bytes not yet
 written, close with a code, a drain callback) and does not know which transport carries it
-(:mod:`livegate.transport.native` or :mod:`livegate.transport.asgi`). It is a pump: frames and
+(:mod:`livegate.transport.native`, :mod:`livegate.transport.asgi` or
+:mod:`livegate.transport.sse`, whose connections are authenticated by their request and whose
+client messages arrive by POST, :mod:`livegate.app.sse`). It is a pump: frames and
 the clock go into the sans-I/O :class:`~livegate.protocol.session.Session`; stream events and
 control frames go through :class:`~livegate.protocol.delivery.Delivery`, which decides the
 resume seam, the offset filter, the replay, write-now-or-queue and the slow-consumer close;
@@ -27,6 +30,7 @@ from typing import TYPE_CHECKING
 from livegate.bus import StreamEvent, Subscription
 from livegate.errors import BusError
 from livegate.protocol import codec, messages
+from livegate.protocol.auth import Claims
 from livegate.protocol.codes import CLOSE_CODES, FATAL_CLOSE
 from livegate.protocol.delivery import OVERFLOW, QUEUED, WRITE, Delivery
 from livegate.protocol.resume import Fresh, Replay
@@ -52,6 +56,7 @@ class Connection:
     :class:`~livegate.transport.wire.Endpoint`."""
 
     __slots__ = (
+        "_admit",
         "_clock",
         "_close",
         "_close_sent",
@@ -74,10 +79,15 @@ class Connection:
         "wire",
     )
 
-    def __init__(self, wire: Wire, gateway: Gateway, *, origin: str | None) -> None:
+    def __init__(self, wire: Wire, gateway: Gateway, *, origin: str | None, connection_id: str | None = None,
+                 admit: tuple[Claims, messages.StreamPosition | None] | None = None) -> None:
+        """``admit``: the wire authenticated the connection with its request (SSE: a ticket
+        or a Bearer JWT, and ``Last-Event-ID``); it joins its stream on :meth:`open` as
+        after an ``auth`` with these claims and resume position."""
         self.wire = wire
         self.gw = gateway
-        self.id = "c-" + secrets.token_hex(6)
+        self.id = connection_id or "c-" + secrets.token_hex(6)
+        self._admit = admit
         self.session = Session(gateway.verifier, gateway.limits, self.id, now=time.time())
         self.delivery = Delivery(gateway.config.queue_max_bytes)
         self._origin = origin
@@ -104,6 +114,9 @@ class Connection:
         allowed = self.gw.config.allowed_origins
         if allowed and self._origin not in allowed:
             self._apply(self.session.fail("origin_not_allowed", f"Origin {self._origin!r} is not allowed"))
+        elif self._admit is not None:
+            claims, resume = self._admit
+            self._apply(self.session.admit(claims, resume))
         else:
             self._rearm_timer()
 

@@ -9,8 +9,11 @@ from livegate.bus.base import (
     StreamEvent,
     Subscription,
 )
+from livegate.bus.relay import LocalRelay, Relay
+from livegate.bus.tickets import MemoryTickets, TicketStore
 
-__all__ = ["Bus", "Listener", "Position", "PublishItem", "ReadResult", "StreamEvent", "Subscription"]
+__all__ = ["Bus", "Listener", "Position", "PublishItem", "ReadResult", "StreamEvent", "Subscription",
+           "create_bus", "create_relay", "create_tickets"]
 
 
 def create_bus(config: object) -> Bus:
@@ -34,3 +37,30 @@ def create_bus(config: object) -> Bus:
     from livegate.bus.memory import MemoryBus
 
     return MemoryBus(max_events=max_events, max_age_seconds=max_age)
+
+
+def _first_redis_url(config: object) -> str | None:
+    urls = [u.strip() for u in str(getattr(config, "redis_url", None) or "").split(",") if u.strip()]
+    return urls[0] if urls else None
+
+
+def create_tickets(config: object) -> TicketStore:
+    """Where SSE tickets live: this process's memory, or (``LIVEGATE_REDIS_URL``) the first
+    Redis, so any process takes a ticket another issued, once."""
+    url = _first_redis_url(config)
+    if url:
+        from livegate.bus.redis.tickets import RedisTickets
+
+        return RedisTickets(url)
+    return MemoryTickets()
+
+
+def create_relay(config: object, node: str) -> Relay:
+    """How processes hand each other requests (an SSE client message to the process holding
+    its stream): none to hand in one process, or the first Redis's pub/sub."""
+    url = _first_redis_url(config)
+    if url:
+        from livegate.bus.redis.relay import RedisRelay
+
+        return RedisRelay(url, node)
+    return LocalRelay(node)

@@ -18,42 +18,28 @@ from typing import Any
 from litestar import WebSocket
 from litestar.exceptions import WebSocketDisconnect
 
-from livegate.transport.wire import Endpoint
-
-HIGH_WATER = 64 * 1024
-LOW_WATER = 16 * 1024
+from livegate.transport.wire import HIGH_WATER, LOW_WATER, Endpoint, PendingWrites
 
 
-class AsgiWire:
+class AsgiWire(PendingWrites[str]):
     """Implements :class:`~livegate.transport.wire.Wire` over one accepted ASGI WebSocket."""
 
-    __slots__ = ("_buffered", "_close", "_done", "_pending", "_sender", "_socket", "_wake", "endpoint",
-                 "writable")
+    __slots__ = ("_close", "_sender", "_socket", "_wake")
 
     def __init__(self, socket: WebSocket[Any, Any, Any]) -> None:
+        super().__init__()
         self._socket = socket
-        self._pending: list[str] = []
-        self._buffered = 0
         self._close: tuple[int, str] | None = None
         self._sender: asyncio.Task[None] | None = None
         self._wake: asyncio.Future[None] | None = None
-        self._done = False
-        self.endpoint: Endpoint | None = None
-        self.writable = True
 
     # -- Wire -----------------------------------------------------------------------------
 
     def write(self, text: str) -> None:
         if self._close is not None or self._done:
             return
-        self._pending.append(text)
-        self._buffered += len(text)
-        if self._buffered >= HIGH_WATER:
-            self.writable = False
+        self._push(text)
         self._kick()
-
-    def buffered(self) -> int:
-        return self._buffered
 
     def close(self, code: int, reason: str) -> None:
         if self._close is None and not self._done:
@@ -111,11 +97,7 @@ class AsgiWire:
                     pending, self._pending = self._pending, []
                     for text in pending:
                         await socket.send({"type": "websocket.send", "text": text, "bytes": None})
-                        self._buffered -= len(text)
-                        if not self.writable and self._buffered <= LOW_WATER:
-                            self.writable = True
-                            if self.endpoint is not None:
-                                self.endpoint.drained()
+                        self._taken(len(text))
                     continue
                 if self._close is not None:
                     code, reason = self._close

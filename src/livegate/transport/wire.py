@@ -13,7 +13,12 @@ allowed (nothing is lost) but the endpoint queues instead, so its own bounds app
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
+
+#: Where a wire without a transport buffer of its own (ASGI's awaitable ``send``) stops
+#: being writable, and where it is drained again.
+HIGH_WATER = 64 * 1024
+LOW_WATER = 16 * 1024
 
 
 class Wire(Protocol):
@@ -52,4 +57,40 @@ class Endpoint(Protocol):
         """The connection is gone (closed by either side, or the peer vanished)."""
 
 
-__all__ = ["Endpoint", "Wire"]
+Item = TypeVar("Item", str, bytes)
+
+
+class PendingWrites(Generic[Item]):
+    """The write buffer of a wire whose sender task hands items to an awaitable ``send``
+    (:mod:`~livegate.transport.asgi`, :mod:`~livegate.transport.sse`): ``writable`` and
+    ``buffered`` as a transport's buffer would have them (:data:`HIGH_WATER` /
+    :data:`LOW_WATER`), and :meth:`Endpoint.drained` when it empties enough."""
+
+    __slots__ = ("_buffered", "_done", "_pending", "endpoint", "writable")
+
+    def __init__(self) -> None:
+        self._pending: list[Item] = []
+        self._buffered = 0
+        self._done = False
+        self.endpoint: Endpoint | None = None
+        self.writable = True
+
+    def buffered(self) -> int:
+        return self._buffered
+
+    def _push(self, item: Item) -> None:
+        self._pending.append(item)
+        self._buffered += len(item)
+        if self._buffered >= HIGH_WATER:
+            self.writable = False
+
+    def _taken(self, size: int) -> None:
+        """``size`` bytes of what was pushed reached ``send``."""
+        self._buffered -= size
+        if not self.writable and self._buffered <= LOW_WATER:
+            self.writable = True
+            if self.endpoint is not None:
+                self.endpoint.drained()
+
+
+__all__ = ["HIGH_WATER", "LOW_WATER", "Endpoint", "PendingWrites", "Wire"]
