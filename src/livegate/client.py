@@ -265,6 +265,8 @@ class LivegateClient:
                     return close_code_for_refusal(response.status_code, problem.get("code"))
                 self._sse = _SsePoster(http, self, token)
                 async for event in source.aiter_sse():
+                    if not event.data:
+                        continue  # the `retry:` preamble: our backoff is our own
                     if event.event == "close":
                         return int(msgspec.json.decode(event.data, type=messages.SseClose).code)
                     await self._handle(event.data)

@@ -167,7 +167,9 @@ async def test_a_network_drop_mid_run_over_sse_resumes_exactly(gateway: RunningG
         assert await debug_state(page, "d.offsets.length") == seen  # nothing arrived while offline
         await context.set_offline(False)
 
-        await expect(page.locator(f".run[data-generation-id={gen_id}] .status-badge")).to_have_text("Completed")
+        # (the backoff grew while offline: the next attempt may be seconds away)
+        await expect(page.locator(f".run[data-generation-id={gen_id}] .status-badge")).to_have_text(
+            "Completed", timeout=WAIT_SECONDS * 1000)
         await expect(page.locator("#connection")).to_contain_text("Live · SSE")
         await assert_exactly_the_server_stream(page, gateway, "ned")
         welcomes = await debug_state(page, "d.welcomes")
@@ -193,11 +195,16 @@ async def test_back_to_a_websocket_once_it_gets_through_without_loss(gateway: Ru
 
     await expect(indicator).to_contain_text("Live · WebSocket")
     await expect(indicator).to_have_attribute("data-transport", "websocket")
-    await expect(page.locator(f".run[data-generation-id={gen_id}] .status-badge")).to_have_text("Completed")
+    await expect(page.locator(f".run[data-generation-id={gen_id}] .status-badge")).to_have_text(
+        "Completed", timeout=WAIT_SECONDS * 1000)
     assert block.passed == 1 and block.refused == refused
     await assert_exactly_the_server_stream(page, gateway, "wes")
     transports = await debug_state(page, "d.transports.map(t => [t.transport, t.reason])")
     assert transports == [["websocket", "connect"], ["sse", "fallback"], ["websocket", "upgrade"]]
+    # The switch happened mid-run: events of the run came over both wires.
+    switched_at = await debug_state(page, "d.transports[2].offset")
+    run_offsets = await debug_state(page, f"d.events.filter(e => e.generationId === '{gen_id}').map(e => e.offset)")
+    assert run_offsets[0] <= switched_at < run_offsets[-1], (switched_at, run_offsets)
     # The WebSocket resumed from the position the SSE stream had reached: the offsets both
     # carried around the switch were dropped once, and the SSE stream was not reopened.
     auth = next(m for m in tab.sent_messages() if m["type"] == "auth")

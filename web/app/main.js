@@ -141,7 +141,7 @@ function wireClient() {
   client.on("state", onState);
   client.on("send", (frame) => debug.sent.push(frame));
   client.on("welcome", (w) => debug.welcomes.push(w));
-  client.on("transport", (t) => debug.transports.push(t));
+  client.on("transport", (t) => debug.transports.push({ ...t, offset: client.position?.offset ?? null }));
   client.on("duplicate", (e) => debug.duplicates.push(e.offset));
   client.on("event", (event) => {
     debug.offsets.push(event.offset, ...(event.supersedes || []));
