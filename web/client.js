@@ -16,7 +16,9 @@
 //   backoff and full jitter (delay = random(0, min(max, initial * 2^attempt)));
 // * falls back to Server-Sent Events after `fallbackAfter` attempts in a row that got no
 //   `welcome` (refused upgrade, proxy that kills the socket, no answer within `openTimeoutMs`),
-//   resuming from the same position; while on SSE it tries a WebSocket in the background every
+//   unless the WebSocket already worked for this client (then it is an outage, as a server
+//   restart: it stays, like centrifuge-js), resuming from the same position; while on SSE it
+//   tries a WebSocket in the background every
 //   `upgradeRetryMs` and switches back once that one has its `welcome` (the offsets both wires
 //   carried around the switch are deduplicated, so nothing is lost or doubled);
 // * never sends the same token again after 4401 (auth failed) / 4402 (token expired): it asks
@@ -230,6 +232,7 @@ export class LivegateClient {
     this._welcomed = false; // did `_ws` get its `welcome`?
     this._wire = 0; // index in options.transports of the wire to use next
     this._wireFailures = 0; // attempts in a row on that wire without a `welcome`
+    this._proven = new Set(); // wires that had a `welcome` since connect(): kept through outages
     this._probe = null; // a background WebSocket that may replace the SSE stream
     this._timers = { retry: null, ping: null, pong: null, open: null, upgrade: null, probe: null };
     this._ids = 0;
@@ -287,6 +290,7 @@ export class LivegateClient {
     this._ws = null;
     if (ws) ws.close(1000, "client closed");
     this._dropProbe();
+    this._proven.clear();
     this._setState("idle", {});
   }
 
@@ -373,8 +377,9 @@ export class LivegateClient {
     if (this._stopped) return;
     const code = event.code;
     const info = { closeCode: code, closeReason: event.reason || "" };
-    // No `welcome` and no close code of the server's table: this wire did not get through.
-    if (!this._welcomed && !(code >= 4000 && code <= 4499)) this._wireFailed();
+    // No `welcome` and no close code of the server's table: this wire did not get through —
+    // blocked, or the server is down; a wire that worked before is an outage: keep it.
+    if (!this._welcomed && !(code >= 4000 && code <= 4499) && !this._proven.has(this.transport)) this._wireFailed();
     if (code === CLOSE.authFailed || code === CLOSE.tokenExpired) {
       // Never retry the same token: ask the app for a new one.
       const previous = this.token;
@@ -577,6 +582,7 @@ export class LivegateClient {
     this.attempt = 0;
     this._welcomed = true;
     this._wireFailures = 0;
+    this._proven.add(this.transport);
     clearTimeout(this._timers.open);
     if (welcome.recovered !== true) {
       this.cursor.reset(welcome.epoch, welcome.offset);

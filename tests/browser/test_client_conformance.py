@@ -403,19 +403,18 @@ async def test_falls_back_to_sse_resumes_there_and_sends_client_messages_over_po
     result = await harness.evaluate("""async () => {
       const ev = (offset) => ({ type: 'notification', epoch: 'e1', offset, timestamp: '2026-11-25T18:30:01Z',
                                 level: 'info', message: 'n' + offset });
-      const h = make({ client: { transports: ['websocket', 'sse'], fallbackAfter: 2 } });
+      // This tab saw e1:1 and e1:2 before (a reload); now every WebSocket is refused.
+      sessionStorage.clear();
+      sessionStorage.setItem('livegate.position:', JSON.stringify({ epoch: 'e1', offset: 2 }));
+      const h = make({ wsFail: 100, storage: sessionStorage,
+                       client: { transports: ['websocket', 'sse'], fallbackAfter: 2 } });
       h.client.connect();
-      await until(() => h.socket() && h.socket().sent.length === 1);
-      h.feed({ ...""" + WELCOME_JS + """ });
-      h.feed(ev(1)); h.feed(ev(2));
-      h.refuseSockets(100);                      // from now on every WebSocket is refused...
-      h.close(1006);                              // ... after a network drop of the live one
       await until(() => h.stream());
       const wsAttempts = h.sockets.length;
       const first = h.stream();
       first.event({ ...""" + WELCOME_JS + """, connectionId: 'c-sse-1', offset: 4, recovered: true });
       first.event(ev(2), 'e1:2'); first.event(ev(3), 'e1:3'); first.event(ev(4), 'e1:4');
-      await until(() => h.client.state === 'live' && h.log.offsets.length === 4);
+      await until(() => h.client.state === 'live' && h.log.offsets.length === 2);
       // tokenExpiring on the stream -> refresh POSTed (new token); ping -> POST, pong on the stream.
       first.event({ type: 'tokenExpiring', expiresAt: '2030-01-01T00:00:00Z', secondsLeft: 30 });
       await until(() => h.sse.requests.some((r) => r.method === 'POST'));
@@ -432,17 +431,17 @@ async def test_falls_back_to_sse_resumes_there_and_sends_client_messages_over_po
       second.event({ ...""" + WELCOME_JS + """, connectionId: 'c-sse-2', offset: 5, recovered: true });
       second.event(ev(5), 'e1:5');
       // A stream that just stops (a proxy timeout) reconnects too, without a close event.
-      await until(() => h.log.offsets.length === 5);
+      await until(() => h.log.offsets.length === 3);
       second.fail();
       await until(() => h.sse.streams.length === 3);
       return { log: h.log, wsAttempts, requests: h.sse.requests, transport: h.client.transport,
                position: h.client.position, firstAborted: first.aborted };
     }""")
     log = result["log"]
-    assert result["wsAttempts"] == 3  # the live socket, then fallbackAfter=2 refused attempts
+    assert result["wsAttempts"] == 2  # fallbackAfter=2 refused attempts
     assert log["transports"] == [["websocket", "connect"], ["sse", "fallback"]]
-    assert log["offsets"] == [1, 2, 3, 4, 5] and log["duplicates"] == [2]
-    assert log["resyncs"] == ["fresh"]
+    assert log["offsets"] == [3, 4, 5] and log["duplicates"] == [2]
+    assert log["resyncs"] == []  # recovered: the stored position was resumed over SSE
     gets = [r for r in result["requests"] if r["method"] == "GET"]
     posts = [r for r in result["requests"] if r["method"] == "POST"]
     assert [g["headers"].get("Last-Event-ID") for g in gets] == ["e1:2", "e1:4", "e1:5"]
@@ -455,6 +454,23 @@ async def test_falls_back_to_sse_resumes_there_and_sends_client_messages_over_po
     assert result["transport"] == "sse" and result["position"] == {"epoch": "e1", "offset": 5}
     assert log["problems"] == []
     await sent_frames(harness)
+
+
+async def test_a_websocket_that_worked_is_kept_through_an_outage(harness: Page) -> None:
+    result = await harness.evaluate("""async () => {
+      const h = make({ client: { transports: ['websocket', 'sse'], fallbackAfter: 2 } });
+      h.client.connect();
+      await until(() => h.socket() && h.socket().sent.length === 1);
+      h.feed({ ...""" + WELCOME_JS + """ });
+      h.refuseSockets(3);   // a server restart: three attempts fail, the fourth gets through
+      h.close(1006);
+      await until(() => h.sockets.length === 5 && h.socket().sent.length === 1);
+      const out = { transports: h.log.transports, streams: h.sse.streams.length,
+                    resume: JSON.parse(h.socket().sent[0]).resume };
+      h.client.close();
+      return out;
+    }""")
+    assert result == {"transports": [["websocket", "connect"]], "streams": 0, "resume": {"epoch": "e1", "offset": 0}}
 
 
 async def test_from_sse_back_to_a_websocket_without_loss_or_duplicate_delivery(harness: Page) -> None:
