@@ -290,7 +290,7 @@ def _same_but_urls(a: dict[str, Any], b: dict[str, Any]) -> bool:
 async def test_behind_a_proxy_that_refuses_websocket_upgrades_a_run_arrives_over_sse(
     cluster: Cluster, pages: Pages
 ) -> None:
-    with Nginx([g.port for g in cluster.gateways], upgrade=False) as proxy:
+    with Nginx([g.port for g in cluster.gateways], upgrade=False, buffering=True) as proxy:  # nginx defaults
         tab = await pages.new("sue")
         page = tab.page
         await sign_in(tab, proxy.http_url, "sue")

@@ -35,6 +35,7 @@ from litestar.types import HTTPScope, Receive, Send
 from livegate.app.auth import require_claims
 from livegate.app.problems import ProblemError
 from livegate.app.routes_core import header
+from livegate.app.routes_generations import PathStr
 from livegate.app.ws import Connection
 from livegate.errors import BusUnavailable, ContractError
 from livegate.protocol import http, messages
@@ -184,7 +185,7 @@ def sse_routes(gw: Gateway) -> list[HTTPRouteHandler | ASGIRouteHandler]:
             gw.sse.by_id.pop(connection_id, None)
 
     @post("/v1/sse/{connection_id:str}/messages", status_code=202)
-    async def send_message(request: Request[Any, Any, Any], connection_id: str) -> Response[bytes]:
+    async def send_message(request: Request[Any, Any, Any], connection_id: PathStr) -> Response[bytes]:
         """openapi.yaml ``sendSseMessage``: the body is handed to the connection as a text
         frame (a body over the frame limit still is over it: ``frame_too_large``)."""
         claims = require_claims(request.headers.get("authorization", ""), gw.verifier)

@@ -11,7 +11,8 @@ The balancer is what docs/scaling.md asks of one: an ``upstream`` of the backend
 plain **round robin** (one worker process, so requests alternate strictly between
 backends in arrival order), the WebSocket upgrade passed through (``proxy_http_version
 1.1`` with ``Upgrade`` / ``Connection`` from the usual ``map``), ``proxy_buffering off`` so
-streamed responses are not held back, and read timeouts above the gateway's heartbeat
+streamed responses are not held back (``buffering=True``: nginx's default ``on``, which the
+SSE stream defeats with ``X-Accel-Buffering: no``), and read timeouts above the gateway's heartbeat
 interval. Everything nginx writes lives in its own temp prefix (config, pid file, error and
 access logs, temp dirs); the access log is one JSON object per request with the backend
 that served it (``$upstream_addr``), which is how tests prove a request went to a given
@@ -121,7 +122,7 @@ http {{
             proxy_set_header Host $http_host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_buffering off;
+            proxy_buffering {buffering};
             proxy_connect_timeout {connect_timeout}s;
             # above the gateway's heartbeat interval (25 s): an idle socket is pinged first
             proxy_read_timeout {read_timeout}s;
@@ -140,17 +141,20 @@ class Nginx:
     :param read_timeout: ``proxy_read_timeout`` / ``proxy_send_timeout``, seconds.
     :param upgrade: ``False`` drops the ``Upgrade`` / ``Connection`` headers, as proxies that
         do not know WebSockets do: every ``/v1/ws`` handshake fails, plain HTTP (SSE) passes.
+    :param buffering: ``proxy_buffering on`` (nginx's default, which a streamed response
+        must defeat with ``X-Accel-Buffering: no``) instead of off.
     """
 
     def __init__(self, backends: Sequence[int], *, port: int | None = None, read_timeout: float = 75.0,
                  connect_timeout: float = 5.0, startup_timeout: float = 10.0, stop_timeout: float = 5.0,
-                 binary: str | None = None, upgrade: bool = True) -> None:
+                 binary: str | None = None, buffering: bool = False, upgrade: bool = True) -> None:
         if not backends:
             raise ValueError("nginx needs at least one backend")
         self.binary = binary or find_nginx()
         self.backends = list(backends)
         self.port = port or free_port()
         self.read_timeout = read_timeout
+        self.buffering = buffering
         self.upgrade = upgrade
         self.connect_timeout = connect_timeout
         self.startup_timeout = startup_timeout
@@ -222,7 +226,8 @@ class Nginx:
                            f"            proxy_set_header Connection {upgrade[1]};")
         self.config_path.write_text(_CONFIG.format(
             user=user, prefix=self.prefix, servers=servers, port=self.port, upgrade_headers=upgrade_headers,
-            read_timeout=f"{self.read_timeout:g}", connect_timeout=f"{self.connect_timeout:g}"))
+            read_timeout=f"{self.read_timeout:g}", connect_timeout=f"{self.connect_timeout:g}",
+            buffering="on" if self.buffering else "off"))
         return self.config_path
 
     def start(self) -> Self:

@@ -76,22 +76,25 @@ class SseWire(PendingWrites[bytes]):
     async def run(self, headers: list[tuple[bytes, bytes]], make_endpoint: Callable[[SseWire], Endpoint]) -> None:
         """Start the response, serve the endpoint until either side ends it, tell the
         endpoint (once)."""
-        await self._send({"type": "http.response.start", "status": 200, "headers": headers})
-        self._queue(sse.preamble(self._retry_ms))
+        # The endpoint exists before the headers go out: they name it (a client may POST to
+        # it as soon as it has read them).
         endpoint = self.endpoint = make_endpoint(self)
         loop = asyncio.get_running_loop()
-        sender = self._sender = loop.create_task(self._send_loop())
-        left = loop.create_task(self._wait_disconnect())
-        self._arm_keepalive()
+        tasks: list[asyncio.Task[None]] = []
         try:
+            await self._send({"type": "http.response.start", "status": 200, "headers": headers})
+            self._queue(sse.preamble(self._retry_ms))
+            self._sender = loop.create_task(self._send_loop())
+            tasks = [self._sender, loop.create_task(self._wait_disconnect())]
+            self._arm_keepalive()
             endpoint.open()
-            await asyncio.wait((sender, left), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self._done = True
             for timer in (self._keepalive, self._close_timer):
                 if timer is not None:
                     timer.cancel()
-            for task in (sender, left):
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
