@@ -86,6 +86,7 @@ export class SseConnection {
     this.onopen = null;
     this.onmessage = null;
     this.onclose = null;
+    this.onerror = null; // never called: every failure is a close with a code, as for a WebSocket
     this._fetch = options.fetch || globalThis.fetch.bind(globalThis);
     this._abort = new AbortController();
     this._token = null;

@@ -25,6 +25,7 @@ const debug = { offsets: [], events: [], protocolErrors: [], states: [], welcome
  */
 function clientOptionsFromUrl() {
   const query = new URLSearchParams(location.search);
+  /** @type {Record<string, any>} */
   const options = {};
   const transports = (query.get("transports") || "").split(",").filter((t) => TRANSPORTS.includes(t));
   if (transports.length) options.transports = transports;
