@@ -1,6 +1,7 @@
 """The sandbox when WebSockets do not get through: web/client.js falls back to Server-Sent
-Events (asyncapi.yaml ``sseStream``), resumes across a network drop, and returns to a
-WebSocket once one gets through again — every event of the server's stream exactly once.
+Events (asyncapi.yaml ``sseStream``), resumes across a network drop, carries a tab's stored
+position over to SSE after a reload, and returns to a WebSocket once one gets through again
+— every event of the server's stream exactly once.
 
 WebSockets are blocked in the page with ``page.route_web_socket`` (every handshake closed
 abnormally, as a proxy that kills upgrades does); the nginx variant, where the proxy itself
@@ -213,3 +214,37 @@ async def test_back_to_a_websocket_once_it_gets_through_without_loss(gateway: Ru
     welcomes = await debug_state(page, "d.welcomes")
     assert len(welcomes) == 2 and welcomes[1]["recovered"] is True
     assert await debug_state(page, "d.resyncs") == ["fresh"]
+
+
+async def test_a_reload_behind_a_proxy_that_blocks_websockets_resumes_the_tabs_position_over_sse(
+    gateway: RunningGateway, pages: Pages
+) -> None:
+    tab, block, requests = await blocked_page(pages, "rae")
+    page = tab.page
+    block.blocked = False  # at first the WebSocket gets through
+    await sign_in(tab, gateway.http_url, "rae")
+    await expect(page.locator("#connection")).to_contain_text("Live · WebSocket")
+    gen_id = await run_demo(page, duration=4.0, steps=12)
+    await wait_for_step(page, gen_id, 3)
+
+    # The tab moves behind a proxy that kills WebSockets and is reloaded mid-run: the client
+    # starts from the position this tab kept, and carries it over to SSE.
+    block.blocked = True
+    before = await page.evaluate("() => JSON.parse(sessionStorage.getItem('livegate.position:rae'))")
+    await page.reload()
+    await expect(page.locator("#connection")).to_contain_text("Live · SSE", timeout=WAIT_SECONDS * 1000)
+    # (events may still have come over the WebSocket between reading `before` and the reload)
+    epoch, _, offset = requests.streams[0]["lastEventId"].rpartition(":")
+    stored = {"epoch": epoch, "offset": int(offset)}
+    assert epoch == before["epoch"] and stored["offset"] >= before["offset"] > 0, (before, requests.streams[0])
+    await page.wait_for_function(
+        "id => window.__livegate.events.some(e => e.generationId === id && e.status === 'completed')",
+        arg=gen_id, timeout=WAIT_SECONDS * 1000)
+
+    welcome = await debug_state(page, "d.welcomes[0]")
+    assert welcome["recovered"] is True and await debug_state(page, "d.resyncs") == []
+    stream = await server_stream(gateway.ws_url, gateway.token("rae"), stored["epoch"])
+    expected = [e["offset"] for e in stream if e["offset"] > stored["offset"]]
+    assert await debug_state(page, "d.offsets") == expected  # from the stored position on, once each
+    assert await debug_state(page, "d.transports.map(t => t.transport)") == ["websocket", "sse"]
+    assert await debug_state(page, "d.protocolErrors") == [] and await debug_state(page, "d.duplicates") == []
