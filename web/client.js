@@ -16,11 +16,11 @@
 //   backoff and full jitter (delay = random(0, min(max, initial * 2^attempt)));
 // * falls back to Server-Sent Events after `fallbackAfter` attempts in a row that got no
 //   `welcome` (refused upgrade, proxy that kills the socket, no answer within `openTimeoutMs`),
-//   unless the WebSocket already worked for this client (then it is an outage, as a server
-//   restart: it stays, like centrifuge-js), resuming from the same position; while on SSE it
-//   tries a WebSocket in the background every
-//   `upgradeRetryMs` and switches back once that one has its `welcome` (the offsets both wires
-//   carried around the switch are deduplicated, so nothing is lost or doubled);
+//   resuming from the same position — unless the WebSocket already worked for this client:
+//   then it is an outage (a server restart) and it stays, like centrifuge-js; while on SSE it
+//   tries a WebSocket in the background every `upgradeRetryMs` and switches back once that one
+//   has its `welcome` (the offsets both wires carried around the switch are deduplicated, so
+//   nothing is lost or doubled);
 // * never sends the same token again after 4401 (auth failed) / 4402 (token expired): it asks
 //   `getToken` for a new one and stops (state `tokenExpired` / `authFailed`) when there is none;
 //   stops on the other terminal codes (4400-4499);
