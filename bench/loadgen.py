@@ -3,7 +3,7 @@
 The receivers are a hand-rolled client (an ``asyncio.Protocol`` that parses unmasked server
 frames and sends zero-masked client frames) so that the load generator, which shares the
 machine, costs a few microseconds per received frame instead of the ~20 us of a full client
-library. It speaks three dialects: livegate (asyncapi.yaml ``auth``/``welcome``), the floor
+library (:class:`SseClient` does the same for SSE streams). It speaks three dialects: livegate (asyncapi.yaml ``auth``/``welcome``), the floor
 (same frames) and Engine.IO 4 / Socket.IO 5 over a WebSocket (``0{..}``, ``40{auth}``,
 ``42[..]``, ping ``2`` -> pong ``3``).
 
@@ -185,18 +185,91 @@ class WsClient(asyncio.Protocol):
             self.transport.close()
 
 
+class SseClient(asyncio.Protocol):
+    """One SSE stream (asyncapi.yaml ``sseStream``, ``GET /v1/sse`` with ``Authorization:
+    Bearer``), as cheap as :class:`WsClient`: HTTP/1.1 chunks are not decoded, since every
+    event ends with a blank line and the gateway never splits one over two chunks, so events
+    are found by their terminator and counted by the ``@t=`` marker of their ``data``."""
+
+    def __init__(self, stats: Stats, host: str, port: int, path: str, token: str,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.stats = stats
+        self.host, self.port, self.path, self.token = host, port, path, token
+        self.ready: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[int] = loop.create_future()
+        self.transport: asyncio.Transport | None = None
+        self._tail = b""
+        self._started = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.write(f"GET {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"  # type: ignore[attr-defined]
+                        f"Authorization: Bearer {self.token}\r\nAccept: text/event-stream\r\n\r\n".encode())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(1006)
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError(f"closed before ready: {exc!r}"))
+
+    def data_received(self, data: bytes) -> None:
+        stats = self.stats
+        stats.bytes_received += len(data)
+        buf = self._tail + data if self._tail else data
+        if not self._started:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                self._tail = buf
+                return
+            if b" 200 " not in buf[:end].split(b"\r\n", 1)[0]:
+                self.ready.set_exception(ConnectionError(f"refused: {buf[:300]!r}"))
+                self.transport.close()  # type: ignore[union-attr]
+                return
+            buf = buf[end + 4:]
+            self._started = True
+        pieces = buf.split(b"\n\n")
+        self._tail = pieces.pop()
+        now = 0.0
+        for piece in pieces:
+            mark = piece.find(MARKER)
+            if mark >= 0:
+                stats.delivered += 1
+                if stats.record_latency and len(stats.latencies) < stats.max_samples:
+                    if not now:
+                        now = time.time()
+                    stats.latencies.append(now - float(piece[mark + 3:mark + 20]))
+            elif b"event: welcome" in piece:
+                if not self.ready.done():
+                    self.ready.set_result(None)
+            elif b"event: close" in piece:
+                code = int(piece[piece.find(b'"code":') + 7:][:4])
+                stats.closes[code] = stats.closes.get(code, 0) + 1
+                if not self.closed.done():
+                    self.closed.set_result(code)
+                self.transport.close()  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
 async def open_clients(stats: Stats, *, host: str, port: int, path: str, dialect: str,
                        tokens: list[str], concurrency: int = 64, timeout: float = 120.0,
-                       deflate: bool = False) -> list[WsClient]:
-    """Open one authenticated connection per token; raise if any fails or time runs out."""
+                       deflate: bool = False) -> list[WsClient | SseClient]:
+    """Open one authenticated connection per token; raise if any fails or time runs out.
+    ``dialect="sse"``: an SSE stream (:class:`SseClient`) instead of a WebSocket."""
     loop = asyncio.get_running_loop()
     gate = asyncio.Semaphore(concurrency)
-    clients: list[WsClient] = []
+    clients: list[WsClient | SseClient] = []
+
+    def make(token: str) -> WsClient | SseClient:
+        if dialect == "sse":
+            return SseClient(stats, host, port, path, token, loop)
+        return WsClient(stats, host, port, path, dialect, token, loop, deflate)
 
     async def one(token: str) -> None:
         async with gate:
-            _, client = await loop.create_connection(
-                lambda: WsClient(stats, host, port, path, dialect, token, loop, deflate), host, port)
+            _, client = await loop.create_connection(lambda: make(token), host, port)
             clients.append(client)
             await asyncio.wait_for(client.ready, 30)
 
@@ -205,7 +278,7 @@ async def open_clients(stats: Stats, *, host: str, port: int, path: str, dialect
     return clients
 
 
-async def close_clients(clients: list[WsClient], timeout: float = 10.0) -> None:
+async def close_clients(clients: list[WsClient | SseClient], timeout: float = 10.0) -> None:
     for client in clients:
         client.close()
     waiters = [c.closed for c in clients if not c.closed.done()]

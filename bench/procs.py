@@ -119,6 +119,7 @@ class Target:
 
 
 REDIS_GATEWAYS = {"livegate-redis2": 2}  # target name -> gateway processes on one Redis
+SSE_TARGETS = ("livegate-sse",)  # livegate serve read over GET /v1/sse (asyncapi.yaml sseStream)
 BEFORE_SUFFIX = "-before"  # run.py --baseline: a target's twin on livegate's source at a git ref
 
 
@@ -209,8 +210,10 @@ class Server:
             self._gateway = GatewayProcess(self.data_dir / self.name, env=env, startup_timeout=30)
             self._gateway.start()
             assert self._gateway.pid is not None
-            return Target(self.name, self._gateway.pid, self._gateway.port, "/v1/ws", self._gateway.port,
-                          "livegate", TEST_SERVICE_TOKEN)
+            # livegate-sse: the same process, its clients on SSE streams instead of WebSockets
+            sse = self.name.removesuffix(BEFORE_SUFFIX) in SSE_TARGETS
+            return Target(self.name, self._gateway.pid, self._gateway.port, "/v1/sse" if sse else "/v1/ws",
+                          self._gateway.port, "sse" if sse else "livegate", TEST_SERVICE_TOKEN)
         port = free_port()
         log = open(self.data_dir / f"{self.name}.log", "ab")  # noqa: SIM115 - closed at exit
         if self.name == "floor":

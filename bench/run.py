@@ -8,6 +8,9 @@ Servers (each its own process, pinned to one core; the load generator to another
 
 * ``livegate``  a real ``livegate serve`` (the whole contract on: auth, validation,
   offsets, history, bounded queues, metrics);
+* ``livegate-sse``  the same ``livegate serve``, its clients on Server-Sent Events
+  (``GET /v1/sse`` with a Bearer token, asyncapi.yaml ``sseStream``) instead of WebSockets;
+  reported as a ratio to ``livegate`` of the same run;
 * ``floor``     a hand-written ``websockets`` + uvloop + msgspec server (bench/servers/floor.py);
 * ``socketio``  python-socketio on uvicorn + uvloop (bench/servers/sio.py);
 * ``livegate-redis2``  two ``livegate serve`` processes on one real ``redis-server`` (memory
@@ -55,6 +58,7 @@ from bench.procs import (
     BEFORE_SUFFIX,
     BENCH_DIR,
     REDIS_GATEWAYS,
+    SSE_TARGETS,
     Server,
     Target,
     cpu_seconds,
@@ -64,8 +68,10 @@ from bench.procs import (
 from livegate.protocol.auth import mint_token
 from livegate.testing.gateway import TEST_SECRET
 
-SERVERS = ("livegate", "floor", "socketio")  # the default list
+SERVERS = ("livegate", "livegate-sse", "floor", "socketio")  # the default list
 OPTIONAL = tuple(REDIS_GATEWAYS)  # livegate-redis2: selectable with --servers
+#: Targets reported as a ratio to livegate (the WebSocket, embedded default) of the same run.
+SAME_PROCESS_RATIOS = (*OPTIONAL, *SSE_TARGETS)
 BASELINE = "livegate"  # the embedded default the multi-process targets are compared to
 FIGURES = ("delivered_per_s", "cpu_us_per_event", "p50_ms", "p99_ms")
 
@@ -372,9 +378,10 @@ def add_ratios(report: dict[str, Any]) -> None:
             r["idle"] = {"kb_per_connection": ratio(lg["idle"]["kb_per_connection"],
                                                     other["idle"]["kb_per_connection"])}
         ratios[f"livegate/{peer}"] = r
-    # Multi-process targets against the embedded default of the same run (target / livegate):
-    # every delivery figure, and per idle connection the memory and the connect CPU.
-    for name in OPTIONAL:
+    # Multi-process targets, and the SSE wire, against the embedded default's WebSocket of the
+    # same run (target / livegate): every delivery figure, and per idle connection the memory
+    # and the connect CPU.
+    for name in SAME_PROCESS_RATIOS:
         other = res.get(name)
         if not other or not lg:
             continue

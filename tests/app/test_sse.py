@@ -37,14 +37,6 @@ def problem(refused: SseRefused | httpx.Response, status: int, code: str) -> dic
     return body
 
 
-async def messages_until(sse: SseClient, kind: str, timeout: float = 5.0) -> list[dict[str, Any]]:
-    """Every message up to and including the first of type ``kind``, each checked."""
-    out: list[dict[str, Any]] = []
-    async with asyncio.timeout(timeout):
-        while not out or out[-1]["type"] != kind:
-            out.append(assert_valid_message(await sse.next_message(timeout), "sse"))
-    return out
-
 
 async def offsets(sse: SseClient, count: int) -> list[int]:
     got = []
@@ -204,11 +196,11 @@ async def test_posted_messages_are_answered_on_the_stream(gateway, sse) -> None:
                               ({"type": "cancelEverything"}, "error", "code")):
         response = await sse.post(body, token)
         assert response.status_code == 202 and response.content == b""
-        answer = (await messages_until(sse, kind))[-1]
+        answer = (await sse.messages_until(kind))[-1]
         assert field in answer
     refreshed_token = gateway.token("alice", ttl_seconds=3600)
     assert (await sse.post({"type": "refresh", "id": "r1", "token": refreshed_token}, token)).status_code == 202
-    refreshed = (await messages_until(sse, "refreshed"))[-1]
+    refreshed = (await sse.messages_until("refreshed"))[-1]
     assert refreshed["id"] == "r1"
 
 
@@ -232,7 +224,7 @@ async def test_a_refresh_for_another_user_closes_4401(gateway, sse) -> None:
     await sse.open(token)
     await sse.next_message()
     await sse.post({"type": "refresh", "id": "r", "token": gateway.token("eve")}, token)
-    (error, close) = await messages_until(sse, "close")
+    (error, close) = await sse.messages_until("close")
     assert error["code"] == "token_subject_mismatch" and close == {"type": "close", "code": 4401,
                                                                    "reason": "token_subject_mismatch"}
     with pytest.raises(EOFError):
@@ -249,21 +241,21 @@ async def test_token_expiry_warns_then_closes_4402_unless_refreshed(tmp_path: Pa
         async with SseClient(gw.http_url) as sse:
             token = gw.token("alice", ttl_seconds=1.0)
             await sse.open(token)
-            assert [m["type"] for m in await messages_until(sse, "tokenExpiring")] == ["welcome", "tokenExpiring"]
-            assert [m["type"] for m in await messages_until(sse, "close")][-2:] == ["error", "close"]
+            assert [m["type"] for m in await sse.messages_until("tokenExpiring")] == ["welcome", "tokenExpiring"]
+            assert [m["type"] for m in await sse.messages_until("close")][-2:] == ["error", "close"]
             assert sse.ended is False
             with pytest.raises(EOFError):
                 await sse.next_event()
         async with SseClient(gw.http_url) as sse:
             token = gw.token("alice", ttl_seconds=1.0)
             await sse.open(token)
-            await messages_until(sse, "tokenExpiring")
+            await sse.messages_until("tokenExpiring")
             fresh = gw.token("alice", ttl_seconds=600)
             await sse.post({"type": "refresh", "id": "r", "token": fresh}, token)
-            await messages_until(sse, "refreshed")
+            await sse.messages_until("refreshed")
             await asyncio.sleep(1.3)  # past the old token's expiry + grace: the stream must stay
             assert (await sse.post({"type": "ping", "id": "still"}, fresh)).status_code == 202
-            assert (await messages_until(sse, "pong"))[-1]["id"] == "still"
+            assert (await sse.messages_until("pong"))[-1]["id"] == "still"
 
 
 async def test_too_many_connections_is_an_error_then_close_4003(tmp_path: Path) -> None:
@@ -272,5 +264,5 @@ async def test_too_many_connections_is_an_error_then_close_4003(tmp_path: Path) 
         await first.open(gw.token("alice"))
         await first.next_message()
         await second.open(gw.token("alice"))
-        error, close = await messages_until(second, "close")
+        error, close = await second.messages_until("close")
         assert error["code"] == "too_many_connections" and close["code"] == 4003

@@ -1,5 +1,6 @@
 """bench/run.py runs end to end with tiny numbers and reports every figure (no speed asserted),
-including the 2 processes + Redis target (``livegate-redis2``) and its ratio to the embedded default."""
+including the 2 processes + Redis target (``livegate-redis2``), the SSE wire (``livegate-sse``)
+and their ratios to the embedded default's WebSocket of the same run."""
 
 from __future__ import annotations
 
@@ -19,14 +20,14 @@ def test_quick_bench_reports_every_figure(tmp_path: Path) -> None:
          # The fixed-rate scenario must use a few of /proc's 10 ms CPU ticks, or a fast server's
          # CPU per event reads 0 and its ratios are NaN: 2,000 events/s x 2 connections for 1 s.
          "--max-seconds", "0.5", "--rate", "2000", "--rate-seconds", "1.0", "--out", str(out),
-         "--servers", "livegate,floor,socketio,livegate-redis2"],
-        cwd=ROOT, capture_output=True, text=True, timeout=110, check=False,
+         "--servers", "livegate,livegate-sse,floor,socketio,livegate-redis2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=170, check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(out.read_text())
     results = report["results"]
-    assert set(results) == {"livegate", "floor", "socketio", "livegate-redis2", "livegate-deflate"}
-    for name in ("livegate", "floor", "socketio", "livegate-redis2"):
+    assert set(results) == {"livegate", "livegate-sse", "floor", "socketio", "livegate-redis2", "livegate-deflate"}
+    for name in ("livegate", "livegate-sse", "floor", "socketio", "livegate-redis2"):
         for scenario in ("max", "rate"):
             figures = results[name][scenario]
             # every published event reached both connections of its user
@@ -48,16 +49,18 @@ def test_quick_bench_reports_every_figure(tmp_path: Path) -> None:
     deflate = results["livegate-deflate"]
     assert deflate["deflate_on"]["compressed_frames"] > 0 and deflate["deflate_off"]["compressed_frames"] == 0
     assert deflate["deflate_on"]["delivered"] == deflate["deflate_on"]["expected"]
-    for peer in ("livegate/floor", "livegate/socketio", "livegate-redis2/livegate"):
+    for peer in ("livegate/floor", "livegate/socketio", "livegate-redis2/livegate", "livegate-sse/livegate"):
         assert set(report["ratios"][peer]) == {"max", "rate", "idle"}
-    redis2 = report["ratios"]["livegate-redis2/livegate"]
-    for scenario in ("max", "rate"):
-        assert set(redis2[scenario]) == {"delivered_per_s", "cpu_us_per_event", "p50_ms", "p99_ms"}
-        assert all(math.isfinite(v) for v in redis2[scenario].values()), redis2
-    assert set(redis2["idle"]) == {"kb_per_connection", "cpu_ms_per_connect"}
+    for pair in ("livegate-redis2/livegate", "livegate-sse/livegate"):
+        same_run = report["ratios"][pair]
+        for scenario in ("max", "rate"):
+            assert set(same_run[scenario]) == {"delivered_per_s", "cpu_us_per_event", "p50_ms", "p99_ms"}
+            assert all(math.isfinite(v) for v in same_run[scenario].values()), (pair, same_run)
+        assert set(same_run["idle"]) == {"kb_per_connection", "cpu_ms_per_connect"}
     assert len(report["targets"]) == 4
     assert "| livegate | max |" in proc.stdout
     assert "| livegate-redis2 | max |" in proc.stdout and "livegate-redis2/livegate:" in proc.stdout
+    assert "| livegate-sse | max |" in proc.stdout and "livegate-sse/livegate:" in proc.stdout
 
 
 def test_baseline_source_is_what_the_child_imports(tmp_path: Path) -> None:

@@ -110,21 +110,24 @@ class SseConnections:
 
 
 def _resume(scope: HTTPScope, query: dict[str, list[str]]) -> messages.StreamPosition | None:
-    """``Last-Event-ID`` (the header wins) or ``lastEventId``, or 400 ``validation_failed``."""
-    for value, where in ((header(scope, b"last-event-id"), "$.headers.Last-Event-ID"),
-                         ((query.get("lastEventId") or [""])[0], "$.query.lastEventId")):
-        if value:
-            try:
-                return parse_event_id(value, where)
-            except ContractError as exc:
-                raise ProblemError(400, "validation_failed", exc.message, errors=[
-                    http.ProblemItem(message="expected <epoch>:<offset>, e.g. 9f2c4e1a7b3d:41", path=where)]) from None
-    return None
+    """``Last-Event-ID`` (the header wins) or ``lastEventId``; either one present and not an
+    event id is 400 ``validation_failed``."""
+    positions = []
+    given = [(value.decode("latin-1"), "$.headers.Last-Event-ID") for key, value in scope["headers"]
+             if key == b"last-event-id"][:1]
+    given += [(value, "$.query.lastEventId") for value in query.get("lastEventId", [])[:1]]
+    for value, where in given:  # present, even empty: it must be an event id
+        try:
+            positions.append(parse_event_id(value, where))
+        except ContractError as exc:
+            raise ProblemError(400, "validation_failed", exc.message, errors=[
+                http.ProblemItem(message="expected <epoch>:<offset>, e.g. 9f2c4e1a7b3d:41", path=where)]) from None
+    return positions[0] if positions else None
 
 
 async def _redeem(gw: Gateway, ticket: str) -> Claims:
     refused = ProblemError(401, "ticket_invalid", "The ticket was already used, expired or is unknown; get a new one")
-    if len(ticket) > 128:
+    if not 0 < len(ticket) <= 128:
         raise refused
     try:
         value = await gw.tickets.take(ticket)
@@ -162,11 +165,12 @@ def sse_routes(gw: Gateway) -> list[HTTPRouteHandler | ASGIRouteHandler]:
         if scope["method"] != "GET":
             raise ProblemError(405, "method_not_allowed", f"Method {scope['method']} not allowed; use GET",
                                headers={"Allow": "GET"})
-        query = parse_qs(scope["query_string"].decode("latin-1"))
+        query = parse_qs(scope["query_string"].decode("latin-1"), keep_blank_values=True)
         resume = _resume(scope, query)
-        ticket = (query.get("ticket") or [""])[0]
-        claims = await _redeem(gw, ticket) if ticket else require_claims(header(scope, b"authorization"),
-                                                                         gw.verifier)
+        if "ticket" in query:  # a ticket, even empty, is the credential (the Bearer is not looked at)
+            claims = await _redeem(gw, query["ticket"][0])
+        else:
+            claims = require_claims(header(scope, b"authorization"), gw.verifier)
         connection_id = gw.sse.new_id()
         headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
                    (b"x-accel-buffering", b"no"), (b"livegate-connection-id", connection_id.encode())]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, TypeAlias
+from typing import Annotated, Any, Literal
 
 from msgspec import UNSET, Meta, Struct, UnsetType, field
 
@@ -59,17 +59,6 @@ class ProgressSnapshot(Struct, frozen=True, kw_only=True):
 
 class SseClientMessage(Struct, frozen=True, kw_only=True):
     type: Annotated[str, Meta(description="The message's `type`.")]
-
-
-SseEventId: TypeAlias = Annotated[
-    str,
-    Meta(
-        description='An SSE event `id` of `sseStream`, `<epoch>:<offset>` (the last `:` separates them).',
-        max_length=96,
-        min_length=3,
-        pattern='^.+:[0-9]{1,18}$',
-    ),
-]
 
 
 class SseTicket(Struct, frozen=True, kw_only=True):
@@ -203,6 +192,24 @@ class PublishResult(Struct, frozen=True, kw_only=True):
             ge=0,
         ),
     ]
+
+
+class SseEvent(Struct, frozen=True, kw_only=True):
+    event: Annotated[str, Meta(description="The message's `type`.")] | UnsetType = UNSET
+    data: str | UnsetType = UNSET
+    id: (
+        Annotated[
+            str,
+            Meta(
+                description='An SSE event `id` of `sseStream`, `<epoch>:<offset>` (the last `:` separates them).',
+                max_length=96,
+                min_length=3,
+                pattern='^.+:[0-9]{1,18}$',
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
+    retry: Annotated[int, Meta(ge=0)] | UnsetType = UNSET
 
 
 class Generation(Struct, frozen=True, kw_only=True):

@@ -9,8 +9,8 @@ built on livegate::
 
 The parser follows the HTML "event stream interpretation" rules (fields until a blank line,
 ``:`` comments, ``retry``, ``id``, one or more ``data`` lines). :func:`assert_framing`
-checks an event against the ``x-sse`` mapping; the JSON itself is checked with
-:func:`livegate.testing.spec_validation.assert_valid_message` (``direction="sse"``).
+checks an event against the ``x-sse`` mapping; :meth:`SseClient.next_message` checks the
+JSON too (:func:`livegate.testing.spec_validation.assert_valid_message`, ``direction="sse"``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+from livegate.testing.spec_validation import assert_valid_message
 
 _STREAM_EVENTS = {"generationUpdate", "generationProgress", "notification"}
 
@@ -119,8 +121,17 @@ class SseClient:
             raise EOFError("the stream ended") from None
 
     async def next_message(self, timeout: float = 5.0) -> dict[str, Any]:
-        event = await self.next_event(timeout)
-        return assert_framing(event)
+        """The next event's data, its framing and its JSON checked (asyncapi.yaml)."""
+        message = assert_framing(await self.next_event(timeout))
+        return assert_valid_message(message, "sse")
+
+    async def messages_until(self, kind: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Every message up to and including the first of type ``kind``."""
+        out: list[dict[str, Any]] = []
+        async with asyncio.timeout(timeout):
+            while not out or out[-1]["type"] != kind:
+                out.append(await self.next_message(timeout))
+        return out
 
     async def post(self, message: dict[str, Any] | str | bytes, token: str,
                    connection_id: str | None = None) -> httpx.Response:
