@@ -463,6 +463,8 @@ export class LivegateClient {
   _promote(ws) {
     const old = this._ws;
     clearTimeout(this._timers.probe);
+    clearTimeout(this._timers.pong); // a ping in flight on the old wire says nothing of the new one
+    this._timers.pong = null;
     this._probe = null;
     this._ws = ws;
     this._welcomed = false;
