@@ -45,7 +45,20 @@ class Stats:
         self.compressed = 0
 
 
-class WsClient(asyncio.Protocol):
+class _Receiver(asyncio.Protocol):
+    """What both receivers share: ``ready`` (authenticated) and ``closed`` (with the code)."""
+
+    ready: asyncio.Future[None]
+    closed: asyncio.Future[int]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(1006)
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError(f"closed before ready: {exc!r}"))
+
+
+class WsClient(_Receiver):
     """One WebSocket connection. ``ready`` resolves once the server accepted ``auth``."""
 
     def __init__(self, stats: Stats, host: str, port: int, path: str, dialect: str, token: str,
@@ -74,11 +87,6 @@ class WsClient(asyncio.Protocol):
         request += "\r\n"
         transport.write(request.encode())  # type: ignore[attr-defined]
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(1006)
-        if not self.ready.done():
-            self.ready.set_exception(ConnectionError(f"closed before ready: {exc!r}"))
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf
@@ -185,7 +193,7 @@ class WsClient(asyncio.Protocol):
             self.transport.close()
 
 
-class SseClient(asyncio.Protocol):
+class SseClient(_Receiver):
     """One SSE stream (asyncapi.yaml ``sseStream``, ``GET /v1/sse`` with ``Authorization:
     Bearer``), as cheap as :class:`WsClient`: HTTP/1.1 chunks are not decoded, since every
     event ends with a blank line and the gateway never splits one over two chunks, so events
@@ -206,11 +214,6 @@ class SseClient(asyncio.Protocol):
         transport.write(f"GET {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"  # type: ignore[attr-defined]
                         f"Authorization: Bearer {self.token}\r\nAccept: text/event-stream\r\n\r\n".encode())
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(1006)
-        if not self.ready.done():
-            self.ready.set_exception(ConnectionError(f"closed before ready: {exc!r}"))
 
     def data_received(self, data: bytes) -> None:
         stats = self.stats

@@ -45,8 +45,22 @@ def preamble(retry_ms: int) -> bytes:
     return f"retry: {int(retry_ms)}\n\n".encode()
 
 
+#: The last frame framed and its event: a fan-out hands the same ``str`` to every
+#: connection of a user in a row, so it is framed once per event, not once per connection.
+_last: tuple[str | None, bytes] = (None, b"")
+
+
 def event(frame: str) -> bytes:
     """One server frame (a JSON object text, as the WebSocket sends it) as one SSE event."""
+    global _last
+    if frame is _last[0]:
+        return _last[1]
+    framed = _frame(frame)
+    _last = (frame, framed)
+    return framed
+
+
+def _frame(frame: str) -> bytes:
     head = _head.decode(frame)
     kind = head.type
     if head.epoch is not None and head.offset is not None and (
