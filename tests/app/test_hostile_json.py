@@ -98,6 +98,9 @@ def _operations() -> list[tuple[str, str, str, set[int]]]:
         for method, op in item.items():
             if method in {"get", "post"}:
                 concrete = path.replace("{generationId}", "gen_0123456789abcdef").replace("{outputId}", "out_x")
+                concrete = concrete.replace("{connectionId}", "s-00000000-000000000000")
+                if op["operationId"] == "openSseStream":  # a ticket that opens nothing: no endless stream
+                    concrete += "?ticket=tk_fuzz"
                 statuses = {int(s) for s in op["responses"] if s != "default"}
                 found.append((method.upper(), concrete, op["operationId"], statuses))
     return found
