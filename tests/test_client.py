@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from pathlib import Path
 from typing import Any, Self
@@ -11,12 +12,13 @@ from typing import Any, Self
 import msgspec
 import pytest
 
-from livegate.client import CancelRefused, ClientStopped, LivegateClient
+from livegate.client import CancelRefused, ClientStopped, LivegateClient, close_code_for_refusal, sse_url_for
 from livegate.protocol import http, messages
 from livegate.testing.gateway import running_gateway
 from livegate.testing.process import GatewayProcess
 from livegate.testing.redis_server import free_port
 from livegate.testing.spec_validation import message_errors
+from livegate.testing.tcp_proxy import ChaosProxy
 
 
 class Recorder:
@@ -256,3 +258,47 @@ async def test_stops_after_a_transport_close_the_contract_marks_terminal(tmp_pat
         await rec.until(lambda: rec.stopped is not None, what="the client to stop")
         assert rec.stopped is not None and rec.stopped.close_code == 1009
         assert rec.client.close_codes == [1009]
+async def test_sse_mode_resumes_exactly_after_a_cut_refreshes_and_pings_over_post(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path, token_expiring_lead_seconds=1.0, token_grace_seconds=0.3) as gw:
+        proxy = await ChaosProxy([gw.port]).start()  # the network between client and gateway
+        issued: list[float] = []
+
+        async def token() -> str:
+            ttl = 1.5 if not issued else 60.0
+            issued.append(ttl)
+            return gw.token("alice", ttl_seconds=ttl)
+
+        try:
+            async with Recorder(f"ws://127.0.0.1:{proxy.port}/v1/ws", token, transport="sse") as rec:
+                assert rec.client.sse_url == f"http://127.0.0.1:{proxy.port}/v1/sse"
+                await rec.until(lambda: rec.welcomes, what="welcome")
+                await gw.gateway.publisher.publish([("alice", note(str(i))) for i in range(3)])
+                await rec.until(lambda: len(rec.events) == 3, what="three events")
+                # tokenExpiring arrives on the stream; the refresh is POSTed; refreshed comes back.
+                await rec.until(lambda: any('"refreshed"' in f for f in rec.frames), timeout=5, what="refreshed")
+                pong = await rec.client.ping()
+                assert isinstance(pong, messages.Pong)
+
+                # Every link cut (no close event); events published meanwhile are replayed.
+                proxy.cut(len(proxy.open_links()), random.Random(3))
+                await gw.gateway.publisher.publish([("alice", note(str(i))) for i in range(3, 6)])
+                await rec.until(lambda: len(rec.welcomes) == 2, what="a welcome after the cut")
+                await gw.gateway.publisher.publish([("alice", note("6"))])
+                await rec.until(lambda: len(rec.events) == 7, what="every event")
+                assert [e.offset for e in rec.events] == list(range(1, 8)), "each event once, in order"
+                assert [e.message for e in rec.events] == [str(i) for i in range(7)]
+                assert rec.welcomes[1].recovered is True and rec.client.close_codes == []
+        finally:
+            await proxy.stop()
+
+
+def test_sse_refusals_map_to_close_codes_and_urls_follow_the_websocket_url() -> None:
+    assert close_code_for_refusal(401, "token_expired") == 4402
+    assert close_code_for_refusal(401, "token_signature_invalid") == 4401
+    assert close_code_for_refusal(401, "ticket_invalid") == 4401
+    assert close_code_for_refusal(429, "too_many_connections") == 4003
+    assert close_code_for_refusal(403, "origin_not_allowed") == 4403
+    assert close_code_for_refusal(503, None) == 4006
+    assert close_code_for_refusal(404, "not_found") is None
+    assert sse_url_for("wss://gw.example/v1/ws") == "https://gw.example/v1/sse"
+    assert sse_url_for("ws://127.0.0.1:8000/v1/ws") == "http://127.0.0.1:8000/v1/sse"

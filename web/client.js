@@ -1,10 +1,12 @@
-// livegate browser client: an ES module with no dependencies (asyncapi.yaml, channel /v1/ws).
+// livegate browser client: an ES module with no dependencies (asyncapi.yaml, channels /v1/ws
+// and /v1/sse; the SSE wire is ./sse.js).
 //
 //   import { LivegateClient } from "/client.js";
 //   const client = new LivegateClient({ getToken: async ({ reason }) => fetchToken(reason) });
 //   client.on("generationProgress", (msg) => ...);      // one event per server message type
 //   client.on("state", ({ state, retryInMs }) => ...);   // connecting | live | reconnecting | ...
 //   client.on("resync", () => reloadFromHttp());         // continuity not guaranteed: use HTTP
+//   client.on("transport", ({ transport }) => ...);       // "websocket" | "sse"
 //   client.connect();
 //   await client.cancel(generationId);                 // in-band cancel, from any tab of the user
 //
@@ -13,6 +15,13 @@
 //   (the position is kept per tab in sessionStorage, per user);
 // * reconnects on close codes 4000-4399, network errors and abnormal closes, with exponential
 //   backoff and full jitter (delay = random(0, min(max, initial * 2^attempt)));
+// * falls back to Server-Sent Events after `fallbackAfter` attempts in a row that got no
+//   `welcome` (refused upgrade, proxy that kills the socket, no answer within `openTimeoutMs`),
+//   resuming from the same position — unless the WebSocket already worked for this client:
+//   then it is an outage (a server restart) and it stays, like centrifuge-js; while on SSE it
+//   tries a WebSocket in the background every `upgradeRetryMs` and switches back once that one
+//   has its `welcome` (the offsets both wires carried around the switch are deduplicated, so
+//   nothing is lost or doubled);
 // * never sends the same token again after 4401 (auth failed) / 4402 (token expired): it asks
 //   `getToken` for a new one and stops (state `tokenExpired` / `authFailed`) when there is none;
 //   stops on the other terminal codes (4400-4499);
@@ -36,6 +45,17 @@
 /** @typedef {import("./generated/types.js").Welcome} Welcome */
 /** @typedef {import("./generated/types.js").StreamPosition} StreamPosition */
 
+import { SseConnection } from "./sse.js";
+
+export { EventStreamParser, SseConnection } from "./sse.js";
+
+/**
+ * The wires a client can use: `websocket` (/v1/ws) and `sse` (Server-Sent Events, /v1/sse,
+ * client messages over POST). Both carry the same messages and stream positions.
+ * @typedef {"websocket"|"sse"} Transport
+ */
+export const TRANSPORTS = Object.freeze(["websocket", "sse"]);
+
 /**
  * Connection states, in the order a healthy connection goes through them.
  * - `idle`: not started (or `close()` was called).
@@ -58,6 +78,15 @@
  * @property {number} [retryInMs] For `reconnecting`: the delay before the next attempt.
  * @property {number} [retryAt] For `reconnecting`: `Date.now()` of the next attempt.
  * @property {number} [attempt] Consecutive failed attempts so far.
+ * @property {Transport|null} transport The wire of the connection (or attempt).
+ */
+
+/**
+ * @typedef {Object} TransportChange
+ * @property {Transport} transport
+ * @property {Transport|null} previous
+ * @property {"connect"|"fallback"|"upgrade"} reason `fallback`: the other wire failed
+ *   `fallbackAfter` times in a row; `upgrade`: a background WebSocket replaced the SSE stream.
  */
 
 /**
@@ -255,7 +284,16 @@ export class LivegateClient {
    * @param {(generationId: string) => Promise<string|null>} [options.fetchText] The text so far
    *   of a generation joined mid-stream (default: `GET /v1/generations/{id}` on this origin,
    *   `progress.partialText`).
+   * @param {Transport[]} [options.transports] Wires to use, first preferred (default
+   *   `["websocket", "sse"]`; `["websocket"]` never falls back, `["sse"]` only uses SSE).
+   * @param {string} [options.sseUrl] SSE endpoint; default `url` with http(s) and `/v1/sse`.
+   * @param {number} [options.fallbackAfter] Attempts in a row without `welcome` on one wire
+   *   before trying the next (default 2).
+   * @param {number} [options.openTimeoutMs] An attempt without `welcome` this long failed (10000).
+   * @param {number} [options.upgradeRetryMs] While on SSE, try a WebSocket again this often
+   *   (default 60000; 0 = never).
    * @param {typeof WebSocket} [options.WebSocket] WebSocket constructor (tests inject fakes).
+   * @param {typeof fetch} [options.fetch] fetch for the SSE wire (tests inject fakes).
    * @param {() => number} [options.random] Random source in [0, 1) for the jitter (tests).
    */
   constructor(options) {
@@ -263,17 +301,26 @@ export class LivegateClient {
     this.options = {
       url: null, storage: typeof sessionStorage === "undefined" ? null : sessionStorage, validate: "auto",
       backoffInitialMs: 500, backoffMaxMs: 15000, hiddenPingMs: null, pongTimeoutMs: 10000, textDeltas: true,
-      fetchText: null, WebSocket: globalThis.WebSocket, random: Math.random, ...options,
+      fetchText: null, transports: TRANSPORTS, sseUrl: null, fallbackAfter: 2, openTimeoutMs: 10000,
+      upgradeRetryMs: 60000, WebSocket: globalThis.WebSocket, fetch: null, random: Math.random, ...options,
     };
+    const unknown = this.options.transports.filter((t) => !TRANSPORTS.includes(t));
+    if (unknown.length || !this.options.transports.length) throw new TypeError(`transports: ${unknown.join(", ") || "none"}`);
     /** @type {ConnectionState} */ this.state = "idle";
     /** @type {Welcome|null} */ this.welcome = null;
     /** @type {string|null} */ this.token = null;
     this.cursor = new StreamCursor();
     this.attempt = 0;
-    this.stats = { connects: 0, duplicates: 0, framesReceived: 0, framesSent: 0 };
+    /** @type {Transport|null} */ this.transport = null;
+    this.stats = { connects: 0, duplicates: 0, framesReceived: 0, framesSent: 0, transportSwitches: 0 };
     this._handlers = new Map();
-    this._ws = null;
-    this._timers = { retry: null, ping: null, pong: null };
+    this._ws = null; // the connection in use, a WebSocket or an SseConnection
+    this._welcomed = false; // did `_ws` get its `welcome`?
+    this._wire = 0; // index in options.transports of the wire to use next
+    this._wireFailures = 0; // attempts in a row on that wire without a `welcome`
+    this._proven = new Set(); // wires that had a `welcome` since connect(): kept through outages
+    this._probe = null; // a background WebSocket that may replace the SSE stream
+    this._timers = { retry: null, ping: null, pong: null, open: null, upgrade: null, probe: null };
     this._ids = 0;
     this._latestProgress = new Map(); // generationId -> offset (skip older after a conflation hole)
     this.texts = new TextAssembler();
@@ -286,8 +333,8 @@ export class LivegateClient {
   // -- public API ----------------------------------------------------------------------------
 
   /**
-   * Subscribe to `state`, `resync`, `event` (every stream event once), `protocolError`,
-   * `duplicate`, `send` (every frame sent) or a server message `type` (`welcome`,
+   * Subscribe to `state`, `transport`, `resync`, `event` (every stream event once),
+   * `protocolError`, `duplicate`, `send` (every frame sent) or a server message `type` (`welcome`,
    * `generationUpdate`, `generationProgress`, `notification`, `tokenExpiring`, `refreshed`,
    * `pong`, `error`). Returns a function that unsubscribes.
    * @param {string} name
@@ -330,6 +377,8 @@ export class LivegateClient {
     const ws = this._ws;
     this._ws = null;
     if (ws) ws.close(1000, "client closed");
+    this._dropProbe();
+    this._proven.clear();
     this._setState("idle", {});
   }
 
@@ -396,35 +445,56 @@ export class LivegateClient {
     if (this._stopped) return;
     this.token = token;
     this._restorePosition(token);
+    const wire = this.options.transports[this._wire];
+    this._setTransport(wire, this.transport && this.transport !== wire ? "fallback" : "connect");
     this._setState("connecting", { attempt: this.attempt });
-    const url = this.options.url || defaultUrl();
     let ws;
     try {
-      ws = new this.options.WebSocket(url);
+      ws = this._socket(wire);
     } catch (err) {
       this._closed(null, { code: 1006, reason: String(err) });
       return;
     }
     this._ws = ws;
+    this._welcomed = false;
     this.stats.connects += 1;
-    ws.onopen = () => {
-      const auth = { type: "auth", id: this._id("a"), token: this.token };
-      if (this.cursor.position) auth.resume = this.cursor.position;
-      if (this.options.textDeltas) auth.textDeltas = true;
-      this._send(auth);
-    };
-    ws.onmessage = (event) => this._receive(event.data);
+    ws.onopen = () => this._sendAuth(ws);
+    ws.onmessage = (event) => { if (ws === this._ws) this._receive(event.data); };
     ws.onclose = (event) => this._closed(ws, event);
     ws.onerror = () => {}; // a close event follows; it carries the code
+    // A proxy may hold an upgrade (or a stream) open without ever answering: count it as failed.
+    this._timers.open = setTimeout(() => {
+      if (ws !== this._ws || this._welcomed) return;
+      this._closed(ws, { code: 1006, reason: "no welcome in time" });
+      ws.close(CLIENT_CLOSE, "no welcome in time");
+    }, this.options.openTimeoutMs);
+  }
+
+  /** A new connection on `wire`: a WebSocket, or an SseConnection that looks like one. */
+  _socket(wire) {
+    const url = this.options.url || defaultUrl();
+    if (wire === "websocket") return new this.options.WebSocket(url);
+    return new SseConnection(this.options.sseUrl || sseUrlFor(url), { fetch: this.options.fetch || undefined });
+  }
+
+  _sendAuth(ws) {
+    const auth = { type: "auth", id: this._id("a"), token: this.token };
+    if (this.cursor.position) auth.resume = this.cursor.position;
+    if (this.options.textDeltas) auth.textDeltas = true;
+    this._send(auth, ws);
   }
 
   _closed(ws, event) {
     if (ws !== null && ws !== this._ws) return; // a socket we already gave up on
     this._ws = null;
     this._clearTimers();
+    this._dropProbe();
     if (this._stopped) return;
     const code = event.code;
     const info = { closeCode: code, closeReason: event.reason || "" };
+    // No `welcome` and no close code of the server's table: this wire did not get through —
+    // blocked, or the server is down; a wire that worked before is an outage: keep it.
+    if (!this._welcomed && !(code >= 4000 && code <= 4499) && !this._proven.has(this.transport)) this._wireFailed();
     if (code === CLOSE.authFailed || code === CLOSE.tokenExpired) {
       // Never retry the same token: ask the app for a new one.
       const previous = this.token;
@@ -444,6 +514,86 @@ export class LivegateClient {
       return;
     }
     this._scheduleReconnect(info); // 4000-4399, 1001, 1006, 1011, 1012, ...
+  }
+
+  _wireFailed() {
+    this._wireFailures += 1;
+    if (this._wireFailures < this.options.fallbackAfter || this.options.transports.length < 2) return;
+    this._wire = (this._wire + 1) % this.options.transports.length;
+    this._wireFailures = 0;
+  }
+
+  _setTransport(transport, reason) {
+    const previous = this.transport;
+    if (transport === previous) return;
+    this.transport = transport;
+    if (previous !== null) this.stats.transportSwitches += 1;
+    this._emit("transport", { transport, previous, reason });
+  }
+
+  // -- back to the WebSocket ---------------------------------------------------------------
+
+  _scheduleUpgrade() {
+    clearTimeout(this._timers.upgrade);
+    const { upgradeRetryMs, transports } = this.options;
+    if (this.transport !== "sse" || !transports.includes("websocket") || !(upgradeRetryMs > 0)) return;
+    this._timers.upgrade = setTimeout(() => this._tryUpgrade(), upgradeRetryMs);
+  }
+
+  /**
+   * Make before break: a WebSocket resumes from the position while SSE keeps delivering; once
+   * it has its `welcome` it replaces the stream. It replays from where it was asked, so the
+   * events SSE delivered in between arrive twice and the cursor drops the second copy.
+   */
+  _tryUpgrade() {
+    if (this.state !== "live" || this.transport !== "sse" || this._probe) return;
+    let ws;
+    try {
+      ws = new this.options.WebSocket(this.options.url || defaultUrl());
+    } catch {
+      this._scheduleUpgrade();
+      return;
+    }
+    this._probe = ws;
+    const giveUp = () => {
+      if (this._probe !== ws) return;
+      this._dropProbe();
+      this._scheduleUpgrade();
+    };
+    this._timers.probe = setTimeout(giveUp, this.options.openTimeoutMs);
+    ws.onopen = () => this._sendAuth(ws);
+    ws.onerror = () => {};
+    ws.onclose = (event) => (this._probe === ws ? giveUp() : this._closed(ws, event));
+    ws.onmessage = (event) => {
+      if (ws === this._ws) {
+        this._receive(event.data);
+      } else if (this._probe === ws) {
+        if (messageType(event.data) !== "welcome") { giveUp(); return; } // e.g. `error` before a close
+        this._promote(ws);
+        this._receive(event.data);
+      }
+    };
+  }
+
+  _promote(ws) {
+    const old = this._ws;
+    clearTimeout(this._timers.probe);
+    clearTimeout(this._timers.pong); // a ping in flight on the old wire says nothing of the new one
+    this._timers.pong = null;
+    this._probe = null;
+    this._ws = ws;
+    this._welcomed = false;
+    this._wire = this.options.transports.indexOf("websocket");
+    this._wireFailures = 0;
+    this._setTransport("websocket", "upgrade");
+    if (old) old.close(1000, "switched to WebSocket");
+  }
+
+  _dropProbe() {
+    const probe = this._probe;
+    clearTimeout(this._timers.probe);
+    this._probe = null;
+    if (probe) probe.close(CLIENT_CLOSE, "not needed");
   }
 
   _scheduleReconnect(info) {
@@ -473,8 +623,7 @@ export class LivegateClient {
 
   // -- frames ----------------------------------------------------------------------------------
 
-  _send(message) {
-    const ws = this._ws;
+  _send(message, ws = this._ws) {
     if (!ws || ws.readyState !== 1) return false;
     if (this._validator) {
       const errors = this._validator(message.type, message, "client");
@@ -549,6 +698,10 @@ export class LivegateClient {
     const asked = this.cursor.position !== null;
     this.welcome = welcome;
     this.attempt = 0;
+    this._welcomed = true;
+    this._wireFailures = 0;
+    this._proven.add(this.transport);
+    clearTimeout(this._timers.open);
     if (welcome.recovered !== true) {
       this.cursor.reset(welcome.epoch, welcome.offset);
       this._latestProgress.clear();
@@ -557,6 +710,7 @@ export class LivegateClient {
     }
     this._setState("live", {});
     this._schedulePing();
+    this._scheduleUpgrade();
     if (welcome.recovered !== true) {
       // Events may have happened that this tab will never receive: the app reloads over HTTP.
       this._emit("resync", { reason: asked ? "notRecovered" : "fresh", welcome });
@@ -669,7 +823,10 @@ export class LivegateClient {
     clearTimeout(this._timers.retry);
     clearInterval(this._timers.ping);
     clearTimeout(this._timers.pong);
-    this._timers = { retry: null, ping: null, pong: null };
+    clearTimeout(this._timers.open);
+    clearTimeout(this._timers.upgrade);
+    clearTimeout(this._timers.probe);
+    this._timers = { retry: null, ping: null, pong: null, open: null, upgrade: null, probe: null };
   }
 
   // -- resume position, per tab and user -----------------------------------------------------
@@ -725,7 +882,7 @@ export class LivegateClient {
   _setState(state, info) {
     const previous = this.state;
     this.state = state;
-    this._emit("state", { state, previous, ...info });
+    this._emit("state", { state, previous, transport: this.transport, ...info });
   }
 
   _emit(name, payload) {
@@ -747,4 +904,20 @@ export class LivegateClient {
 function defaultUrl() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   return `${scheme}//${location.host}/v1/ws`;
+}
+
+/** The SSE endpoint next to a WebSocket URL: `wss://h/v1/ws` -> `https://h/v1/sse`. */
+export function sseUrlFor(wsUrl) {
+  const url = new URL(wsUrl);
+  url.protocol = url.protocol === "wss:" ? "https:" : "http:";
+  url.pathname = url.pathname.replace(/\/ws$/, "/sse");
+  return url.href;
+}
+
+function messageType(data) {
+  try {
+    return JSON.parse(data).type;
+  } catch {
+    return undefined;
+  }
 }

@@ -1,4 +1,5 @@
-"""An asyncio Python client of the livegate WebSocket protocol (asyncapi.yaml).
+"""An asyncio Python client of the livegate protocol (asyncapi.yaml), over the WebSocket
+(channel ``userStream``) or Server-Sent Events (channel ``sseStream``, ``transport="sse"``).
 
 For backends, CLIs and tests::
 
@@ -28,6 +29,12 @@ that carries text has ``partial_text`` set to the whole text so far, as before d
 generation joined mid-stream (a fresh connection, ``recovered: false``) takes its prefix from
 ``GET /v1/generations/{id}`` (``progress.partialText``) through ``fetch_text``; until then
 its progress is yielded without ``partial_text``.
+
+Over SSE the same rules hold: ``GET /v1/sse`` with ``Authorization: Bearer`` and
+``Last-Event-ID: <epoch>:<offset>`` to resume, client messages (``refresh``, ``ping``)
+POSTed to ``/v1/sse/{connectionId}/messages`` (answers on the stream), ``event: close``
+carrying the close code, and a refused request mapped to the close code of its problem
+``code`` (:func:`close_code_for_refusal`).
 """
 
 from __future__ import annotations
@@ -40,11 +47,12 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import httpx
 import msgspec
 import websockets
+from httpx_sse import SSEError, aconnect_sse
 from websockets.exceptions import ConnectionClosed
 
 from livegate.errors import ContractError
@@ -59,6 +67,7 @@ from livegate.protocol.messages import (  # the name `messages` is also a method
     CancelResult,
     GenerationProgress,
     Pong,
+    StreamPosition,
 )
 from livegate.protocol.textdelta import FINAL_STATUSES, TextAssembler
 
@@ -71,6 +80,33 @@ LONG_BACKOFF_CLOSE_CODES = {CLOSE_CODES["too_many_connections"]: 5.0}
 #: Seconds between two fetches of one generation's prefix (the runner saves it ~once a second).
 PREFIX_RETRY_SECONDS = 0.5
 TextFetcher = Callable[[str], Awaitable[str | None]]
+Transport = Literal["websocket", "sse"]
+#: An SSE stream silent this long is dead (the server writes a keep-alive every heartbeat
+#: interval, 25 s by default; asyncapi.yaml ``x-sse.keepalive`` allows twice that).
+SSE_READ_TIMEOUT = 60.0
+_REFUSAL_BY_STATUS = {401: "auth_failed", 403: "forbidden", 429: "rate_limited", 503: "unavailable"}
+
+
+def sse_url_for(ws_url: str) -> str:
+    """The SSE endpoint next to a WebSocket URL: ``wss://h/v1/ws`` -> ``https://h/v1/sse``."""
+    url = httpx.URL(ws_url)
+    path = url.path[: -len("/ws")] + "/sse" if url.path.endswith("/ws") else url.path
+    return str(url.copy_with(scheme="https" if url.scheme == "wss" else "http", path=path))
+
+
+def close_code_for_refusal(status: int, code: str | None) -> int | None:
+    """The close code a refused ``GET /v1/sse`` stands for: the code of the same name as its
+    problem ``code`` (``too_many_connections``, ``rate_limited``, ``token_expired``, ...), any
+    other ``token_*``/``ticket_invalid`` is ``auth_failed``, ``origin_not_allowed`` is
+    ``forbidden``; else by status; ``None`` (the wire failed: reconnect) for the rest."""
+    if code in CLOSE_CODES:
+        return CLOSE_CODES[code]
+    if code is not None and (code.startswith("token_") or code == "ticket_invalid"):
+        return CLOSE_CODES["auth_failed"]
+    if code == "origin_not_allowed":
+        return CLOSE_CODES["forbidden"]
+    name = _REFUSAL_BY_STATUS.get(status)
+    return CLOSE_CODES[name] if name else None
 
 
 class ClientStopped(Exception):
@@ -103,8 +139,12 @@ class LivegateClient:
         on_frame: Callable[[str], None] | None = None,
         text_deltas: bool = True,
         fetch_text: TextFetcher | None = None,
+        transport: Transport = "websocket",
+        sse_url: str | None = None,
     ) -> None:
         self.url = url
+        self.transport: Transport = transport
+        self.sse_url = sse_url or sse_url_for(url)
         self._token_source = token
         self.cursor = StreamCursor(resume.epoch, resume.offset) if resume else StreamCursor()
         self._resume_requested = resume is not None
@@ -118,6 +158,7 @@ class LivegateClient:
         self.connected = asyncio.Event()
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._ws: Any = None
+        self._sse: _SsePoster | None = None
         self._task: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
         self._latest_progress: dict[str, int] = {}
@@ -193,6 +234,9 @@ class LivegateClient:
         return await value if inspect.isawaitable(value) else value
 
     async def _send(self, message: Any) -> None:
+        if self._sse is not None:
+            await self._sse.post(message)
+            return
         if self._ws is None:
             raise ConnectionError("not connected")
         await self._ws.send(codec.encode_text(message))
@@ -261,14 +305,17 @@ class LivegateClient:
             return None
         text = (response.json().get("progress") or {}).get("partialText")
         return text if isinstance(text, str) else None
+    def _resume_position(self) -> StreamPosition | None:
+        return self.position if (self._resume_requested or self.welcomes) else None
 
     async def _connect_once(self) -> int | None:
+        if self.transport == "sse":
+            return await self._connect_sse_once()
         try:
             async with websockets.connect(self.url, open_timeout=10, max_size=2**24, compression=None) as ws:
                 self._ws = ws
                 auth = messages.Auth(id=f"a{next(self._ids)}", token=await self._token(),
-                                     resume=self.position if (self._resume_requested or self.welcomes)
-                                     and self.position else msgspec.UNSET,
+                                     resume=self._resume_position() or msgspec.UNSET,
                                      text_deltas=True if self.text_deltas else msgspec.UNSET)
                 await ws.send(codec.encode_text(auth))
                 async for frame in ws:
@@ -280,6 +327,36 @@ class LivegateClient:
             return None
         finally:
             self._ws = None
+        return None
+
+    async def _connect_sse_once(self) -> int | None:
+        """One ``GET /v1/sse`` (asyncapi.yaml ``sseStream``, openapi.yaml ``openSseStream``):
+        the close code of its ``close`` event or refusal, ``None`` when the link was cut."""
+        token = await self._token()
+        headers = {"Authorization": f"Bearer {token}"}
+        position = self._resume_position()
+        if position is not None:
+            headers["Last-Event-ID"] = f"{position.epoch}:{position.offset}"
+        timeout = httpx.Timeout(10.0, read=SSE_READ_TIMEOUT)
+        try:
+            async with httpx.AsyncClient(timeout=timeout) as http, \
+                    aconnect_sse(http, "GET", self.sse_url, headers=headers) as source:
+                response = source.response
+                if response.status_code != 200:
+                    await response.aread()
+                    problem = response.json() if response.headers.get("content-type", "").endswith("json") else {}
+                    return close_code_for_refusal(response.status_code, problem.get("code"))
+                self._sse = _SsePoster(http, self, token)
+                async for event in source.aiter_sse():
+                    if not event.data:
+                        continue  # the `retry:` preamble: our backoff is our own
+                    if event.event == "close":
+                        return int(msgspec.json.decode(event.data, type=messages.SseClose).code)
+                    await self._handle(event.data)
+        except (httpx.HTTPError, SSEError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.info("SSE stream failed: %r", exc)
+        finally:
+            self._sse = None
         return None
 
     async def _handle(self, frame: str | bytes) -> None:
@@ -391,3 +468,23 @@ class ApiProblem(Exception):
         super().__init__(f"{problem.status} {problem.code}: {problem.detail or problem.title}")
         self.problem = problem
         self.code = problem.code
+class _SsePoster:
+    """Client messages of one SSE connection: ``POST /v1/sse/{connectionId}/messages``
+    (openapi.yaml ``sendSseMessage``) with the latest token; the answers come on the stream."""
+
+    def __init__(self, http: httpx.AsyncClient, client: LivegateClient, token: str) -> None:
+        self.http = http
+        self.client = client
+        self.token = token
+
+    async def post(self, message: Any) -> None:
+        if not self.client.welcomes:
+            raise ConnectionError("no welcome yet")
+        if isinstance(message, messages.Refresh):
+            self.token = message.token  # the credential of this connection from now on
+        connection_id = self.client.welcomes[-1].connection_id
+        response = await self.http.post(
+            f"{self.client.sse_url}/{connection_id}/messages", content=codec.encode_text(message),
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
+        if response.status_code != 202:
+            raise ConnectionError(f"POST {response.url} answered {response.status_code}")

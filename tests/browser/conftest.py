@@ -160,10 +160,10 @@ def assert_sent_frames_valid(*logs: PageLog) -> int:
     return count
 
 
-async def sign_in(log: PageLog, base_url: str, user: str, *, ttl: int | None = None) -> None:
-    """Open the sandbox and sign in as a dev user; wait until the connection is live."""
+async def sign_in(log: PageLog, base_url: str, user: str, *, ttl: int | None = None, query: str = "") -> None:
+    """Open the sandbox (``/?<query>``) and sign in as a dev user; wait until the connection is live."""
     page = log.page
-    await page.goto(base_url + "/")
+    await page.goto(base_url + "/" + (f"?{query}" if query else ""))
     await page.get_by_label("User id").fill(user)
     if ttl is not None:
         await page.get_by_text("Advanced").click()

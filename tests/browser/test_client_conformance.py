@@ -1,14 +1,17 @@
-"""web/client.js in the browser, on a scripted socket: every server message example of
-asyncapi.yaml is handled (none reported unknown), unknown and invalid frames are reported,
-and the close-code table, backoff, dedupe and per-tab resume position behave as documented.
+"""web/client.js in the browser, on a scripted socket and a scripted SSE stream: every server
+message example of asyncapi.yaml is handled (none reported unknown) over both wires, unknown
+and invalid frames are reported, and the close-code table, backoff, dedupe, per-tab resume
+position, the fallback to SSE and the switch back to a WebSocket behave as documented.
 
-The client runs with validation on (the committed ajv bundle) and a fake ``WebSocket``
-injected through its ``WebSocket`` option; every frame it sends is validated here against
-asyncapi.yaml with the independent ``jsonschema`` validator.
+The client runs with validation on (the committed ajv bundle), a fake ``WebSocket`` injected
+through its ``WebSocket`` option and a fake ``fetch`` (its ``fetch`` option) for the SSE wire;
+every frame it sends, over either wire, is validated here against asyncapi.yaml with the
+independent ``jsonschema`` validator.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -32,24 +35,58 @@ async () => {
   const mod = await import('/client.js');
   class FakeSocket {
     constructor(url) { this.url = url; this.readyState = 0; this.sent = []; FakeSocket.all.push(this);
-      setTimeout(() => { this.readyState = 1; this.onopen && this.onopen(); }, 0); }
+      setTimeout(() => { if (this.refused) return; this.readyState = 1; this.onopen && this.onopen(); }, 0); }
     send(data) { this.sent.push(data); window.__sent.push(data); }
     close(code, reason) { if (this.readyState === 3) return; this.readyState = 3;
       setTimeout(() => this.onclose && this.onclose({ code: code || 1005, reason: reason || '' }), 0); }
     serverFeed(msg) { this.onmessage({ data: typeof msg === 'string' ? msg : JSON.stringify(msg) }); }
     serverClose(code) { this.readyState = 3; this.onclose({ code, reason: 'server' }); }
+    refuse() { setTimeout(() => { if (this.readyState !== 0) return; this.readyState = 3;
+      this.onclose && this.onclose({ code: 1006, reason: '' }); }, 0); this.refused = true; }
   }
   FakeSocket.all = [];
+  // The SSE wire, scripted: `fetch` answers GET /v1/sse with a stream the test writes to
+  // (`stream().event(msg, id)`, `.push(text)`, `.end()`, `.fail()`) and records every request;
+  // POSTed client messages land in window.__sent too. `refuse = {status, body}` refuses the next GET.
+  class FakeSse {
+    constructor() { this.requests = []; this.streams = []; this.refuse = null;
+      this.fetch = (url, init) => this.answer(url, init || {}); }
+    async answer(url, init) {
+      const req = { url: String(url), method: init.method || 'GET', headers: { ...(init.headers || {}) },
+                    body: init.body ?? null };
+      this.requests.push(req);
+      if (req.method === 'POST') { window.__sent.push(init.body); return new Response(null, { status: 202 }); }
+      if (this.refuse) { const { status, body } = this.refuse; this.refuse = null;
+        return new Response(JSON.stringify(body), { status, headers: { 'Content-Type': 'application/problem+json' } }); }
+      let controller;
+      const body = new ReadableStream({ start(c) { controller = c; } });
+      const stream = { req, aborted: false, open: true,
+        push: (text) => { if (stream.open) controller.enqueue(new TextEncoder().encode(text)); },
+        event: (msg, id) => stream.push(`event: ${msg.type}\\ndata: ${JSON.stringify(msg)}\\n` + (id ? `id: ${id}\\n` : '') + '\\n'),
+        end: () => { stream.open = false; controller.close(); },
+        fail: () => { stream.open = false; controller.error(new TypeError('network error')); } };
+      init.signal?.addEventListener('abort', () => { stream.aborted = true;
+        if (stream.open) { stream.open = false; controller.error(new DOMException('aborted', 'AbortError')); } });
+      this.streams.push(stream);
+      return new Response(body, { status: 200, headers: { 'Content-Type': 'text/event-stream' } });
+    }
+  }
   window.__sent = [];
   window.__mod = mod;
   window.make = (opts = {}) => {
-    const log = { events: [], problems: [], states: [], tokenRequests: [], resyncs: [], duplicates: [] };
+    const log = { events: [], problems: [], states: [], tokenRequests: [], resyncs: [], duplicates: [], transports: [],
+                  offsets: [] };
     const tokens = opts.tokens || ['tok-1', 'tok-2', 'tok-3'];
     const mine = [];
-    class Socket extends FakeSocket { constructor(url) { super(url); mine.push(this); } }
+    const ctl = { refusals: opts.wsFail || 0 }; // the next N sockets never open (an upgrade refused): 1006
+    class Socket extends FakeSocket {
+      constructor(url) { super(url); mine.push(this); if (ctl.refusals > 0) { ctl.refusals -= 1; this.refuse(); } }
+    }
+    const sse = new FakeSse();
     const client = new mod.LivegateClient({
       url: 'ws://fake/v1/ws', WebSocket: Socket, validate: true, storage: opts.storage === undefined ? null : opts.storage,
       backoffInitialMs: 50, backoffMaxMs: 400, random: opts.random || (() => 0.5),
+      transports: ['websocket'], fetch: sse.fetch,
       getToken: async (req) => { log.tokenRequests.push(req.reason); return tokens.length ? tokens.shift() : null; },
       ...(opts.client || {}),
     });
@@ -58,9 +95,12 @@ async () => {
     client.on('state', (s) => log.states.push([s.state, s.closeCode ?? null, s.retryInMs ?? null]));
     client.on('resync', (r) => log.resyncs.push(r.reason));
     client.on('duplicate', (e) => log.duplicates.push(e.offset));
+    client.on('event', (e) => log.offsets.push(e.offset));
+    client.on('transport', (t) => log.transports.push([t.transport, t.reason]));
     const socket = () => mine[mine.length - 1];
     return { client, log, socket, sockets: mine, feed: (m) => socket().serverFeed(m),
-             close: (c) => socket().serverClose(c) };
+             close: (c) => socket().serverClose(c), sse, stream: () => sse.streams[sse.streams.length - 1],
+             refuseSockets: (n) => { ctl.refusals = n; } };
   };
   window.until = async (cond, ms = 5000) => { const end = Date.now() + ms;
     while (!cond()) { if (Date.now() > end) throw new Error('timeout: ' + cond); await new Promise(r => setTimeout(r, 10)); } };
@@ -68,12 +108,12 @@ async () => {
 """
 
 
-def server_examples() -> list[dict[str, Any]]:
+def server_examples(channel: str = "userStream") -> list[dict[str, Any]]:
+    """Every example of a message the server sends on ``channel`` (its operations and replies)."""
     doc = asyncapi_document()
-    server_ops = [op for op in doc["operations"].values() if op["action"] == "send"]
-    names = {ref["$ref"].split("/")[-1] for op in server_ops for ref in op["messages"]}
-    names |= {ref["$ref"].split("/")[-1] for op in doc["operations"].values()
-              for ref in op.get("reply", {}).get("messages", [])}
+    ops = [op for op in doc["operations"].values() if op["channel"]["$ref"] == f"#/channels/{channel}"]
+    names = {ref["$ref"].split("/")[-1] for op in ops if op["action"] == "send" for ref in op["messages"]}
+    names |= {ref["$ref"].split("/")[-1] for op in ops for ref in op.get("reply", {}).get("messages", [])}
     examples = []
     for name in sorted(names):
         for example in doc["components"]["messages"][name]["examples"]:
@@ -91,6 +131,13 @@ async def harness(gateway: RunningGateway, pages: Pages) -> Page:
 
 async def sent_frames(page: Page) -> list[dict[str, Any]]:
     return [assert_valid_message(frame, "client") for frame in await page.evaluate("window.__sent")]
+
+
+def assert_each_handled(examples: list[dict[str, Any]], results: list[dict[str, Any]]) -> None:
+    """Each example reached the app as its own type, and nothing was reported."""
+    for example, result in zip(examples, results, strict=True):
+        assert result["problems"] == [], (example, result)
+        assert result["events"][-1] == example["type"], (example, result)
 
 
 async def test_every_server_example_is_handled_without_an_unknown_type(harness: Page) -> None:
@@ -115,9 +162,7 @@ async def test_every_server_example_is_handled_without_an_unknown_type(harness: 
       }
       return out;
     }""", examples)
-    for example, result in zip(examples, results, strict=True):
-        assert result["problems"] == [], (example, result)
-        assert result["events"][-1] == example["type"], (example, result)
+    assert_each_handled(examples, results)
     assert len(await sent_frames(harness)) >= len(examples)
 
 
@@ -332,3 +377,199 @@ async def test_cancel_sends_an_in_band_cancel_and_settles_on_its_answer(harness:
     assert result["refused"] == "not_found" and result["problems"] == []
     cancels = [f for f in await sent_frames(harness) if f["type"] == "cancel"]  # each valid against asyncapi.yaml
     assert len(cancels) >= 2
+# -- the SSE wire (web/sse.js), on a scripted fetch ------------------------------------------------
+
+WELCOME_JS = """({ type: 'welcome', connectionId: 'c-sse', userId: 'alice', expiresAt: '2030-01-01T00:00:00Z',
+                   heartbeatIntervalMs: 25000, epoch: 'e1', offset: 0 })"""
+
+
+async def test_every_server_example_is_handled_over_sse_whatever_the_chunking(harness: Page) -> None:
+    examples = server_examples("sseStream")
+    assert {e["type"] for e in examples} == {"welcome", "refreshed", "pong", "tokenExpiring", "generationUpdate",
+                                              "generationProgress", "notification", "error", "close",
+                                              "cancelResult"}
+    results = await harness.evaluate("""async (examples) => {
+      const out = [];
+      for (const [i, example] of examples.entries()) {
+        const h = make({ client: { transports: ['sse'] } });
+        h.client.connect();
+        await until(() => h.stream());
+        const frames = [];
+        if (example.type !== 'welcome') frames.push({ ...""" + WELCOME_JS + """,
+          epoch: example.epoch || 'e1', offset: (example.offset || 1) - 1 });
+        frames.push(example);
+        // One event split at every byte (even between CR and LF), or whole, CRLF or LF, with comments.
+        const eol = i % 2 ? '\\r\\n' : '\\n';
+        const text = ':keep-alive' + eol + frames.map((f) => `event: ${f.type}${eol}data: ${JSON.stringify(f)}${eol}`
+          + (f.offset && f.type !== 'welcome' ? `id: ${f.epoch}:${f.offset}${eol}` : '') + eol).join('');
+        if (i % 3 === 0) for (const ch of text) h.stream().push(ch); else h.stream().push(text);
+        // `close` is the stream's end, not a message: it closes with its code instead.
+        const expected = example.type === 'close' ? frames.length - 1 : frames.length;
+        await until(() => (h.log.events.length === expected && (example.type !== 'close'
+          || h.log.states.some((s) => s[1] === example.code))) || h.log.problems.length);
+        out.push({ type: example.type, events: h.log.events, problems: h.log.problems, state: h.client.state,
+                   transport: h.client.transport, request: h.stream().req, states: h.log.states });
+        h.client.close();
+      }
+      return out;
+    }""", examples)
+    messages = [(e, r) for e, r in zip(examples, results, strict=True) if e["type"] != "close"]
+    assert_each_handled([e for e, _ in messages], [r for _, r in messages])
+    for example, result in zip(examples, results, strict=True):
+        if example["type"] == "close":
+            assert result["problems"] == [] and "close" not in result["events"], result
+            # 4001 reconnects and resumes; 4402 too, with the new token getToken gave
+            assert [example["code"], "reconnecting"] in [[s[1], s[0]] for s in result["states"]], result
+    for result in results:
+        assert result["transport"] == "sse"
+        request = result["request"]
+        assert request["url"] == "http://fake/v1/sse" and request["method"] == "GET", request
+        assert request["headers"]["Authorization"] == "Bearer tok-1"
+        assert "Last-Event-ID" not in request["headers"]  # nothing to resume yet
+        assert "tok-1" not in request["url"]  # no credential in a URL
+
+
+async def test_falls_back_to_sse_resumes_there_and_sends_client_messages_over_post(harness: Page) -> None:
+    result = await harness.evaluate("""async () => {
+      const ev = (offset) => ({ type: 'notification', epoch: 'e1', offset, timestamp: '2026-11-25T18:30:01Z',
+                                level: 'info', message: 'n' + offset });
+      // This tab saw e1:1 and e1:2 before (a reload); now every WebSocket is refused.
+      sessionStorage.clear();
+      sessionStorage.setItem('livegate.position:', JSON.stringify({ epoch: 'e1', offset: 2 }));
+      const h = make({ wsFail: 100, storage: sessionStorage,
+                       client: { transports: ['websocket', 'sse'], fallbackAfter: 2 } });
+      h.client.connect();
+      await until(() => h.stream());
+      const wsAttempts = h.sockets.length;
+      const first = h.stream();
+      first.event({ ...""" + WELCOME_JS + """, connectionId: 'c-sse-1', offset: 4, recovered: true });
+      first.event(ev(2), 'e1:2'); first.event(ev(3), 'e1:3'); first.event(ev(4), 'e1:4');
+      await until(() => h.client.state === 'live' && h.log.offsets.length === 2);
+      // tokenExpiring on the stream -> refresh POSTed (new token); ping -> POST, pong on the stream.
+      first.event({ type: 'tokenExpiring', expiresAt: '2030-01-01T00:00:00Z', secondsLeft: 30 });
+      await until(() => h.sse.requests.some((r) => r.method === 'POST'));
+      const pong = h.client.ping();
+      await until(() => h.sse.requests.filter((r) => r.method === 'POST').length === 2);
+      const posts = h.sse.requests.filter((r) => r.method === 'POST');
+      first.event({ type: 'refreshed', id: JSON.parse(posts[0].body).id, expiresAt: '2030-01-01T01:00:00Z' });
+      first.event({ type: 'pong', id: JSON.parse(posts[1].body).id, serverTime: '2026-11-25T18:30:00Z' });
+      await pong;
+      // The server ends the stream with a reconnect code: SSE again, from e1:4, with the new token.
+      first.push('event: close\\ndata: {"code":4000,"reason":"server restart"}\\n\\n');
+      await until(() => h.sse.streams.length === 2);
+      const second = h.stream();
+      second.event({ ...""" + WELCOME_JS + """, connectionId: 'c-sse-2', offset: 5, recovered: true });
+      second.event(ev(5), 'e1:5');
+      // A stream that just stops (a proxy timeout) reconnects too, without a close event.
+      await until(() => h.log.offsets.length === 3);
+      second.fail();
+      await until(() => h.sse.streams.length === 3);
+      return { log: h.log, wsAttempts, requests: h.sse.requests, transport: h.client.transport,
+               position: h.client.position, firstAborted: first.aborted };
+    }""")
+    log = result["log"]
+    assert result["wsAttempts"] == 2  # fallbackAfter=2 refused attempts
+    assert log["transports"] == [["websocket", "connect"], ["sse", "fallback"]]
+    assert log["offsets"] == [3, 4, 5] and log["duplicates"] == [2]
+    assert log["resyncs"] == []  # recovered: the stored position was resumed over SSE
+    gets = [r for r in result["requests"] if r["method"] == "GET"]
+    posts = [r for r in result["requests"] if r["method"] == "POST"]
+    assert [g["headers"].get("Last-Event-ID") for g in gets] == ["e1:2", "e1:4", "e1:5"]
+    assert [g["headers"]["Authorization"] for g in gets] == ["Bearer tok-1", "Bearer tok-2", "Bearer tok-2"]
+    assert [p["url"] for p in posts] == ["http://fake/v1/sse/c-sse-1/messages"] * 2
+    assert [p["body"] and json.loads(p["body"])["type"] for p in posts] == ["refresh", "ping"]
+    assert json.loads(posts[0]["body"])["token"] == "tok-2"
+    assert posts[1]["headers"]["Authorization"] == "Bearer tok-2"  # the refreshed token from then on
+    assert ["reconnecting", 4000] in [s[:2] for s in log["states"]]
+    assert result["transport"] == "sse" and result["position"] == {"epoch": "e1", "offset": 5}
+    assert log["problems"] == []
+    await sent_frames(harness)
+
+
+async def test_a_websocket_that_worked_is_kept_through_an_outage(harness: Page) -> None:
+    result = await harness.evaluate("""async () => {
+      const h = make({ client: { transports: ['websocket', 'sse'], fallbackAfter: 2 } });
+      h.client.connect();
+      await until(() => h.socket() && h.socket().sent.length === 1);
+      h.feed({ ...""" + WELCOME_JS + """ });
+      h.refuseSockets(3);   // a server restart: three attempts fail, the fourth gets through
+      h.close(1006);
+      await until(() => h.sockets.length === 5 && h.socket().sent.length === 1);
+      const out = { transports: h.log.transports, streams: h.sse.streams.length,
+                    resume: JSON.parse(h.socket().sent[0]).resume };
+      h.client.close();
+      return out;
+    }""")
+    assert result == {"transports": [["websocket", "connect"]], "streams": 0, "resume": {"epoch": "e1", "offset": 0}}
+
+
+async def test_from_sse_back_to_a_websocket_without_loss_or_duplicate_delivery(harness: Page) -> None:
+    result = await harness.evaluate("""async () => {
+      const ev = (offset) => ({ type: 'generationProgress', epoch: 'e1', offset, timestamp: '2026-11-25T18:30:01Z',
+                                generationId: 'g', fraction: offset / 10, step: offset });
+      const h = make({ wsFail: 3, client: { transports: ['websocket', 'sse'], fallbackAfter: 2, upgradeRetryMs: 50 } });
+      h.client.connect();
+      await until(() => h.stream());
+      const stream = h.stream();
+      stream.event({ ...""" + WELCOME_JS + """ });
+      stream.event(ev(1), 'e1:1'); stream.event(ev(2), 'e1:2');
+      // The first background WebSocket is refused (wsFail 3 = 2 attempts + this one): still SSE.
+      await until(() => h.sockets.length === 3 && h.socket().readyState === 3);
+      const afterRefusedProbe = { transport: h.client.transport, streams: h.sse.streams.length };
+      stream.event(ev(3), 'e1:3');
+      // The next one opens and resumes from e1:3 while SSE keeps delivering 4 and 5.
+      await until(() => h.sockets.length === 4 && h.socket().sent.length === 1);
+      const probeAuth = JSON.parse(h.socket().sent[0]);
+      stream.event(ev(4), 'e1:4'); stream.event(ev(5), 'e1:5');
+      await until(() => h.log.offsets.length === 5);
+      h.feed({ ...""" + WELCOME_JS + """, connectionId: 'c-ws', offset: 6, recovered: true });
+      h.feed(ev(4)); h.feed(ev(5)); h.feed(ev(6));   // the replay after e1:3, then live
+      h.feed(ev(7));
+      stream.event(ev(8), 'e1:8');                   // too late: that stream is closed
+      await until(() => h.log.offsets.length === 7);
+      return { log: h.log, afterRefusedProbe, probeAuth, sseAborted: stream.aborted, transport: h.client.transport,
+               state: h.client.state, streams: h.sse.streams.length, switches: h.client.stats.transportSwitches };
+    }""")
+    log = result["log"]
+    assert result["afterRefusedProbe"] == {"transport": "sse", "streams": 1}
+    assert result["probeAuth"]["resume"] == {"epoch": "e1", "offset": 3}
+    assert log["offsets"] == [1, 2, 3, 4, 5, 6, 7]  # each offset once, in order
+    assert log["duplicates"] == [4, 5]
+    assert log["transports"] == [["websocket", "connect"], ["sse", "fallback"], ["websocket", "upgrade"]]
+    assert result["sseAborted"] and result["streams"] == 1
+    assert result["transport"] == "websocket" and result["state"] == "live" and result["switches"] == 2
+    assert log["resyncs"] == ["fresh"] and log["problems"] == []
+    await sent_frames(harness)
+
+
+async def test_a_refused_sse_request_maps_to_the_close_code_table(harness: Page) -> None:
+    result = await harness.evaluate("""async () => {
+      const out = {};
+      // 401 token_expired -> 4402: a new token from getToken, then SSE again with it.
+      let h = make({ client: { transports: ['sse'] } });
+      h.sse.refuse = { status: 401, body: { type: 'about:blank', status: 401, code: 'token_expired' } };
+      h.client.connect();
+      await until(() => h.sse.streams.length === 1);
+      out.expired = { requests: h.log.tokenRequests.slice(), states: h.log.states.map(s => s[0]),
+                      auth: h.stream().req.headers.Authorization };
+      h.client.close();
+      // 403 origin_not_allowed -> 4403: stopped.
+      h = make({ client: { transports: ['sse'] } });
+      h.sse.refuse = { status: 403, body: { code: 'origin_not_allowed' } };
+      h.client.connect();
+      await until(() => h.client.state === 'stopped');
+      out.forbidden = h.log.states.at(-1);
+      // 404 (a gateway without SSE) and no other wire: reconnect with backoff.
+      h = make({ client: { transports: ['sse'] } });
+      h.sse.refuse = { status: 404, body: {} };
+      h.client.connect();
+      await until(() => h.sse.streams.length === 1);
+      out.missing = h.log.states.map(s => s.slice(0, 2));
+      h.client.close();
+      return out;
+    }""")
+    assert result["expired"]["requests"] == ["connect", "expired"]
+    assert result["expired"]["auth"] == "Bearer tok-2"
+    assert "tokenExpired" not in result["expired"]["states"]
+    assert result["forbidden"][:2] == ["stopped", 4403]
+    assert ["reconnecting", 1006] in result["missing"]

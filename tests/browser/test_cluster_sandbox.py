@@ -15,6 +15,9 @@ how the tests prove which process accepted what.
 * Several runs, then the page reloaded: the history (``GET /v1/generations``, answered by
   both processes in turn) shows every run exactly once with its final status, and the
   outputs load whichever process serves them.
+* Behind a second nginx that does not pass WebSocket upgrades, the page falls back to
+  Server-Sent Events: a run's whole life arrives over SSE, and its pings, POSTed through
+  round robin to both processes, are answered on the stream whichever holds it.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from livegate.testing.nginx import Nginx
 from livegate.testing.postgres_server import PostgresServer
 from livegate.testing.process import GatewayProcess
 from livegate.testing.redis_server import RedisServer
+from livegate.testing.spec_validation import assert_valid_message
 from tests.browser.conftest import (
     Pages,
     assert_sent_frames_valid,
@@ -302,3 +306,46 @@ def _same_but_urls(a: dict[str, Any], b: dict[str, Any]) -> bool:
     def strip(record: dict[str, Any]) -> dict[str, Any]:
         return {**record, "outputs": [{**o, "url": o["url"].split("?", 1)[0]} for o in record["outputs"]]}
     return strip(a) == strip(b)
+
+
+async def test_behind_a_proxy_that_refuses_websocket_upgrades_a_run_arrives_over_sse(
+    cluster: Cluster, pages: Pages
+) -> None:
+    with Nginx([g.port for g in cluster.gateways], upgrade=False, buffering=True) as proxy:  # nginx defaults
+        tab = await pages.new("sue")
+        page = tab.page
+        await sign_in(tab, proxy.http_url, "sue")
+        indicator = page.locator("#connection")
+        await expect(indicator).to_contain_text("Live · SSE")
+        await expect(indicator).to_have_attribute("data-transport", "sse")
+        gen_id = await run_demo(page, duration=2.0, steps=6, prompt="a lantern in snow")
+        run = page.locator(f".run[data-generation-id={gen_id}]")
+        await expect(run.locator(".status-badge")).to_have_text("Completed")
+        await expect(run.locator("figure.output")).to_have_count(3)
+        await expect(run.locator("figure[data-kind=text] pre")).to_contain_text("a lantern in snow")
+
+        # Client messages go through round robin: pings land on both processes, and every
+        # one is answered on the stream, which lives on one of them.
+        since = len(proxy.access_entries())
+        for _ in range(4):
+            pong = await page.evaluate("() => window.__livegate.client.ping()")
+            assert pong["type"] == "pong"
+        posts = [e for e in proxy.access_entries()[since:]
+                 if e["method"] == "POST" and re.fullmatch(r"/v1/sse/[^/]+/messages", e["uri"])]
+        assert len(posts) == 4 and {e["status"] for e in posts} == {"202"}, posts
+        assert {e["upstream"] for e in posts} == {cluster.upstream(g) for g in cluster.gateways}, posts
+
+        # The proxy never upgraded a WebSocket: the client gave up on them after two attempts.
+        handshakes = [e for e in proxy.access_entries() if e["uri"] == "/v1/ws"]
+        assert len(handshakes) >= 2 and "101" not in {e["status"] for e in handshakes}, handshakes
+        assert await debug_state(page, "d.transports.map(t => t.transport)") == ["websocket", "sse"]
+
+        welcome = await debug_state(page, "d.welcomes[0]")
+        stream = await server_stream(cluster.lb.ws_url, cluster.gateways[0].token("sue"), welcome["epoch"])
+        assert await debug_state(page, "d.offsets") == [e["offset"] for e in stream if e["offset"] > welcome["offset"]]
+        assert [e["status"] for e in stream if e.get("generationId") == gen_id and e["type"] == "generationUpdate"] \
+            == ["queued", "running", "completed"]
+        assert await debug_state(page, "d.protocolErrors") == []
+        assert await debug_state(page, "d.duplicates") == []
+        for frame in await debug_state(page, "d.sent"):
+            assert_valid_message(frame, "client")

@@ -1,11 +1,13 @@
 """livegate.testing.nginx: a real nginx balancing round robin, passing WebSocket upgrades
-through, its access log naming each request's backend, and a clear error without nginx."""
+through (or, ``upgrade=False``, not), its access log naming each request's backend, and a
+clear error without nginx."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -53,16 +55,39 @@ def test_requests_alternate_between_backends_and_the_log_names_each_one(backends
     assert pid is not None and not lb.running() and not lb.prefix.exists()
 
 
-async def test_a_websocket_upgrade_passes_through() -> None:
-    async def echo(ws: websockets.ServerConnection) -> None:
-        async for message in ws:
-            await ws.send(f"echo {message}")
+async def _echo(ws: websockets.ServerConnection) -> None:
+    async for message in ws:
+        await ws.send(f"echo {message}")
 
-    async with websockets.serve(echo, "127.0.0.1", 0) as server:
-        port = next(iter(server.sockets)).getsockname()[1]
+
+@contextlib.asynccontextmanager
+async def echo_backend() -> AsyncIterator[int]:
+    """A WebSocket echo server on a free port."""
+    async with websockets.serve(_echo, "127.0.0.1", 0) as server:
+        yield int(next(iter(server.sockets)).getsockname()[1])
+
+
+async def test_a_websocket_upgrade_passes_through() -> None:
+    async with echo_backend() as port:
         lb = await asyncio.to_thread(Nginx([port]).start)
         try:
             async with websockets.connect(lb.ws_url) as ws:
+                await ws.send("hi")
+                assert await asyncio.wait_for(ws.recv(), 5) == "echo hi"
+        finally:
+            await asyncio.to_thread(lb.close)
+
+
+async def test_without_upgrade_the_backend_sees_a_plain_request_and_refuses_the_handshake() -> None:
+    async with echo_backend() as port:
+        lb = await asyncio.to_thread(Nginx([port], upgrade=False).start)
+        try:
+            # The backend got the request without Upgrade and refused it (websockets: 426).
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                async with websockets.connect(lb.ws_url, open_timeout=5):
+                    pass
+            assert refused.value.response.status_code == 426
+            async with websockets.connect(f"ws://127.0.0.1:{port}/v1/ws") as ws:  # directly it upgrades
                 await ws.send("hi")
                 assert await asyncio.wait_for(ws.recv(), 5) == "echo hi"
         finally:

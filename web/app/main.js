@@ -1,7 +1,7 @@
 // The livegate sandbox: sign in, run tools in windows, watch them live, browse history.
 // Everything real-time goes through the reusable client (../client.js); everything else is
 // plain HTTP (openapi.yaml). `window.__livegate` exposes what the E2E tests compare.
-import { LivegateClient, tokenClaims } from "../client.js";
+import { LivegateClient, TRANSPORTS, tokenClaims } from "../client.js";
 import { Api } from "./api.js";
 import { h } from "./dom.js";
 import { HistoryPanel } from "./history.js";
@@ -14,13 +14,33 @@ const $ = (sel) => document.querySelector(sel);
 /** @type {{mode: "dev"|"token", userId: string, token: string, ttlSeconds?: number}|null} */
 let session = loadSession();
 const api = new Api(() => session?.token || null);
-const debug = { offsets: [], events: [], protocolErrors: [], states: [], welcomes: [], resyncs: [], sent: [] };
+const debug = { offsets: [], events: [], protocolErrors: [], states: [], welcomes: [], resyncs: [], sent: [],
+  transports: [], duplicates: [] };
 /** @type {any} */ (window).__livegate = debug;
+
+/**
+ * Client options from the page's query string, to try the wires by hand: `?transports=sse`
+ * (SSE only), `?transports=websocket` (never fall back), `?upgradeRetryMs=5000`,
+ * `?fallbackAfter=1`, `?openTimeoutMs=3000`.
+ */
+function clientOptionsFromUrl() {
+  const query = new URLSearchParams(location.search);
+  /** @type {Record<string, any>} */
+  const options = {};
+  const transports = (query.get("transports") || "").split(",").filter((t) => TRANSPORTS.includes(t));
+  if (transports.length) options.transports = transports;
+  for (const name of ["upgradeRetryMs", "fallbackAfter", "openTimeoutMs"]) {
+    const value = Number(query.get(name));
+    if (query.has(name) && Number.isFinite(value) && value >= 0) options[name] = value;
+  }
+  return options;
+}
 
 // The prefix of a run joined mid-stream comes from the same GET the page uses elsewhere.
 const client = new LivegateClient({
   getToken,
   fetchText: async (id) => (await api.generation(id)).progress?.partialText ?? null,
+  ...clientOptionsFromUrl(),
 });
 debug.client = client;
 const views = new Map(); // generationId -> Set<RunView>
@@ -70,17 +90,22 @@ async function getToken({ reason }) {
 const indicator = $("#connection");
 let countdown = null;
 
+const TRANSPORT_NAMES = { websocket: "WebSocket", sse: "SSE" };
+
 function onState(change) {
-  debug.states.push({ state: change.state, closeCode: change.closeCode, at: Date.now() });
+  debug.states.push({ state: change.state, closeCode: change.closeCode, transport: change.transport, at: Date.now() });
   clearInterval(countdown);
   const text = indicator.querySelector(".text");
   indicator.dataset.state = change.state;
+  indicator.dataset.transport = change.transport || "";
+  indicator.title = change.transport === "sse"
+    ? "Server-Sent Events: WebSockets do not get through; trying them again now and then" : "";
   switch (change.state) {
     case "connecting":
       text.textContent = "Connecting…";
       break;
     case "live":
-      text.textContent = "Live";
+      text.textContent = `Live · ${TRANSPORT_NAMES[change.transport] || change.transport}`;
       break;
     case "reconnecting": {
       const tick = () => {
@@ -122,6 +147,8 @@ function wireClient() {
   client.on("state", onState);
   client.on("send", (frame) => debug.sent.push(frame));
   client.on("welcome", (w) => debug.welcomes.push(w));
+  client.on("transport", (t) => debug.transports.push({ ...t, offset: client.position?.offset ?? null }));
+  client.on("duplicate", (e) => debug.duplicates.push(e.offset));
   client.on("event", (event) => {
     debug.offsets.push(event.offset, ...(event.supersedes || []));
     debug.events.push({ type: event.type, offset: event.offset, epoch: event.epoch, generationId: event.generationId,

@@ -5,6 +5,7 @@
     with Nginx([gw1.port, gw2.port]) as lb:    # round robin, no stickiness
         page.goto(lb.http_url + "/")           # HTTP and the /v1/ws upgrade pass through
         lb.access_entries()                    # which backend served which request
+    Nginx([gw1.port], upgrade=False)           # a proxy that does not pass WebSocket upgrades
 
 The balancer is what docs/scaling.md asks of one: an ``upstream`` of the backends with
 plain **round robin** (one worker process, so requests alternate strictly between
@@ -117,8 +118,7 @@ http {{
         location / {{
             proxy_pass http://livegate;
             proxy_http_version 1.1;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection $connection_upgrade;
+{upgrade_headers}
             proxy_set_header Host $http_host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto $scheme;
@@ -139,13 +139,15 @@ class Nginx:
     :param backends: the gateways' ports, in upstream order.
     :param port: the balancer's port; default a free one, kept across restarts.
     :param read_timeout: ``proxy_read_timeout`` / ``proxy_send_timeout``, seconds.
+    :param upgrade: ``False`` drops the ``Upgrade`` / ``Connection`` headers, as proxies that
+        do not know WebSockets do: every ``/v1/ws`` handshake fails, plain HTTP (SSE) passes.
     :param buffering: ``proxy_buffering on`` (nginx's default, which a streamed response
         must defeat with ``X-Accel-Buffering: no``) instead of off.
     """
 
     def __init__(self, backends: Sequence[int], *, port: int | None = None, read_timeout: float = 75.0,
                  connect_timeout: float = 5.0, startup_timeout: float = 10.0, stop_timeout: float = 5.0,
-                 binary: str | None = None, buffering: bool = False) -> None:
+                 binary: str | None = None, buffering: bool = False, upgrade: bool = True) -> None:
         if not backends:
             raise ValueError("nginx needs at least one backend")
         self.binary = binary or find_nginx()
@@ -153,6 +155,7 @@ class Nginx:
         self.port = port or free_port()
         self.read_timeout = read_timeout
         self.buffering = buffering
+        self.upgrade = upgrade
         self.connect_timeout = connect_timeout
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
@@ -218,8 +221,11 @@ class Nginx:
         if self._account is not None:  # the group by id: Debian has no group "nobody" (it is nogroup)
             user = f"user {self._account.pw_name} {grp.getgrgid(self._account.pw_gid).gr_name};\n"
         servers = "\n".join(f"        server 127.0.0.1:{port};" for port in self.backends)
+        upgrade = ("$http_upgrade", "$connection_upgrade") if self.upgrade else ('""', '""')
+        upgrade_headers = (f"            proxy_set_header Upgrade {upgrade[0]};\n"
+                           f"            proxy_set_header Connection {upgrade[1]};")
         self.config_path.write_text(_CONFIG.format(
-            user=user, prefix=self.prefix, servers=servers, port=self.port,
+            user=user, prefix=self.prefix, servers=servers, port=self.port, upgrade_headers=upgrade_headers,
             read_timeout=f"{self.read_timeout:g}", connect_timeout=f"{self.connect_timeout:g}",
             buffering="on" if self.buffering else "off"))
         return self.config_path
