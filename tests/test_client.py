@@ -12,7 +12,13 @@ from typing import Any, Self
 import msgspec
 import pytest
 
-from livegate.client import CancelRefused, ClientStopped, LivegateClient, close_code_for_refusal, sse_url_for
+from livegate.client import (
+    CancelRefused,
+    ClientStopped,
+    LivegateClient,
+    close_code_for_refusal,
+    sse_url_for,
+)
 from livegate.protocol import http, messages
 from livegate.testing.gateway import running_gateway
 from livegate.testing.process import GatewayProcess
