@@ -106,7 +106,7 @@ export class SseConnection {
     const message = JSON.parse(frame);
     if (message.type === "auth") {
       this._token = message.token;
-      this._stream(message.resume);
+      this._stream(message.resume, message.textDeltas === true);
       return;
     }
     if (message.type === "refresh") this._token = message.token; // the credential from now on
@@ -119,12 +119,14 @@ export class SseConnection {
 
   // -- the stream -----------------------------------------------------------------------------
 
-  async _stream(resume) {
+  async _stream(resume, textDeltas) {
     const headers = { Accept: "text/event-stream", Authorization: `Bearer ${this._token}` };
     if (resume) headers["Last-Event-ID"] = `${resume.epoch}:${resume.offset}`;
+    // `auth.textDeltas` of the WebSocket is the `textDeltas` query parameter here.
+    const url = textDeltas ? `${this.url}${this.url.includes("?") ? "&" : "?"}textDeltas=true` : this.url;
     let response;
     try {
-      response = await this._fetch(this.url, { headers, cache: "no-store", signal: this._abort.signal });
+      response = await this._fetch(url, { headers, cache: "no-store", signal: this._abort.signal });
     } catch (err) {
       this._finish(1006, `network: ${err.message || err}`);
       return;

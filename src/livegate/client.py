@@ -339,8 +339,9 @@ class LivegateClient:
             headers["Last-Event-ID"] = f"{position.epoch}:{position.offset}"
         timeout = httpx.Timeout(10.0, read=SSE_READ_TIMEOUT)
         try:
+            params = {"textDeltas": "true"} if self.text_deltas else None  # auth.textDeltas, over SSE
             async with httpx.AsyncClient(timeout=timeout) as http, \
-                    aconnect_sse(http, "GET", self.sse_url, headers=headers) as source:
+                    aconnect_sse(http, "GET", self.sse_url, headers=headers, params=params) as source:
                 response = source.response
                 if response.status_code != 200:
                     await response.aread()

@@ -138,6 +138,27 @@ async def test_each_event_is_one_sse_event_with_type_id_and_the_websockets_json(
     assert sse.last_event_id == f"{welcome['epoch']}:2"
 
 
+@pytest.mark.parametrize("text_deltas", [True, False], ids=["textDeltas", "legacy"])
+async def test_text_deltas_are_asked_for_with_a_query_parameter(gateway, sse, text_deltas: bool) -> None:
+    """asyncapi.yaml ``x-sse.textDeltas``: ``textDeltas=true`` is ``auth.textDeltas``; without
+    it the stream carries the deprecated whole text, as for a WebSocket that does not ask."""
+    await sse.open(gateway.token("alice"), query={"textDeltas": "true"} if text_deltas else None)
+    await sse.next_message()
+    got = []
+    for fraction, offset, delta in ((0.1, 0, "Hel"), (0.2, 3, "lo")):  # one at a time: no conflation
+        await gateway.publish("alice", {"type": "generationProgress", "generationId": "g", "fraction": fraction,
+                                        "textOffset": offset, "textDelta": delta})
+        got.append(assert_valid_message(await sse.next_message()))
+    first, second = got
+    if text_deltas:
+        assert [(m["textOffset"], m["textDelta"]) for m in (first, second)] == [(0, "Hel"), (3, "lo")]
+    else:
+        assert [m["partialText"] for m in (first, second)] == ["Hel", "Hello"]
+    with pytest.raises(SseRefused) as refused:
+        await sse.open(gateway.token("alice"), query={"textDeltas": "yes"})
+    problem(refused.value, 400, "validation_failed")
+
+
 # -- resume --------------------------------------------------------------------------------------
 
 

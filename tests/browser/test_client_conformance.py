@@ -423,7 +423,7 @@ async def test_every_server_example_is_handled_over_sse_whatever_the_chunking(ha
     for result in results:
         assert result["transport"] == "sse"
         request = result["request"]
-        assert request["url"] == "http://fake/v1/sse" and request["method"] == "GET", request
+        assert request["url"] == "http://fake/v1/sse?textDeltas=true" and request["method"] == "GET", request
         assert request["headers"]["Authorization"] == "Bearer tok-1"
         assert "Last-Event-ID" not in request["headers"]  # nothing to resume yet
         assert "tok-1" not in request["url"]  # no credential in a URL

@@ -72,7 +72,7 @@ class SseRequests:
     posts: list[dict[str, Any]] = field(default_factory=list)
 
     def record(self, request: Request) -> None:
-        if re.search(r"/v1/sse$", request.url) and request.method == "GET":
+        if re.search(r"/v1/sse(\?.*)?$", request.url) and request.method == "GET":
             self.streams.append({"url": request.url, "lastEventId": request.headers.get("last-event-id"),
                                  "authorization": request.headers.get("authorization", "")})
         elif re.search(r"/v1/sse/[^/]+/messages$", request.url) and request.method == "POST":

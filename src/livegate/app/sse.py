@@ -109,6 +109,15 @@ class SseConnections:
         return await self.gw.relay.call(node, payload, RELAY_TIMEOUT_SECONDS) == _ACCEPTED
 
 
+def _flag(query: dict[str, list[str]], name: str) -> bool:
+    """A boolean query parameter: ``true`` or ``false`` (absent: false); else a 400 problem."""
+    values = query.get(name, ["false"])
+    if values[0] not in ("true", "false"):
+        raise ProblemError(400, "validation_failed", f"{name} must be true or false", errors=[
+            http.ProblemItem(message=f"{name} must be true or false", path=f"$.query.{name}")])
+    return values[0] == "true"
+
+
 def _resume(scope: HTTPScope, query: dict[str, list[str]]) -> messages.StreamPosition | None:
     """``Last-Event-ID`` (the header wins) or ``lastEventId``; either one present and not an
     event id is 400 ``validation_failed``."""
@@ -167,6 +176,7 @@ def sse_routes(gw: Gateway) -> list[HTTPRouteHandler | ASGIRouteHandler]:
                                headers={"Allow": "GET"})
         query = parse_qs(scope["query_string"].decode("latin-1"), keep_blank_values=True)
         resume = _resume(scope, query)
+        text_deltas = _flag(query, "textDeltas")
         if "ticket" in query:  # a ticket, even empty, is the credential (the Bearer is not looked at)
             claims = await _redeem(gw, query["ticket"][0])
         else:
@@ -179,7 +189,7 @@ def sse_routes(gw: Gateway) -> list[HTTPRouteHandler | ASGIRouteHandler]:
 
         def endpoint(wire: SseWire) -> Connection:
             connection = Connection(wire, gw, origin=header(scope, b"origin") or None,
-                                    connection_id=connection_id, admit=(claims, resume))
+                                    connection_id=connection_id, admit=(claims, resume, text_deltas))
             gw.sse.by_id[connection_id] = connection
             return connection
 

@@ -87,7 +87,7 @@ class Connection:
     )
 
     def __init__(self, wire: Wire, gateway: Gateway, *, origin: str | None, connection_id: str | None = None,
-                 admit: tuple[Claims, messages.StreamPosition | None] | None = None) -> None:
+                 admit: tuple[Claims, messages.StreamPosition | None, bool] | None = None) -> None:
         """``admit``: the wire authenticated the connection with its request (SSE: a ticket
         or a Bearer JWT, and ``Last-Event-ID``); it joins its stream on :meth:`open` as
         after an ``auth`` with these claims and resume position."""
@@ -139,8 +139,8 @@ class Connection:
         if allowed and self._origin not in allowed:
             self._apply(self.session.fail("origin_not_allowed", f"Origin {self._origin!r} is not allowed"))
         elif self._admit is not None:
-            claims, resume = self._admit
-            self._apply(self.session.admit(claims, resume))
+            claims, resume, text_deltas = self._admit
+            self._apply(self.session.admit(claims, resume, text_deltas=text_deltas))
         else:
             self._rearm_timer()
 

@@ -150,14 +150,15 @@ class Session:
                                          request_id=_rid(message)))]
         return []
 
-    def admit(self, claims: Claims, resume: messages.StreamPosition | None) -> list[Effect]:
+    def admit(self, claims: Claims, resume: messages.StreamPosition | None, *,
+              text_deltas: bool = False) -> list[Effect]:
         """A transport that authenticates with the request itself (asyncapi.yaml
         ``sseStream``: a ticket or a Bearer JWT checked before the stream starts) skips the
         ``auth`` frame: the same ``Authenticate`` effect, as if ``auth`` had carried
-        ``claims`` and ``resume``."""
+        ``claims``, ``resume`` and ``textDeltas``."""
         self.state = advance(self.state, State.AUTHENTICATING)
         self.claims = claims
-        return [Authenticate(claims=claims, resume=resume, request_id=None)]
+        return [Authenticate(claims=claims, resume=resume, request_id=None, text_deltas=text_deltas)]
 
     def accept(self, *, epoch: str, offset: int, recovered: bool | None, request_id: str | None) -> list[Effect]:
         """The I/O layer subscribed the connection: send ``welcome`` and go live."""

@@ -82,14 +82,14 @@ class SseClient:
 
     async def open(self, token: str | None = None, *, ticket: str | None = None, bearer: bool = False,
                    last_event_id: str | None = None, in_query: bool = False,
-                   headers: dict[str, str] | None = None) -> httpx.Response:
+                   headers: dict[str, str] | None = None, query: dict[str, str] | None = None) -> httpx.Response:
         """``GET /v1/sse`` with a new ticket for ``token`` (or ``ticket`` as given, or the
         token as ``Authorization: Bearer`` with ``bearer=True``), resuming after
         ``last_event_id`` (the ``Last-Event-ID`` header, or ``lastEventId`` with
         ``in_query=True``). Raises :class:`SseRefused` for a problem answer."""
         await self.close_stream()
         request_headers = dict(headers or {})
-        params: dict[str, str] = {}
+        params: dict[str, str] = dict(query or {})
         if bearer:
             request_headers["Authorization"] = f"Bearer {token}"
         elif ticket is not None or token is not None:
