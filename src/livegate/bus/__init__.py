@@ -42,7 +42,11 @@ def create_bus(config: object) -> Bus:
 
 
 def _first_redis_url(config: object) -> str | None:
-    urls = [u.strip() for u in str(getattr(config, "redis_url", None) or "").split(",") if u.strip()]
+    from livegate.bus.redis.address import (
+        split_urls,  # (a Sentinel URL lists its sentinels with commas)
+    )
+
+    urls = split_urls(str(getattr(config, "redis_url", None) or ""))
     return urls[0] if urls else None
 
 

@@ -15,7 +15,11 @@ same Sentinel URL continues that URL's list of sentinels).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.sentinel import Sentinel
 
 SENTINEL_SCHEME = "redis+sentinel"
 
@@ -59,6 +63,21 @@ def parse_sentinel_url(url: str) -> SentinelTarget | None:
     return SentinelTarget(sentinels, service, int(db or 0), username, password)
 
 
+def redis_client(url: str, **settings: Any) -> Redis:
+    """A redis-py client for ``url`` (either form above) with ``settings`` (timeouts,
+    ``client_name``, ...): with Sentinel its connections, pub/sub ones included, go to the
+    primary the sentinels name at each connect. For the small side clients (SSE tickets, the
+    relay); the bus itself keeps its own pool (:class:`~livegate.bus.redis.commands.Commands`)."""
+    target = parse_sentinel_url(url)
+    if target is None:
+        return Redis.from_url(url, **settings)
+    timeouts = {k: settings[k] for k in ("socket_timeout", "socket_connect_timeout") if k in settings}
+    sentinel = Sentinel(target.sentinels, **timeouts)  # type: ignore[no-untyped-call]
+    client: Redis = sentinel.master_for(target.service, db=target.db, username=target.username,
+                                        password=target.password, **settings)
+    return client
+
+
 def split_urls(value: str) -> list[str]:
     """The shard URLs of ``LIVEGATE_REDIS_URL`` (comma-separated; a part without ``://``
     is one more sentinel of the URL before it)."""
@@ -73,4 +92,4 @@ def split_urls(value: str) -> list[str]:
     return urls
 
 
-__all__ = ["SENTINEL_SCHEME", "SentinelTarget", "parse_sentinel_url", "split_urls"]
+__all__ = ["SENTINEL_SCHEME", "SentinelTarget", "parse_sentinel_url", "redis_client", "split_urls"]

@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from livegate.bus.redis.address import redis_client
 from livegate.bus.redis.errors import TRANSIENT, unavailable
 from livegate.bus.relay import Handler, Relay
 from livegate.errors import BusUnavailable
@@ -48,8 +49,8 @@ class RedisRelay(Relay):
         return f"{self._prefix}:relay:{node}"
 
     def _commands(self) -> Redis:
-        return Redis.from_url(self._url, socket_timeout=self._socket_timeout, client_name=f"livegate:relay:{self.node}",
-                              **self._settings)
+        return redis_client(self._url, socket_timeout=self._socket_timeout, client_name=f"livegate:relay:{self.node}",
+                            **self._settings)
 
     async def start(self, handler: Handler) -> None:
         await super().start(handler)
@@ -96,8 +97,8 @@ class RedisRelay(Relay):
         delay = self._delays[0]
         while True:
             # A dedicated connection per attempt: no socket timeout while waiting for messages.
-            client = Redis.from_url(self._url, client_name=f"livegate:relay:{self.node}:sub",
-                                    health_check_interval=10, **self._settings)
+            client = redis_client(self._url, client_name=f"livegate:relay:{self.node}:sub",
+                                  health_check_interval=10, **self._settings)
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self._channel(self.node))

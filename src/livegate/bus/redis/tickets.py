@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from livegate.bus.redis.address import redis_client
 from livegate.bus.redis.errors import TRANSIENT, unavailable
 from livegate.bus.tickets import TicketStore
 
@@ -28,8 +29,8 @@ class RedisTickets(TicketStore):
 
     def _connect(self) -> Redis:
         socket_timeout, connect_timeout = self._timeouts
-        return Redis.from_url(self._url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
-                              retry=Retry(NoBackoff(), 0), client_name="livegate:tickets")
+        return redis_client(self._url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
+                            retry=Retry(NoBackoff(), 0), client_name="livegate:tickets")
 
     def _key(self, name: str) -> str:
         return f"{self._prefix}:ticket:{hashlib.sha256(name.encode()).hexdigest()}"
