@@ -330,8 +330,13 @@ async def test_behind_a_proxy_that_refuses_websocket_upgrades_a_run_arrives_over
         for _ in range(4):
             pong = await page.evaluate("() => window.__livegate.client.ping()")
             assert pong["type"] == "pong"
-        posts = [e for e in proxy.access_entries()[since:]
-                 if e["method"] == "POST" and re.fullmatch(r"/v1/sse/[^/]+/messages", e["uri"])]
+        deadline = time.monotonic() + LOG_WAIT_SECONDS  # nginx logs a POST once its answer is done,
+        while True:  # which may be after the pong came back on the stream
+            posts = [e for e in proxy.access_entries()[since:]
+                     if e["method"] == "POST" and re.fullmatch(r"/v1/sse/[^/]+/messages", e["uri"])]
+            if len(posts) >= 4 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.02)
         assert len(posts) == 4 and {e["status"] for e in posts} == {"202"}, posts
         assert {e["upstream"] for e in posts} == {cluster.upstream(g) for g in cluster.gateways}, posts
 
