@@ -13,6 +13,7 @@ export class ToolWindow {
    *   createGeneration (with the optional deadline of the window's Deadline field).
    * @param {(view: RunView) => void} ctx.track Route live events of this view's generation to it.
    * @param {(id: string) => Promise<void>} ctx.cancel
+   * @param {(id: string) => Promise<Object>} ctx.webhooks GET /v1/generations/{id}/webhooks (the run's deliveries).
    * @param {(w: ToolWindow) => void} ctx.onClose
    * @param {string} [toolId] Initially selected tool.
    * @param {Object} [generation] Open on an existing generation (from the history panel).
