@@ -86,6 +86,10 @@ class Settings:
     postgres: bool = True  # records and jobs in PostgreSQL, demo generations created during the chaos
     generation_rate: float = 1.0  # generations created per second, all users together
     takeover_seconds: float = 3.0  # LIVEGATE_TAKEOVER_SECONDS: how soon a killed gateway's runs move
+    # A known, open gap (issue 14's closing note): a run's end that the bus refused is kept in
+    # the memory of its process until Redis is back; a SIGKILL of that process meanwhile loses
+    # the announcement (the record is right). Counted always; a failure unless tolerated.
+    tolerate_unannounced: bool = False
     json_path: Path | None = None
 
 
@@ -688,6 +692,9 @@ def parse(argv: list[str] | None = None) -> Settings:
                    help="Redis only: no PostgreSQL, no generations")
     p.add_argument("--generation-rate", type=float, default=1.0, help="demo generations created per second")
     p.add_argument("--takeover-seconds", type=float, default=3.0, help="LIVEGATE_TAKEOVER_SECONDS of the gateways")
+    p.add_argument("--tolerate-unannounced", action="store_true",
+                   help="do not fail on runs whose end was never announced (a known gap: their process was "
+                        "SIGKILLed while it held the announcement for a Redis that was down)")
     p.add_argument("--json", type=Path, help="write the figures here")
     a = p.parse_args(argv)
     seed = a.seed if a.seed is not None else int.from_bytes(os.urandom(4), "big")
@@ -695,7 +702,8 @@ def parse(argv: list[str] | None = None) -> Settings:
                     connections=a.connections, gateways=a.gateways, rate=a.rate, seed=seed,
                     queue_max_bytes=a.queue_max_bytes, flood_bytes=a.flood_bytes, history_max_events=a.history_max_events,
                     drain_timeout=a.drain_timeout, rewind=a.rewind, postgres=a.postgres,
-                    generation_rate=a.generation_rate, takeover_seconds=a.takeover_seconds, json_path=a.json)
+                    generation_rate=a.generation_rate, takeover_seconds=a.takeover_seconds,
+                    tolerate_unannounced=a.tolerate_unannounced, json_path=a.json)
 
 
 async def amain(settings: Settings) -> int:
@@ -715,7 +723,8 @@ async def amain(settings: Settings) -> int:
         settings.json_path.write_text(json.dumps(figures, indent=2) + "\n")
     failed = (not verdict.ok or figures["not_drained"] or figures["stopped_clients"]
               or figures.get("generations_unfinished") or figures.get("terminal_duplicated")
-              or figures.get("terminal_mismatched") or figures.get("terminal_unpublished"))
+              or figures.get("terminal_mismatched")
+              or (figures.get("terminal_unpublished") and not settings.tolerate_unannounced))
     print("FAILED" if failed else "OK: nothing lost, nothing duplicated", flush=True)
     if not failed:
         shutil.rmtree(workdir, ignore_errors=True)
