@@ -154,6 +154,7 @@ class FakeComfyUI:
         self._pending: list[_Item] = []
         self._running: _Item | None = None
         self._last_node: str | None = None
+        self._reached: dict[str, set[str]] = {}  # prompt id -> nodes it has started executing
         self._interrupt = False
         self._history: dict[str, dict[str, Any]] = {}
         self._conns: dict[str, _Conn] = {}
@@ -235,9 +236,10 @@ class FakeComfyUI:
         return self._history.get(prompt_id)
 
     async def wait_for_node(self, prompt_id: str, node: str, timeout: float = 10.0) -> None:
-        """Until ``prompt_id`` is running node ``node``."""
+        """Until ``prompt_id`` is running and has reached node ``node`` (it may be past it
+        already when a loaded machine wakes the waiter late)."""
         await self._wait(
-            lambda: self.running_prompt_id == prompt_id and self._last_node == node, timeout
+            lambda: self.running_prompt_id == prompt_id and node in self._reached.get(prompt_id, ()), timeout
         )
 
     async def wait_for_history(self, prompt_id: str, timeout: float = 10.0) -> dict[str, Any]:
@@ -360,6 +362,8 @@ class FakeComfyUI:
                 status_str = "error"
             elif type_ == "executing":
                 self._last_node = data["node"]
+                if data["node"] is not None:
+                    self._reached.setdefault(item.prompt_id, set()).add(str(data["node"]))
             elif type_ == "progress_state":
                 finished[:] = [n for n, s in data["nodes"].items() if s.get("state") == "finished"]
             elif type_ == "executed":
