@@ -254,6 +254,7 @@
  * @typedef {Object} StreamPosition
  * @property {Epoch} epoch
  * @property {Offset} offset
+ * @property {string} [timestamp] The `timestamp` of the event at `offset`, exactly as received (leave it out when you did not receive that event: a `welcome` position, or an offset only named in `supersedes`). The server checks that its stream still holds that very event at `offset`; if it holds another one there, the history was rewound and written again behind your back (e.g. Redis came back from an older copy of its data and no server process was left that had seen the lost events), and you get `recovered: false` with a new epoch instead of a replay that would skip events. Optional, and recommended for every client.
  */
 
 /**
