@@ -65,6 +65,9 @@ class Config:
     replay_page_events: int = 100
     replay_page_bytes: int = 1024 * 1024
     redis_url: str | None = None
+    # After Redis restarts or fails over, publishes wait this long so every live process can
+    # show what it saw of the lost writes first (docs/scaling.md, "Rewinds").
+    redis_settle_seconds: float = 3.0
     # Connections
     heartbeat_interval_seconds: float = 25.0
     heartbeat_timeout_seconds: float = 20.0
@@ -156,6 +159,7 @@ class Config:
             replay_page_events=_int("LIVEGATE_REPLAY_PAGE_EVENTS", 100),
             replay_page_bytes=_int("LIVEGATE_REPLAY_PAGE_BYTES", 1024 * 1024),
             redis_url=_env("LIVEGATE_REDIS_URL"),
+            redis_settle_seconds=_float("LIVEGATE_REDIS_SETTLE_SECONDS", 3.0),
             heartbeat_interval_seconds=_float("LIVEGATE_HEARTBEAT_INTERVAL", 25.0),
             heartbeat_timeout_seconds=_float("LIVEGATE_HEARTBEAT_TIMEOUT", 20.0),
             max_frame_bytes=_int("LIVEGATE_MAX_FRAME_BYTES", 64 * 1024),

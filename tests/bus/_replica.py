@@ -7,6 +7,8 @@ an L4 balancer would), or through Redis Sentinel."""
 from __future__ import annotations
 
 import asyncio
+import shutil
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -33,6 +35,23 @@ async def command(url: str, *args: str) -> Any:
         return await client.execute_command(*args)
     finally:
         await client.aclose()
+
+
+async def copy_aof(server: RedisServer) -> Path:
+    """A copy of the AOF as it is now (written, not necessarily fsynced): restoring it later
+    is a restart from an older AOF (a crash under ``appendfsync everysec``, a backup)."""
+    copy = server.dir.parent / f"{server.dir.name}-copy"
+    await asyncio.to_thread(shutil.copytree, server.dir / "appendonlydir", copy)
+    return copy
+
+
+async def restart_from(server: RedisServer, copy: Path) -> None:
+    """Stop the server, put the AOF copy in place of its AOF, start it."""
+    aof = server.dir / "appendonlydir"
+    await asyncio.to_thread(server.stop)
+    await asyncio.to_thread(shutil.rmtree, aof)
+    await asyncio.to_thread(shutil.copytree, copy, aof)
+    await asyncio.to_thread(server.start)
 
 
 async def _link_is(server: RedisServer, status: str) -> bool:

@@ -13,35 +13,52 @@ meanwhile really never reach it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import shutil
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from livegate.bus.base import Position, PublishItem
 from livegate.bus.redis import RedisBus
+from livegate.errors import BusUnavailable
 from livegate.protocol.resume import Replay, Reset, plan_resume
 from livegate.testing.redis_server import RedisServer
-from tests.bus._replica import Pair, info
+from tests.bus._replica import Pair, copy_aof, info, restart_from
 from tests.bus._support import Recorder, eventually, stream_name
 
 pytestmark = pytest.mark.redis
 
 FAST = {"probe_interval": 0.1, "probe_timeout": 0.5, "reconnect_min_delay": 0.02, "reconnect_max_delay": 0.2,
-        "poll_interval": 0.05, "socket_timeout": 1.0, "connect_timeout": 0.5}
+        "poll_interval": 0.05, "socket_timeout": 1.0, "connect_timeout": 0.5, "settle_seconds": 1.0}
+
+
+_ticks = itertools.count(1)
+#: (stream, epoch, offset) -> the timestamp of the event published there (what a client that
+#: received it sends back as resume.timestamp).
+STAMPS: dict[tuple[str, str, int], str] = {}
 
 
 def body(tag: str, n: int) -> bytes:
-    return b'{"type":"notification","tag":"%s","n":%d}' % (tag.encode(), n)
+    """A body as service/publisher.py makes them: ``timestamp`` first (a distinct one each)."""
+    tick = next(_ticks)
+    stamp = f"2026-12-03T00:{tick // 60000 % 60:02d}:{tick // 1000 % 60:02d}.{tick % 1000:03d}Z"
+    return b'{"timestamp":"%s","type":"notification","tag":"%s","n":%d}' % (stamp.encode(), tag.encode(), n)
 
 
 async def publish(bus: RedisBus, stream: str, tag: str, count: int) -> list[Position]:
     positions = []
     for n in range(count):  # one call each: every gateway publishes on its own
-        positions += await bus.publish([PublishItem(stream, body(tag, n))])
+        data = body(tag, n)
+        (position,) = await bus.publish([PublishItem(stream, data)])
+        STAMPS[(stream, position.epoch, position.offset)] = data[14:38].decode()
+        positions.append(position)
     return positions
+
+
+def stamp(stream: str, position: Position) -> str:
+    return STAMPS[(stream, position.epoch, position.offset)]
 
 
 @pytest.fixture
@@ -92,22 +109,6 @@ async def four_events_watched(one: RedisBus, two: RedisBus) -> tuple[str, Record
     before = await publish(one, stream, "a", 2) + await publish(two, stream, "b", 2)
     await client.wait_for(4)
     return stream, client, resets, before
-
-
-async def copy_aof(server: RedisServer) -> Path:
-    """A copy of the AOF as it is now (written, not necessarily fsynced)."""
-    copy = server.dir.parent / f"{server.dir.name}-copy"
-    await asyncio.to_thread(shutil.copytree, server.dir / "appendonlydir", copy)
-    return copy
-
-
-async def restart_from(server: RedisServer, copy: Path) -> None:
-    """Stop the server, put the AOF copy in place of its AOF, start it."""
-    aof = server.dir / "appendonlydir"
-    await asyncio.to_thread(server.stop)
-    await asyncio.to_thread(shutil.rmtree, aof)
-    await asyncio.to_thread(shutil.copytree, copy, aof)
-    await asyncio.to_thread(server.start)
 
 
 def resume(read: Any, position: Position) -> Replay | Reset | object:
@@ -254,6 +255,9 @@ async def test_an_intact_restart_keeps_the_epoch_and_resumes_exactly(
     read = await one.read(stream, 4)
     assert resume(read, before[-1]) == Replay(after=4)
     assert [e.offset for e in read.events] == [5, 6]
+    # A client holding event 4 says so (resume.timestamp): the stream holds that very event.
+    checked = await one.read(stream, 4, claimed_epoch=before[-1].epoch, claimed_timestamp=stamp(stream, before[-1]))
+    assert resume(checked, before[-1]) == Replay(after=4) and [e.offset for e in checked.events] == [5, 6]
     await client.wait_for(6)
     assert client.offsets == list(range(1, 7)) and resets == []
 
@@ -293,3 +297,91 @@ async def test_a_rewind_nobody_witnessed_is_caught_by_a_resume_ahead_of_the_top(
     # Without the claim (or in another epoch) nothing changes: a plain read is only a look.
     assert (await fresh.read(stream, 9)).epoch == read.epoch
     assert (await fresh.read(stream, 9, claimed_epoch="not-" + read.epoch)).epoch == read.epoch
+
+
+@pytest.mark.parametrize("written_again", [3, 4], ids=["up-to-the-client", "past-the-client"])
+async def test_a_rewind_written_again_up_to_or_past_a_client_is_caught_by_its_timestamp(
+    aof_redis: RedisServer, gateways: list[RedisBus], written_again: int
+) -> None:
+    """No witness (the gateways restarted with Redis), and new publishes reached the offset of a
+    client that saw the lost events before it resumed: its offset alone looks fine. The
+    timestamp of the event it holds there (resume.timestamp) is not the stream's: new epoch."""
+    old = RedisBus(aof_redis.url, **FAST)
+    await old.start()
+    stream = stream_name()
+    try:
+        await publish(old, stream, "kept", 2)
+        copy = await copy_aof(aof_redis)
+        seen = (await publish(old, stream, "lost", 3))[-1]  # the client's position: 5
+        seen_stamp = stamp(stream, seen)  # the timestamp of the event it holds there
+    finally:
+        await old.stop()
+    try:
+        await restart_from(aof_redis, copy)
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+    fresh, other = await two_gateways(aof_redis.url, gateways)
+    resets: list[str] = []
+    other.on_stream_reset = resets.append
+    watcher = Recorder()
+    await other.subscribe(stream, watcher)
+    rewritten = await publish(fresh, stream, "unwitnessed", written_again)
+    assert [(p.epoch, p.offset) for p in rewritten] == [(seen.epoch, 3 + i) for i in range(written_again)]
+    at_seen = rewritten[seen.offset - 3]
+    # A client that received the event now at offset 5 resumes exactly (no false alarm)...
+    honest = await fresh.read(stream, seen.offset, claimed_epoch=seen.epoch, claimed_timestamp=stamp(stream, at_seen))
+    assert honest.epoch == seen.epoch and resume(honest, seen) == Replay(after=seen.offset)
+    # ... and so does one without a timestamp (nothing to check): it would miss offsets 3..5.
+    assert (await fresh.read(stream, seen.offset, claimed_epoch=seen.epoch)).epoch == seen.epoch
+
+    read = await fresh.read(stream, seen.offset, claimed_epoch=seen.epoch, claimed_timestamp=seen_stamp)
+    assert read.epoch != seen.epoch and read.top == 0 and isinstance(resume(read, seen), Reset)
+    after = await publish(other, stream, "after", 2)
+    assert {p.epoch for p in after} == {read.epoch} and [p.offset for p in after] == [1, 2]
+    await eventually(lambda: resets == [stream], timeout=15.0, what="the other gateway's live stream reset")
+
+
+async def _first_publish_after_failover(pair: Pair, gateways: list[RedisBus], settle: float) -> tuple[Position, Position]:
+    """Gateway ``one`` published the writes the replica missed; gateway ``two`` saw none of them
+    and is the first to publish after the failover, while ``one``'s subscriber is still in
+    its reconnect pause. Returns (the last lost position, two's first position after)."""
+    assert pair.address is not None
+    slow = {**FAST, "reconnect_min_delay": 1.0, "reconnect_max_delay": 1.0}  # pauses 0.5-1.5 s
+    one = RedisBus(pair.address.url, **{**slow, "settle_seconds": settle})
+    two = RedisBus(pair.address.url, **{**FAST, "settle_seconds": settle})
+    for bus in (one, two):
+        gateways.append(bus)
+        await bus.start()
+    stream = stream_name()
+    await publish(two, stream, "kept", 3)
+    await pair.caught_up()
+    await pair.cut_replication()
+    seen = (await publish(one, stream, "lost", 2))[-1]
+    await pair.fail_over()
+    for _ in range(100):  # its pooled connection died with the primary: retried as a publisher would
+        try:
+            (first,) = await publish(two, stream, "after", 1)
+            return seen, first
+        except BusUnavailable:
+            await asyncio.sleep(0.02)
+    raise AssertionError("gateway two could not publish after the failover")
+
+
+async def test_a_gateway_that_saw_nothing_of_the_lost_writes_waits_for_the_witnesses(
+    pair: Pair, gateways: list[RedisBus]
+) -> None:
+    """Right after a failover the data settles (LIVEGATE_REDIS_SETTLE_SECONDS): publishes wait
+    until every live gateway's subscriber has shown what it saw, so the first one is already
+    in the new epoch that gateway one's witness starts."""
+    seen, first = await _first_publish_after_failover(pair, gateways, settle=2.5)
+    assert first.epoch != seen.epoch and first.offset == 1
+
+
+async def test_without_settling_the_first_publisher_would_reuse_a_lost_offset(
+    pair: Pair, gateways: list[RedisBus]
+) -> None:
+    """The control of the test above: with no settle time, the gateway that saw nothing appends
+    at offset 4 of the old epoch, an offset clients saw with another event (until gateway
+    one's subscriber calls in and voids the epoch)."""
+    seen, first = await _first_publish_after_failover(pair, gateways, settle=0.0)
+    assert (first.epoch, first.offset) == (seen.epoch, 4)

@@ -119,8 +119,8 @@ def _flag(query: dict[str, list[str]], name: str) -> bool:
 
 
 def _resume(scope: HTTPScope, query: dict[str, list[str]]) -> messages.StreamPosition | None:
-    """``Last-Event-ID`` (the header wins) or ``lastEventId``; either one present and not an
-    event id is 400 ``validation_failed``."""
+    """``Last-Event-ID`` (the header wins) or ``lastEventId``, with ``lastEventTimestamp``;
+    either id present and not an event id is 400 ``validation_failed``."""
     positions = []
     given = [(value.decode("latin-1"), "$.headers.Last-Event-ID") for key, value in scope["headers"]
              if key == b"last-event-id"][:1]
@@ -131,7 +131,16 @@ def _resume(scope: HTTPScope, query: dict[str, list[str]]) -> messages.StreamPos
         except ContractError as exc:
             raise ProblemError(400, "validation_failed", exc.message, errors=[
                 http.ProblemItem(message="expected <epoch>:<offset>, e.g. 9f2c4e1a7b3d:41", path=where)]) from None
-    return positions[0] if positions else None
+    if not positions:
+        return None
+    stamps = query.get("lastEventTimestamp", [])[:1]
+    if not stamps:
+        return positions[0]
+    if not 0 < len(stamps[0]) <= 40:
+        raise ProblemError(400, "validation_failed", "lastEventTimestamp must be 1 to 40 characters", errors=[
+            http.ProblemItem(message="the timestamp of the event named by the resume position",
+                             path="$.query.lastEventTimestamp")])
+    return messages.StreamPosition(epoch=positions[0].epoch, offset=positions[0].offset, timestamp=stamps[0])
 
 
 async def _redeem(gw: Gateway, ticket: str) -> Claims:

@@ -318,7 +318,8 @@ class Connection:
             config = self.gw.config
             read = await self.gw.bus.read(user, resume.offset if resume else None,
                                           limit=config.replay_page_events, max_bytes=config.replay_page_bytes,
-                                          claimed_epoch=resume.epoch if resume else None)
+                                          claimed_epoch=resume.epoch if resume else None,
+                                          claimed_timestamp=resume.timestamp if resume and isinstance(resume.timestamp, str) else None)
         except BusError as exc:
             log.warning("bus unavailable while joining", extra={"connection_id": self.id, "user_id": user})
             self.delivery.held_back = None

@@ -30,7 +30,8 @@ def create_bus(config: object) -> Bus:
         from livegate.bus.redis.address import split_urls
 
         urls = split_urls(str(redis_url))
-        buses = [RedisBus(url, max_events=max_events, max_age_seconds=max_age) for url in urls]
+        settle = float(getattr(config, "redis_settle_seconds", 3.0))
+        buses = [RedisBus(url, max_events=max_events, max_age_seconds=max_age, settle_seconds=settle) for url in urls]
         if len(buses) == 1:
             return buses[0]
         from livegate.bus.sharded import ShardedBus

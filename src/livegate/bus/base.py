@@ -142,7 +142,8 @@ class Bus(ABC):
 
     @abstractmethod
     async def read(self, stream: str, after: int | None, *, limit: int | None = None,
-                   max_bytes: int | None = None, claimed_epoch: str | None = None) -> ReadResult:
+                   max_bytes: int | None = None, claimed_epoch: str | None = None,
+                   claimed_timestamp: str | None = None) -> ReadResult:
         """Events with offset > ``after`` (none when ``after`` is None), atomically with the
         stream's epoch, top and first available offset.
 
@@ -155,7 +156,12 @@ class Bus(ABC):
         stream's and ``after`` is above its top, the stream was rewound behind the client's
         back; a bus whose history can be rewound (Redis) then starts the stream's new epoch
         in the same atomic step, so the offsets the client saw are never handed out again
-        in the epoch it knows."""
+        in the epoch it knows.
+
+        ``claimed_timestamp``: the ``timestamp`` of the event the client holds at ``after``
+        (asyncapi.yaml ``StreamPosition.timestamp``). When the claim is of the stream's epoch
+        and the stream holds another event there, it was rewound and written again past the
+        client's position: the same new epoch, for the same reason."""
 
     @abstractmethod
     async def subscribe(self, stream: str, listener: Listener) -> Subscription:

@@ -116,8 +116,9 @@ class MemoryBus(Bus):
         return positions
 
     async def read(self, stream: str, after: int | None, *, limit: int | None = None,
-                   max_bytes: int | None = None, claimed_epoch: str | None = None) -> ReadResult:
-        # claimed_epoch: memory history is never rewound (a restart is a new epoch anyway).
+                   max_bytes: int | None = None, claimed_epoch: str | None = None,
+                   claimed_timestamp: str | None = None) -> ReadResult:
+        # The claims: memory history is never rewound (a restart is a new epoch anyway).
         s = self._stream(stream)
         self._trim(s, self._clock())
         history = s.history or ()

@@ -110,9 +110,10 @@ class ShardedBus(Bus):
         return positions
 
     async def read(self, stream: str, after: int | None, *, limit: int | None = None,
-                   max_bytes: int | None = None, claimed_epoch: str | None = None) -> ReadResult:
+                   max_bytes: int | None = None, claimed_epoch: str | None = None,
+                   claimed_timestamp: str | None = None) -> ReadResult:
         return await self.shard_of(stream).read(stream, after, limit=limit, max_bytes=max_bytes,
-                                                claimed_epoch=claimed_epoch)
+                                                claimed_epoch=claimed_epoch, claimed_timestamp=claimed_timestamp)
 
     async def subscribe(self, stream: str, listener: Listener) -> Subscription:
         return await self.shard_of(stream).subscribe(stream, listener)

@@ -37,6 +37,7 @@ import contextlib
 import os
 import secrets
 import socket
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -74,6 +75,7 @@ class RedisBus(Bus):
         reconnect_min_delay: float = 0.05,
         reconnect_max_delay: float = 2.0,
         poll_interval: float = 0.25,
+        settle_seconds: float = 3.0,
         on_stream_reset: Callable[[str], None] | None = None,
     ) -> None:
         self.url = url
@@ -81,6 +83,10 @@ class RedisBus(Bus):
         self.max_age = max_age_seconds
         self.on_stream_reset = on_stream_reset
         self._prefix = key_prefix
+        # After a restart or failover, publishes wait this long for every live process to show
+        # its witness (scripts/history.lua, "Settling"): above the subscriber's longest
+        # reconnect pause (reconnect_max_delay x 1.5 jitter) plus a connect.
+        self._settle_ms = int(settle_seconds * 1000)
         self._stream_ttl_ms = int((max_age_seconds + 60.0) * 1000)
         self._meta_ttl_ms = max(int(idle_ttl_seconds * 1000), self._stream_ttl_ms)
         self._timeout = socket_timeout
@@ -183,11 +189,7 @@ class RedisBus(Bus):
             groups[-1].append(stream)
             size += len(batch)
         calls = [self._publish_args(group, by_stream) for group in groups]
-        try:
-            results = await self._require().eval_many(wire.PUBLISH_SCRIPT, calls)
-        except TRANSIENT as exc:
-            # The replies are lost: some calls may have been applied, none is reported.
-            raise unavailable("publish", exc) from exc
+        results = await self._publish_calls(calls)
         firsts: dict[str, tuple[str, int] | Exception] = {}
         for group, result in zip(groups, results, strict=True):
             if not isinstance(result, Exception):
@@ -205,10 +207,37 @@ class RedisBus(Bus):
             positions.append(Position(first[0], first[1] + index - 1))
         return positions
 
+    async def _publish_calls(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """The replies of publish.lua calls; calls refused while the data settles after a new
+        server run (scripts/history.lua) are made again once it has (bounded)."""
+        results: list[Any] = [None] * len(calls)
+        pending = list(range(len(calls)))
+        give_up = time.monotonic() + self._settle_ms / 1000 + 10.0
+        while True:
+            try:
+                replies = await self._require().eval_many(wire.PUBLISH_SCRIPT, [calls[i] for i in pending])
+            except TRANSIENT as exc:
+                # The replies are lost: some calls may have been applied, none is reported.
+                raise unavailable("publish", exc) from exc
+            settling, wait_ms = [], 0
+            for i, reply in zip(pending, replies, strict=True):
+                if not isinstance(reply, Exception) and len(reply) == 5 and reply[3] == b"settle":
+                    self._witness.saw(*reply[:3])
+                    settling.append(i)
+                    wait_ms = max(wait_ms, int(reply[4]))
+                else:
+                    results[i] = reply
+            if not settling:
+                return results
+            if time.monotonic() + wait_ms / 1000 > give_up:
+                raise BusUnavailable("Redis is still settling after a restart or failover")
+            pending = settling
+            await asyncio.sleep(wait_ms / 1000 + 0.002)
+
     def _publish_args(self, group: list[str], by_stream: dict[str, list[PublishItem]]) -> tuple[list[str], list[Any]]:
         keys: list[str] = [self._history_key]
         args: list[Any] = [self.max_events, int(self.max_age * 1000), self._meta_ttl_ms, self._stream_ttl_ms,
-                           *self._witness.args(secrets.token_hex(8))]
+                           *self._witness.args(secrets.token_hex(8)), self._settle_ms]
         for stream in group:
             batch = by_stream[stream]
             keys.extend(self._keys(stream))
@@ -219,34 +248,38 @@ class RedisBus(Bus):
         return keys, args
 
     async def read(self, stream: str, after: int | None, *, limit: int | None = None,
-                   max_bytes: int | None = None, claimed_epoch: str | None = None) -> ReadResult:
+                   max_bytes: int | None = None, claimed_epoch: str | None = None,
+                   claimed_timestamp: str | None = None) -> ReadResult:
         try:
-            epoch, top, first, rows = await self._read_raw(stream, after, limit, max_bytes, claimed_epoch)
+            epoch, top, first, rows = await self._read_raw(stream, after, limit, max_bytes, claimed_epoch,
+                                                           claimed_timestamp)
         except TRANSIENT as exc:
             raise unavailable("read", exc) from exc
         return ReadResult(epoch=epoch, top=top, first_available=first,
                           events=[wire.event_from_row(row, epoch) for row in rows])
 
     async def _read_raw(self, stream: str, after: int | None, limit: int | None = None,
-                        max_bytes: int | None = None, claimed_epoch: str | None = None) -> Read:
+                        max_bytes: int | None = None, claimed_epoch: str | None = None,
+                        claimed_timestamp: str | None = None) -> Read:
         """``(epoch, top, first_available, rows oldest first)``; raises redis-py errors."""
         (result,) = await self._require().eval_many(
-            wire.READ_SCRIPT, [self._read_args(stream, after, limit, max_bytes, claimed_epoch)])
+            wire.READ_SCRIPT, [self._read_args(stream, after, limit, max_bytes, claimed_epoch, claimed_timestamp)])
         if isinstance(result, Exception):
             raise result
         return self._parse_read(result)
 
-    async def _subscriber_read(self, stream: str, after: int | None, epoch: str | None) -> Read:
-        return await self._read_raw(stream, after, claimed_epoch=epoch)
+    async def _subscriber_read(self, stream: str, after: int | None, epoch: str | None, stamp: str | None) -> Read:
+        return await self._read_raw(stream, after, claimed_epoch=epoch, claimed_timestamp=stamp)
 
-    def _subscriber_read_args(self, stream: str, after: int | None, epoch: str | None) -> tuple[list[str], list[Any]]:
-        return self._read_args(stream, after, claimed_epoch=epoch)
+    def _subscriber_read_args(self, stream: str, after: int | None, epoch: str | None,
+                              stamp: str | None) -> tuple[list[str], list[Any]]:
+        return self._read_args(stream, after, claimed_epoch=epoch, claimed_timestamp=stamp)
 
     async def _check_history(self) -> None:
         """Show this process's witness to the history guard (scripts/guard.lua); raises
         redis-py errors."""
         (result,) = await self._require().eval_many(
-            wire.GUARD_SCRIPT, [([self._history_key], self._witness.args(secrets.token_hex(8)))])
+            wire.GUARD_SCRIPT, [([self._history_key], [*self._witness.args(secrets.token_hex(8)), self._settle_ms])])
         if isinstance(result, Exception):
             raise result
         self._witness.saw(*result)
@@ -256,11 +289,13 @@ class RedisBus(Bus):
         return wire.parse_read(result)
 
     def _read_args(self, stream: str, after: int | None, limit: int | None = None,
-                   max_bytes: int | None = None, claimed_epoch: str | None = None) -> tuple[list[str], list[Any]]:
+                   max_bytes: int | None = None, claimed_epoch: str | None = None,
+                   claimed_timestamp: str | None = None) -> tuple[list[str], list[Any]]:
         # The subscriber reads without bounds (a gap it fills is at most max_events long).
         args = [secrets.token_hex(8), "" if after is None else after, int(self.max_age * 1000), self._meta_ttl_ms,
                 *self._witness.args(secrets.token_hex(8)), self.max_events if limit is None else limit,
-                0 if max_bytes is None else max_bytes, claimed_epoch or ""]
+                0 if max_bytes is None else max_bytes, claimed_epoch or "", claimed_timestamp or "",
+                self._settle_ms]
         return [*self._keys(stream), self._history_key], args
 
     # -- subscribe ------------------------------------------------------------------------

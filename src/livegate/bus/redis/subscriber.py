@@ -55,8 +55,8 @@ Read = tuple[str, int, int, list[Any]]  # epoch, top, first_available, rows olde
 class StreamState:
     """One stream this process listens to: its listeners and the last position dispatched."""
 
-    __slots__ = ("buffer", "channel", "confirmed", "confirmed_gen", "epoch", "establish", "last", "listeners",
-                 "stream")
+    __slots__ = ("buffer", "channel", "confirmed", "confirmed_gen", "epoch", "establish", "last", "last_body",
+                 "listeners", "stream")
 
     def __init__(self, stream: str, channel: bytes) -> None:
         self.stream = stream
@@ -64,6 +64,10 @@ class StreamState:
         self.listeners: list[Listener] = []
         self.epoch = ""
         self.last = 0
+        # The body dispatched at `last` (b"" when `last` was only read as a top): its
+        # timestamp goes with every read from `last`, so a stream rewound and written again
+        # past it is told apart (scripts/read.lua).
+        self.last_body = b""
         # Messages that arrive before the baseline is known wait here (None once known).
         self.buffer: list[tuple[str, int, float, str | None, bytes]] | None = []
         self.confirmed = asyncio.Event()
@@ -88,8 +92,8 @@ class Subscriber:
         commands: Commands,
         *,
         channel_of: Callable[[str], bytes],
-        read: Callable[[str, int | None, str | None], Awaitable[Read]],
-        read_args: Callable[[str, int | None, str | None], tuple[list[str], list[Any]]],
+        read: Callable[[str, int | None, str | None, str | None], Awaitable[Read]],
+        read_args: Callable[[str, int | None, str | None, str | None], tuple[list[str], list[Any]]],
         parse_read: Callable[[list[Any]], Read],
         check_history: Callable[[], Awaitable[None]],
         on_reset: Callable[[str], None],
@@ -210,8 +214,8 @@ class Subscriber:
                 await state.confirmed.wait()
         except TimeoutError:
             raise BusUnavailable("Redis did not confirm the subscription in time") from None
-        epoch, top, _first, _rows = await self._read(state.stream, None, None)
-        state.epoch, state.last = epoch, top
+        epoch, top, _first, _rows = await self._read(state.stream, None, None, None)
+        state.epoch, state.last, state.last_body = epoch, top, b""
         buffered, state.buffer = state.buffer or [], None
         for message in buffered:
             if not self._on_message(state, *message):
@@ -326,7 +330,7 @@ class Subscriber:
             chunk = states[start:start + 200]
             # With its epoch: a stream found below what was dispatched (rewound) starts a new
             # epoch at once (read.lua), before publishes could reuse the offsets.
-            calls = [self._read_args(s.stream, s.last, s.epoch) for s in chunk]
+            calls = [self._read_args(s.stream, s.last, s.epoch, wire.body_timestamp(s.last_body)) for s in chunk]
             results = await self._commands.eval_many(wire.READ_SCRIPT, calls)
             for state, result in zip(chunk, results, strict=True):
                 if isinstance(result, Exception):
@@ -335,7 +339,7 @@ class Subscriber:
                     self._apply_read(state, self._parse_read(result))
 
     async def _fill(self, state: StreamState) -> None:
-        read = await self._read(state.stream, state.last, state.epoch)
+        read = await self._read(state.stream, state.last, state.epoch, wire.body_timestamp(state.last_body))
         if self._streams.get(state.stream) is state:
             self._apply_read(state, read)
 
@@ -348,6 +352,7 @@ class Subscriber:
             event = wire.event_from_row(row, epoch)
             if event.offset == state.last + 1:
                 self.stats["backfilled"] += 1
+                state.last_body = row[1][3]
                 self._dispatch(state, event)
 
     async def _on_pubsub_message(self, channel: bytes, data: bytes) -> None:
@@ -385,6 +390,7 @@ class Subscriber:
             return True
         elif offset > state.last + 1:
             return False
+        state.last_body = body
         self._dispatch(state, StreamEvent(offset, splice_position(body, epoch, offset), key, published_at))
         return True
 
@@ -398,7 +404,7 @@ class Subscriber:
 
     def _reset(self, state: StreamState, epoch: str, top: int) -> None:
         log.warning("stream %s reset: epoch %s -> %s, position %d", state.stream, state.epoch, epoch, top)
-        state.epoch, state.last = epoch, top
+        state.epoch, state.last, state.last_body = epoch, top, b""
         self.stats["resets"] += 1
         try:
             self._on_reset(state.stream)

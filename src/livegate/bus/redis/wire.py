@@ -80,6 +80,18 @@ def event_from_row(row: list[Any], epoch: str) -> StreamEvent:
     )
 
 
+_STAMP = b'{"timestamp":"'
+
+
+def body_timestamp(body: bytes) -> str | None:
+    """The ``timestamp`` an event body starts with (service/publisher.py writes it first),
+    or None: what scripts/read.lua compares with the event the stream holds."""
+    if not body.startswith(_STAMP):
+        return None
+    end = body.find(b'"', len(_STAMP))
+    return body[len(_STAMP):end].decode() if end > 0 else None
+
+
 def parse_message(data: bytes) -> tuple[str, int, float, str | None, bytes]:
     """A channel message (scripts/message.lua): ``(epoch, offset, published_at, key, body)``."""
     head, _, rest = data.partition(b"\n")

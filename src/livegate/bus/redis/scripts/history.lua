@@ -12,28 +12,39 @@
 -- (w > w0), or one of this run that saw more than the data holds (w > w), proves a rewind,
 -- and a new `gen` voids every stream's epoch (each stream gets a new epoch the next time a
 -- script touches it: meta field `g`).
--- Returns gen, rid, w (what the caller now knows).
-local function history_guard(h, seen_gen, seen_rid, seen_w, candidate, count_write)
+--
+-- Settling: a witness can only prove a rewind once it has shown its view, and right after a
+-- restart or failover the first call may come from a process that saw nothing (it would append
+-- at the lost offsets until a witness calls in). So when the data comes through a new server
+-- run, `settle` is set `settle_ms` ahead, and publish.lua appends nothing until then: every
+-- live process's subscriber shows its witness right after it reconnects (scripts/guard.lua).
+-- Returns gen, rid, w (what the caller now knows), and the ms left to settle (0 when settled).
+local function history_guard(h, seen_gen, seen_rid, seen_w, candidate, count_write, settle_ms)
   local info = redis.call('INFO', 'replication')
   local replid = string.match(info, 'master_replid:(%x+)')
-  local state = redis.call('HMGET', h, 'gen', 'rid', 'w', 'w0')
+  local state = redis.call('HMGET', h, 'gen', 'rid', 'w', 'w0', 'settle')
   local gen, rid, w, w0 = state[1], state[2], tonumber(state[3] or '0'), tonumber(state[4] or '0')
+  local settle = tonumber(state[5] or '0')
+  local now = redis.call('TIME')
+  local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
   if not gen then
     gen, rid, w, w0 = candidate, replid, 0, 0
     redis.call('HSET', h, 'gen', gen, 'rid', rid, 'w', 0, 'w0', 0)
   elseif rid ~= replid then
     w0, rid = w, replid
-    redis.call('HSET', h, 'rid', rid, 'w0', w0)
+    settle = now_ms + (tonumber(settle_ms) or 0)
+    redis.call('HSET', h, 'rid', rid, 'w0', w0, 'settle', settle)
   end
   seen_w = tonumber(seen_w) or 0
   if seen_gen == gen and ((seen_rid == rid and seen_w > w) or (seen_rid ~= rid and seen_w > w0)) then
     gen = candidate
     redis.call('HSET', h, 'gen', gen)
   end
-  if count_write then
+  local left = math.max(0, settle - now_ms)
+  if count_write and left == 0 then
     w = redis.call('HINCRBY', h, 'w', 1)
   end
-  return gen, rid, w
+  return gen, rid, w, left, now
 end
 
 -- The stream's epoch under generation `gen`; a missing meta hash, or one of another
