@@ -205,6 +205,16 @@ async def test_a_malformed_last_event_id_is_a_400_problem(gateway, sse, value: s
         assert [e["path"] for e in body["errors"]] == [where]
 
 
+async def test_a_resume_timestamp_out_of_bounds_is_a_400_problem(gateway, sse) -> None:
+    """openapi.yaml ``openSseStream`` ``lastEventTimestamp``: 1 to 40 characters."""
+    results = await gateway.publish("alice", note("x"))
+    with pytest.raises(SseRefused) as refused:
+        await sse.open(gateway.token("alice"), last_event_id=f"{results[0]['epoch']}:1",
+                       query={"lastEventTimestamp": "x" * 41})
+    body = problem(refused.value, 400, "validation_failed")
+    assert [e["path"] for e in body["errors"]] == ["$.query.lastEventTimestamp"]
+
+
 # -- client messages -----------------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
@@ -64,7 +65,21 @@ def _position(event: dict[str, Any]) -> dict[str, Any]:
     return {"epoch": event["epoch"], "offset": event["offset"], "timestamp": event["timestamp"]}
 
 
-async def test_a_client_that_saw_lost_events_written_over_gets_a_new_epoch(tmp_path: Path) -> None:
+async def _sse_welcome(gw: GatewayProcess, user: str, event: dict[str, Any]) -> dict[str, Any]:
+    """``GET /v1/sse`` resuming after ``event`` (``Last-Event-ID`` + ``lastEventTimestamp``):
+    its ``welcome``."""
+    headers = {"Authorization": f"Bearer {gw.token(user)}", "Last-Event-ID": f"{event['epoch']}:{event['offset']}"}
+    async with httpx.AsyncClient(timeout=10) as client, client.stream(
+            "GET", f"{gw.http_url}/v1/sse", params={"lastEventTimestamp": event["timestamp"]}, headers=headers) as reply:
+        assert reply.status_code == 200
+        async for line in reply.aiter_lines():
+            if line.startswith("data: ") and '"welcome"' in line:
+                return assert_valid_message(line[6:])
+    raise AssertionError("no welcome on the SSE stream")
+
+
+@pytest.mark.parametrize("transport", ["ws", "sse"])
+async def test_a_client_that_saw_lost_events_written_over_gets_a_new_epoch(tmp_path: Path, transport: str) -> None:
     with RedisServer(appendonly=True) as redis:
         gw = GatewayProcess(tmp_path / "gw", env={"LIVEGATE_REDIS_URL": redis.url, "LIVEGATE_REDIS_SETTLE_SECONDS": "1"},
                             startup_timeout=STARTUP_TIMEOUT)
@@ -97,9 +112,12 @@ async def test_a_client_that_saw_lost_events_written_over_gets_a_new_epoch(tmp_p
             assert [(e["offset"], e["message"]) for e in replayed] == [(3 + i, f"new #{i}") for i in range(4)]
 
             # Saw the lost event at offset 5: the stream holds another event there.
-            saw, welcome = await _connect(gw, user, resume=_position(lost[-1]))
+            if transport == "ws":
+                saw, welcome = await _connect(gw, user, resume=_position(lost[-1]))
+                await saw.close()
+            else:
+                welcome = await _sse_welcome(gw, user, lost[-1])
             assert welcome["recovered"] is False and welcome["epoch"] != epoch and welcome["offset"] == 0
-            await saw.close()
             # The proof voids the stream for every connection of the user: a live one learns
             # it with the next event (its process's subscriber sees the new epoch), 4006.
             await publish_ok(gw, [notification(user, "after")])
