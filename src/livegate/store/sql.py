@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from livegate.errors import OutputTooLarge, StoreUnavailable
 from livegate.store import migrate
+from livegate.store.announcements import AnnouncementQueries
 from livegate.store.base import (
     CHUNK_SIZE,
     FINAL_STATUSES,
@@ -46,7 +47,6 @@ from livegate.store.base import (
     GenerationRow,
     OutputRow,
 )
-from livegate.store.announcements import AnnouncementQueries
 from livegate.store.deliveries import DeliveryQueries, delete_deliveries, insert_deliveries
 from livegate.store.schema import generations, output_chunks, outputs
 
