@@ -47,7 +47,7 @@ class Outbox:
     publish them itself, in order: the sweep leaves that user's ends alone)."""
 
     batch = 100  # ends one sweep republishes at most
-    lease_seconds = 30.0  # how long a claimed end is left to its claimer (a dead one's too)
+    lease_seconds = 15.0  # how long a claimed end is left to its claimer (a dead one's too): a publish takes less
 
     def __init__(self, store: Store, publisher: Publisher, build: BuildUpdate, held_here: Callable[[str], bool],
                  grace_seconds: float = DEFAULT_ANNOUNCE_GRACE_SECONDS) -> None:
