@@ -14,7 +14,8 @@ embedded default, PostgreSQL for many processes) and the same job engine
 3. A worker (any process with one) fetches the job: ``queued -> running``, the tool runs,
    and the record ends ``completed | failed | cancelled``. Every store write of the run is
    fenced by its ``attempt``: a runner that was declared dead and replaced loses every
-   write, so exactly one terminal ``generationUpdate`` is published per run.
+   write, so exactly one end is recorded per run, and its terminal ``generationUpdate``
+   published by that one runner (repeated only in the cases of "Bus outages" below).
 4. A job whose process died is taken over by another worker (``running`` already): the
    tool re-attaches (ComfyUI by prompt id), restarts (demo: deterministic), or the run
    fails with ``interrupted_by_restart`` (OpenAI once its request went upstream).
@@ -72,8 +73,8 @@ every process's dispatch tick sweeps the ends unannounced for longer than
 the record — so an end survives a SIGKILL of its process while the bus is down, or between
 recording and publishing it. The embedded process sweeps at start too, without the grace
 (the previous process of its data directory is gone). The memory backlog stays: it keeps a
-user's updates in order (``running`` before the end), republishes within a fraction of a
-second of the bus coming back (the sweep waits for a tick and the grace), and keeps the
+user's updates in order (``running`` before the end), republishes within a couple of
+seconds of the bus coming back (the sweep waits for the grace and a tick), and keeps the
 intermediate updates the outbox does not hold; before republishing an end it takes the
 end's lease in the store, so a sweep elsewhere does not publish it at the same moment.
 
