@@ -109,6 +109,7 @@ class Config:
     retention_interval_seconds: float = 3600.0
     max_inputs_bytes: int = 256 * 1024
     max_input_items: int = 256
+    announce_grace_seconds: float = 5.0  # the outbox of run ends (livegate.service.outbox)
     # Webhooks (README "Webhooks")
     webhooks: str | None = None  # LIVEGATE_WEBHOOKS: JSON array of endpoints, or a file holding it
     webhook_secret: str | None = None  # signs per-generation webhookUrl deliveries (whsec_...)
@@ -198,6 +199,7 @@ class Config:
             retention_interval_seconds=_float("LIVEGATE_RETENTION_INTERVAL", 3600.0),
             max_inputs_bytes=_int("LIVEGATE_MAX_INPUTS_BYTES", 256 * 1024),
             max_input_items=_int("LIVEGATE_MAX_INPUT_ITEMS", 256),
+            announce_grace_seconds=_float("LIVEGATE_ANNOUNCE_GRACE_SECONDS", 5.0),
             webhooks=_env("LIVEGATE_WEBHOOKS"),
             webhook_secret=_env("LIVEGATE_WEBHOOK_SECRET"),
             webhook_per_generation=_bool("LIVEGATE_WEBHOOK_PER_GENERATION"),

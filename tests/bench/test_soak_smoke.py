@@ -1,8 +1,9 @@
 """bench/soak.py end to end, short: 2 gateways on one Redis and one PostgreSQL, 6 users x 2
 connections creating demo runs, ~18 s of chaos with at least one gateway kill, one Redis and one
 PostgreSQL restart, proxy cuts and a flood behind a slowed proxy; the ledger must find nothing
-lost, duplicated or mismatched (bench/soak_ledger.py), and every run must end with exactly one
-terminal update matching its record."""
+lost, duplicated or mismatched (bench/soak_ledger.py), and every run must end announced to its
+user's connections, by terminal updates that all match its record: the same one again is allowed
+(the outbox of run ends may repeat an end after a kill), two different ones are not."""
 
 from __future__ import annotations
 
@@ -26,10 +27,7 @@ def test_a_short_soak_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "soak.py"), "--seconds", "18", "--users", "6",
          "--connections", "2", "--gateways", "2", "--rate", "100", "--flood-bytes", "3000000",
-         "--drain-timeout", "30", "--seed", str(seed), "--json", str(out),
-         # Open gap (issue 14): a run's end held in memory for a Redis that is down is lost when
-         # its process is SIGKILLed meanwhile; counted in the figures, not failed on here.
-         "--tolerate-unannounced"],
+         "--drain-timeout", "30", "--seed", str(seed), "--json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=150, check=False,
     )
     print(proc.stdout[-4000:])
@@ -43,3 +41,7 @@ def test_a_short_soak_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     assert figures["postgres_restarts"] >= 1 and figures["generations_created"] >= 3, figures
     assert figures["generations_unfinished"] == 0 and figures["terminal_duplicated"] == 0, figures
     assert figures["terminal_mismatched"] == 0, figures
+    # Every end reached a connection, even one whose process was SIGKILLed while Redis was
+    # down (the outbox, src/livegate/service/outbox.py); a repeat of the same status is allowed.
+    assert figures["terminal_unpublished"] == 0, figures
+    print(f"terminal updates repeated (same status, allowed): {figures['terminal_repeated']}")

@@ -14,7 +14,8 @@ embedded default, PostgreSQL for many processes) and the same job engine
 3. A worker (any process with one) fetches the job: ``queued -> running``, the tool runs,
    and the record ends ``completed | failed | cancelled``. Every store write of the run is
    fenced by its ``attempt``: a runner that was declared dead and replaced loses every
-   write, so exactly one terminal ``generationUpdate`` is published per run.
+   write, so exactly one end is recorded per run, and its terminal ``generationUpdate``
+   published by that one runner (repeated only in the cases of "Bus outages" below).
 4. A job whose process died is taken over by another worker (``running`` already): the
    tool re-attaches (ComfyUI by prompt id), restarts (demo: deterministic), or the run
    fails with ``interrupted_by_restart`` (OpenAI once its request went upstream).
@@ -59,14 +60,29 @@ publishes its terminal update once the record is saved — so the stream never a
 what the records do not hold.
 
 Bus outages: a lifecycle update (``generationUpdate``) that cannot be published because the
-bus is down is kept, in order per user, and published again with backoff (bounded by
-``store_retry_seconds`` and :data:`MAX_UNPUBLISHED_PER_USER`) — without that a run ending
+bus is down is kept in memory, in order per user, and published again with backoff (bounded
+by ``store_retry_seconds`` and :data:`MAX_UNPUBLISHED_PER_USER`) — without that a run ending
 while Redis restarts with its data (same epoch, so no ``recovered: false``) would be
 recorded as ended while no client is ever told (found by the chaos soak). Progress is not
-kept: the next progress or the final update supersedes it. When Redis failed *after*
-receiving a publish (the connection died before its answer) the retry can append the same
-update a second time, at a new offset: clients treat ``generationUpdate`` as the run's state,
-so a repeat is harmless; a lost end is not.
+kept: the next progress or the final update supersedes it.
+
+A run's *end* is durable besides (:mod:`livegate.service.outbox`): the record says whether
+its terminal update was published (``announced_at``, set once a publish succeeded), and
+every process's dispatch tick sweeps the ends unannounced for longer than
+``announce_grace_seconds`` (``LIVEGATE_ANNOUNCE_GRACE_SECONDS``) and republishes them from
+the record — so an end survives a SIGKILL of its process while the bus is down, or between
+recording and publishing it. The embedded process sweeps at start too, without the grace
+(the previous process of its data directory is gone). The memory backlog stays: it keeps a
+user's updates in order (``running`` before the end), republishes within a couple of
+seconds of the bus coming back (the sweep waits for the grace and a tick), and keeps the
+intermediate updates the outbox does not hold; before republishing an end it takes the
+end's lease in the store, so a sweep elsewhere does not publish it at the same moment.
+
+Repeats: an end may be announced twice — the sweep of another process and this process's
+backlog racing after a long outage, a process killed after publishing and before marking,
+Redis failing *after* appending a publish (the connection died before its answer) — each
+time at a new offset, always the same record. Clients treat ``generationUpdate`` as the
+run's state, so a repeat is harmless; a lost end is not.
 """
 
 from __future__ import annotations
@@ -98,6 +114,7 @@ from livegate.errors import (
 from livegate.protocol import http
 from livegate.service.jobs import JobEngine
 from livegate.service.lifecycle import FINAL, check_transition
+from livegate.service.outbox import DEFAULT_ANNOUNCE_GRACE_SECONDS, Outbox
 from livegate.service.outputs import OutputStore
 from livegate.service.publisher import Publisher
 from livegate.service.run_context import ServiceRunContext
@@ -163,7 +180,8 @@ class GenerationService:
                  retention_interval: float = 3600.0, max_inputs_bytes: int = DEFAULT_MAX_INPUTS_BYTES,
                  max_input_items: int = DEFAULT_MAX_INPUT_ITEMS, max_queued_per_user: int = 50,
                  tool_share_per_user: float = 1.0, webhooks: WebhookService | None = None,
-                 max_cancel_after_seconds: float = DEFAULT_MAX_CANCEL_AFTER_SECONDS) -> None:
+                 max_cancel_after_seconds: float = DEFAULT_MAX_CANCEL_AFTER_SECONDS,
+                 announce_grace_seconds: float = DEFAULT_ANNOUNCE_GRACE_SECONDS) -> None:
         self.webhooks = webhooks
         self.max_cancel_after_seconds = max_cancel_after_seconds
         self.max_queued_per_user = max_queued_per_user
@@ -193,6 +211,8 @@ class GenerationService:
         self._stopping = False
         self._unpublished: dict[str, deque[http.GenerationUpdateInput]] = {}  # user -> updates to retry
         self._republishers: set[asyncio.Task[None]] = set()
+        self.outbox = Outbox(store, publisher, self._update_event, self._unpublished.__contains__,
+                             grace_seconds=announce_grace_seconds)
 
     @classmethod
     def from_config(cls, config: Any, publisher: Publisher) -> GenerationService:
@@ -218,6 +238,7 @@ class GenerationService:
             tool_share_per_user=config.tool_share_per_user,
             webhooks=WebhookService.from_config(config, store, process_name()),
             max_cancel_after_seconds=config.max_cancel_after_seconds,
+            announce_grace_seconds=config.announce_grace_seconds,
         )
 
     # -- lifecycle of the service ---------------------------------------------------------
@@ -229,6 +250,7 @@ class GenerationService:
         await self.engine.open(self._run_job, list(self.tools))
         if not self.engine.durable:
             await self._recover_embedded()
+            await self.outbox.sweep_quietly(grace=0.0)  # the ends the previous process left unannounced
         await self.engine.start()
         await self._dispatch_quietly()
         self._ticker = asyncio.create_task(self._tick_forever(), name="livegate-dispatch")
@@ -330,6 +352,7 @@ class GenerationService:
             except StoreUnavailable as exc:
                 log.warning("deadline sweep postponed: %s", exc.message)
             await self._dispatch_quietly()
+            await self.outbox.sweep_quietly()
             ticks += 1
             if ticks % 10 == 0:
                 try:
@@ -727,8 +750,11 @@ class GenerationService:
             delay = min(delay * 2, 2.0)
 
     async def _publish_update(self, row: GenerationRow, *, position: int | None = None) -> None:
-        """The record's ``generationUpdate``; ``position`` (a queued run's, or a running
-        run's remote one) only where a position is being announced."""
+        """Publish the record's ``generationUpdate``; ``position`` (a queued run's, or a
+        running run's remote one) only where a position is being announced."""
+        await self._publish_lifecycle(row.user_id, await self._update_event(row, position=position))
+
+    async def _update_event(self, row: GenerationRow, *, position: int | None = None) -> http.GenerationUpdateInput:
         outputs: list[http.Output] | msgspec.UnsetType = _UNSET
         if row.status == "completed":
             outputs = [self.outputs.describe(o) for o in await self.store.outputs(row.output_ids)]
@@ -741,7 +767,7 @@ class GenerationService:
                                            status=row.status, outputs=outputs, error=error,  # type: ignore[arg-type]
                                            deadline_at=_ts(row.deadline_at), queue_position=_opt(position),
                                            estimated_wait_seconds=_opt(estimate))
-        await self._publish_lifecycle(row.user_id, event)
+        return event
 
     async def _publish_lifecycle(self, user_id: str, event: http.GenerationUpdateInput) -> None:
         """Publish a lifecycle update now, or keep it for :meth:`_republish` (see the module
@@ -750,10 +776,13 @@ class GenerationService:
         if backlog is None:
             try:
                 await self.publisher.publish_one(user_id, event)
-                return
             except BusError as exc:
                 log.warning("could not publish a generation update, will retry: %s", exc.message,
                             extra={"user_id": user_id, "generation_id": event.generation_id})
+            else:
+                if event.status in FINAL:
+                    await self.outbox.mark(event.generation_id)
+                return
             backlog = self._unpublished[user_id] = deque()
             task = asyncio.create_task(self._republish(user_id, backlog))
             self._republishers.add(task)
@@ -770,9 +799,16 @@ class GenerationService:
         try:
             while backlog:
                 await asyncio.sleep(delay)
+                event = backlog[0]
+                final = event.status in FINAL
+                if final and not await self.outbox.claim(event.generation_id):
+                    backlog.popleft()  # announced meanwhile, or being announced, by a sweep
+                    continue
                 try:
-                    await self.publisher.publish_one(user_id, backlog[0])
+                    await self.publisher.publish_one(user_id, event)
                 except BusError:
+                    if final:
+                        await self.outbox.release([event.generation_id])
                     if time.monotonic() + delay > deadline:
                         log.error("gave up publishing %d generation update(s): the bus stayed unavailable",
                                   len(backlog), extra={"user_id": user_id})
@@ -780,6 +816,8 @@ class GenerationService:
                     delay = min(max(delay * 2, 0.05), 2.0)
                 else:
                     backlog.popleft()
+                    if final:
+                        await self.outbox.mark(event.generation_id)
                     delay = 0.0  # the bus is back: the rest at once
         except asyncio.CancelledError:
             if backlog:

@@ -56,6 +56,9 @@ class GenerationRow:
     far, for late joiners), saved about once a second (JSON: no migration for the new key).
     Revision 0006: ``deadline_at`` when the run is cancelled with ``deadline_exceeded`` if
     it has not ended; ``queue_position`` the last position published for it (``None``: none).
+    Revision 0007: ``announced_at`` when the run's terminal ``generationUpdate`` was published
+    (``None`` for a final row: its end may not have been announced yet, see
+    :meth:`Store.claim_unannounced`; its lease column is the store's own business).
     """
 
     id: str
@@ -81,6 +84,7 @@ class GenerationRow:
     webhook_events: list[str] | None = None  # the statuses sent to it
     deadline_at: float | None = None  # revision 0006
     queue_position: int | None = None  # revision 0006
+    announced_at: float | None = None  # revision 0007
 
 
 @dataclass
@@ -237,6 +241,27 @@ class Store(Protocol):
         """Delete up to ``batch`` final generations finished before ``ts``, with their
         outputs and chunks, in one transaction; the number of generations deleted (loop
         while it equals ``batch``). ``queued``/``running`` rows are never touched."""
+
+    # -- the outbox of run ends (revision 0007) ---------------------------------------------
+
+    async def mark_announced(self, gen_id: str, at: float) -> None:
+        """The run's terminal ``generationUpdate`` was published: set ``announced_at`` (the
+        first time only) and release any announcement lease. Nothing for a missing row."""
+
+    async def claim_unannounced(self, now: float, *, ended_before: float, lease_until: float,
+                                limit: int) -> list[GenerationRow]:
+        """Lease up to ``limit`` final rows not announced (``announced_at`` unset) that
+        finished before ``ended_before`` and whose announcement lease (if any) expired by
+        ``now``, oldest end first: their lease runs to ``lease_until``. Concurrent claimers
+        never get the same row while its lease holds (SKIP LOCKED on PostgreSQL)."""
+
+    async def claim_announcement(self, gen_id: str, now: float, lease_until: float) -> bool:
+        """Lease one final row not announced, as :meth:`claim_unannounced` does (its end's
+        age aside); ``False`` when it is announced, leased by someone else, or missing."""
+
+    async def release_announcements(self, gen_ids: Iterable[str]) -> None:
+        """Give up the leases of rows not announced (a publish failed): the next sweep of
+        any process may claim them at once."""
 
     # -- webhook deliveries (revision 0005) ---------------------------------------------
 

@@ -27,6 +27,7 @@ __all__ = ["generations", "metadata", "output_chunks", "outputs", "webhook_deliv
 metadata = MetaData()
 
 _UNFINISHED = text("status IN ('queued', 'running')")
+_UNANNOUNCED = text("announced_at IS NULL AND status IN ('cancelled', 'completed', 'failed')")
 
 generations = Table(
     "generations",
@@ -56,9 +57,14 @@ generations = Table(
     # revision 0006 (run control): the deadline, and the last queue position published
     Column("deadline_at", Double),
     Column("queue_position", Integer),
+    # revision 0007 (the outbox of run ends): when the terminal generationUpdate was
+    # published, and the lease of the process republishing it
+    Column("announced_at", Double),
+    Column("announce_lease_until", Double),
     Index("generations_by_user", "user_id", text("created_at DESC"), text("id DESC")),
     Index("generations_unfinished", "status", sqlite_where=_UNFINISHED, postgresql_where=_UNFINISHED),
     Index("generations_finished", "finished_at"),
+    Index("generations_unannounced", "finished_at", sqlite_where=_UNANNOUNCED, postgresql_where=_UNANNOUNCED),
 )
 
 outputs = Table(

@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from livegate.errors import OutputTooLarge, StoreUnavailable
 from livegate.store import migrate
+from livegate.store.announcements import AnnouncementQueries
 from livegate.store.base import (
     CHUNK_SIZE,
     FINAL_STATUSES,
@@ -115,7 +116,7 @@ def _generation(r: RowMapping) -> GenerationRow:
         cancel_requested_at=r["cancel_requested_at"], owner=r["owner"],
         progress=json.loads(r["progress"]) if r["progress"] else None,
         webhook_url=r["webhook_url"], webhook_events=json.loads(r["webhook_events"]) if r["webhook_events"] else None,
-        deadline_at=r["deadline_at"], queue_position=r["queue_position"],
+        deadline_at=r["deadline_at"], queue_position=r["queue_position"], announced_at=r["announced_at"],
     )
 
 
@@ -163,7 +164,7 @@ async def _file_chunks(path: Path, size: int) -> AsyncIterator[bytes]:
         handle.close()
 
 
-class SqlStore(DeliveryQueries):
+class SqlStore(DeliveryQueries, AnnouncementQueries):
     """:class:`livegate.store.base.Store` on one SQLAlchemy async engine.
 
     :param url: ``sqlite+aiosqlite:///path`` or ``postgresql://user@host:port/db``
@@ -175,6 +176,8 @@ class SqlStore(DeliveryQueries):
     :param claim_scan: how many of the oldest undispatched rows one
         ``claim_dispatchable`` call looks at.
     """
+
+    _row = staticmethod(_generation)  # for the mixins
 
     def __init__(self, url: str, *, max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES, chunk_size: int = CHUNK_SIZE,
                  legacy_outputs_dir: Path | None = None, pool_size: int = 5, connect_timeout: float = 5.0,
