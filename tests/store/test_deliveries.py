@@ -37,10 +37,19 @@ async def test_two_processes_never_lease_the_same_delivery(kit: StoreKit) -> Non
                                     for i, store in enumerate([one, two, one, two, one, two])))
     ids = [d.id for claim in claims for d in claim]
     assert len(ids) == len(set(ids))  # never twice (a claimer may get fewer than it asked for)
+    assert all(len(claim) <= 5 for claim in claims), [len(claim) for claim in claims]  # never more
     for _ in range(5):  # what the race left is claimed by the next sweeps
         ids += [d.id for d in await one.claim_deliveries(now, "next", now + 30, 5)]
     assert len(ids) == len(set(ids)) == 20
     assert await two.claim_deliveries(now, "late", now + 30, 5) == []  # all leased
+
+
+async def test_a_claim_takes_at_most_its_limit_oldest_due_first(store: SqlStore) -> None:
+    row = gen(status="completed")
+    await store.insert(row, [delivery(row.id, endpoint=f"e{i:02d}", due=float(i)) for i in range(20)])
+    taken = [await store.claim_deliveries(100.0, f"p{n}", 130.0, 3) for n in range(7)]
+    assert [len(claim) for claim in taken] == [3, 3, 3, 3, 3, 3, 2]
+    assert [d.next_attempt_at for claim in taken for d in claim] == [float(i) for i in range(20)]
 
 
 async def test_an_expired_lease_is_claimed_again_and_the_old_owner_cannot_record(store: SqlStore) -> None:

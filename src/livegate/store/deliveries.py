@@ -56,22 +56,26 @@ class DeliveryQueries:
     async def claim_deliveries(self, now: float, owner: str, lease_until: float, limit: int) -> list[DeliveryRow]:
         claimable = [d.c.status == "pending", d.c.next_attempt_at <= now,
                      or_(d.c.lease_until.is_(None), d.c.lease_until < now)]
-        # SKIP LOCKED (PostgreSQL; SQLite has one writer and no row locks): racing claimers
-        # pick different rows instead of queueing on the same ones.
-        due = (select(d.c.id).where(*claimable).order_by(d.c.next_attempt_at).limit(limit)
-               .with_for_update(skip_locked=True).scalar_subquery())
-        # One statement: the database re-checks the WHERE on each row it updates, so of
-        # two racing claimers (PostgreSQL READ COMMITTED, or SQLite's single writer) only
-        # one takes a row; the other finds its lease unexpired and skips it.
-        statement = (update(d).where(d.c.id.in_(due), *claimable)
-                     .values(lease_owner=owner, lease_until=lease_until).returning(*d.c))
         # Most polls find nothing due: a read first, so they take no write lock (SQLite's is
         # database-wide) and write nothing.
         async with self._tx(write=False) as conn:
             if (await conn.execute(select(d.c.id).where(*claimable).limit(1))).first() is None:
                 return []
+        # Two statements in one transaction: the first locks the rows it picks, SKIP LOCKED
+        # (PostgreSQL; SQLite has one writer and no row locks) so racing claimers pick
+        # different rows instead of queueing on the same ones; the UPDATE re-checks the
+        # terms, so a row another claimer took meanwhile stays its own. Not one statement
+        # `id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)`: PostgreSQL ran that subquery
+        # again per row and leased every due row to the first claimer (a test caught 20 of 3).
+        due = (select(d.c.id).where(*claimable).order_by(d.c.next_attempt_at, d.c.id).limit(limit)
+               .with_for_update(skip_locked=True))
         async with self._tx() as conn:
-            rows = (await conn.execute(statement)).mappings().all()
+            ids = list((await conn.execute(due)).scalars())
+            if not ids:
+                return []
+            rows = (await conn.execute(update(d).where(d.c.id.in_(ids), *claimable)
+                                       .values(lease_owner=owner, lease_until=lease_until)
+                                       .returning(*d.c))).mappings().all()
         return sorted((_delivery(r) for r in rows), key=lambda r: (r.next_attempt_at or 0.0, r.id))
 
     async def finish_attempt(self, delivery_id: str, owner: str, **fields: Any) -> bool:
