@@ -101,6 +101,9 @@ class Config:
     tool_share_per_user: float = 0.5
     max_cancel_after_seconds: float = 86400.0  # run control: the largest cancelAfterSeconds
     database_url: str | None = None
+    # At start, a database that does not answer is retried this long (a gateway started
+    # with, or just before, its database waits for it instead of exiting at once).
+    store_start_timeout_seconds: float = 60.0
     max_output_bytes: int = 256 * 1024 * 1024
     run_worker: bool = True
     worker_concurrency: int = 32
@@ -191,6 +194,7 @@ class Config:
             tool_share_per_user=_float("LIVEGATE_TOOL_SHARE_PER_USER", 0.5),
             max_cancel_after_seconds=_float("LIVEGATE_MAX_CANCEL_AFTER_SECONDS", 86400.0),
             database_url=_env("LIVEGATE_DATABASE_URL"),
+            store_start_timeout_seconds=_float("LIVEGATE_STORE_START_TIMEOUT", 60.0),
             max_output_bytes=_int("LIVEGATE_MAX_OUTPUT_BYTES", 256 * 1024 * 1024),
             run_worker=_bool("LIVEGATE_RUN_WORKER", True),
             worker_concurrency=_int("LIVEGATE_WORKER_CONCURRENCY", 32),

@@ -176,6 +176,7 @@ class GenerationService:
     def __init__(self, *, tools: dict[str, Tool], store: Store, outputs: OutputStore,
                  publisher: Publisher, engine: JobEngine | None = None, max_per_user: int = 4,
                  dispatch_interval: float = 1.0, store_retry_seconds: float = 600.0,
+                 store_start_timeout: float = 60.0,
                  cancel_wait_seconds: float = 15.0, retention_days: float = 30.0,
                  retention_interval: float = 3600.0, max_inputs_bytes: int = DEFAULT_MAX_INPUTS_BYTES,
                  max_input_items: int = DEFAULT_MAX_INPUT_ITEMS, max_queued_per_user: int = 50,
@@ -199,6 +200,7 @@ class GenerationService:
         self.max_per_user = max_per_user
         self.dispatch_interval = dispatch_interval
         self.store_retry_seconds = store_retry_seconds
+        self.store_start_timeout = store_start_timeout
         self.cancel_wait_seconds = cancel_wait_seconds
         self.owner = process_name()
         self.positions = QueuePositions(store, tools, lambda row, position: self._publish_update(row, position=position))
@@ -239,6 +241,7 @@ class GenerationService:
             webhooks=WebhookService.from_config(config, store, process_name()),
             max_cancel_after_seconds=config.max_cancel_after_seconds,
             announce_grace_seconds=config.announce_grace_seconds,
+            store_start_timeout=config.store_start_timeout_seconds,
         )
 
     # -- lifecycle of the service ---------------------------------------------------------
@@ -246,7 +249,7 @@ class GenerationService:
     async def start(self) -> None:
         self._stopping = False
         self.positions.start()
-        await self.store.open()
+        await self._open_store()
         await self.engine.open(self._run_job, list(self.tools))
         if not self.engine.durable:
             await self._recover_embedded()
@@ -258,6 +261,24 @@ class GenerationService:
             self.webhooks.start(self.describe)
         if self.retention_days > 0:
             self._retention_task = asyncio.create_task(self._retention_loop(), name="generation-retention")
+
+    async def _open_store(self) -> None:
+        """Open (and migrate) the store; a database that does not answer yet is retried for
+        ``store_start_timeout`` seconds (``LIVEGATE_STORE_START_TIMEOUT``): a gateway started
+        with its database, or restarted during its outage, waits for it (found by the soak:
+        a process restarted while PostgreSQL was down exited at once)."""
+        deadline = time.monotonic() + self.store_start_timeout
+        delay = 0.2
+        while True:
+            try:
+                await self.store.open()
+                return
+            except StoreUnavailable as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("the database is unavailable at start, retrying in %.1f s: %s", delay, exc.message)
+            await asyncio.sleep(delay)  # backoff between attempts
+            delay = min(delay * 2, 5.0)
 
     async def stop(self) -> None:
         """Stop without cancelling upstream work: runs of this process stay ``running``;
