@@ -18,7 +18,6 @@ import msgspec
 import websockets
 from websockets.asyncio.server import ServerConnection
 
-from livegate.client import LivegateClient
 from livegate.protocol import messages
 from livegate.testing.gateway import running_gateway
 from livegate.testing.tcp_proxy import ChaosProxy
