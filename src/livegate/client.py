@@ -36,10 +36,10 @@ through ``supersedes``): the server then tells a rewound-and-rewritten history f
 (``recovered: false``) instead of replaying after an offset that now names another event.
 
 Over SSE the same rules hold: ``GET /v1/sse`` with ``Authorization: Bearer`` and
-``Last-Event-ID: <epoch>:<offset>`` (plus ``lastEventTimestamp``) to resume, client messages (``refresh``, ``ping``)
-POSTed to ``/v1/sse/{connectionId}/messages`` (answers on the stream), ``event: close``
-carrying the close code, and a refused request mapped to the close code of its problem
-``code`` (:func:`close_code_for_refusal`).
+``Last-Event-ID: <epoch>:<offset>`` (and the ``lastEventTimestamp`` query parameter) to
+resume, client messages (``refresh``, ``ping``) POSTed to ``/v1/sse/{connectionId}/messages``
+(answers on the stream), ``event: close`` carrying the close code, and a refused request
+mapped to the close code of its problem ``code`` (:func:`close_code_for_refusal`).
 """
 
 from __future__ import annotations
