@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from pathlib import Path
@@ -108,7 +109,9 @@ async def test_authenticates_and_yields_typed_events(tmp_path: Path) -> None:
         assert isinstance(first, messages.Notification) and first.message == "hello" and first.offset == 1
         assert isinstance(second, messages.GenerationProgress) and second.generation_id == "g1"
         assert second.fraction == 0.5 and second.offset == 2
-        assert rec.client.position == messages.StreamPosition(epoch=welcome.epoch, offset=2)
+        # The position carries the timestamp of the event at it, exactly as the frame had it.
+        stamp = json.loads(rec.frames[-1])["timestamp"]
+        assert rec.client.position == messages.StreamPosition(epoch=welcome.epoch, offset=2, timestamp=stamp)
 
 
 async def test_resumes_without_loss_after_slow_consumer_close(tmp_path: Path) -> None:
@@ -140,7 +143,8 @@ async def test_reconnects_after_server_restart_4000(tmp_path: Path) -> None:
             await asyncio.to_thread(_publish, gw, "alice", 2)
             await rec.until(lambda: len(rec.events) == 5, what="events after the restart")
             assert [e.offset for e in rec.events] == [1, 2, 3, 1, 2]
-            assert rec.client.position == messages.StreamPosition(epoch=rec.welcomes[1].epoch, offset=2)
+            position = rec.client.position
+            assert position is not None and (position.epoch, position.offset) == (rec.welcomes[1].epoch, 2)
     finally:
         gw.kill()
 

@@ -11,8 +11,9 @@
 //   await client.cancel(generationId);                 // in-band cancel, from any tab of the user
 //
 // What it does for you (docs/clients.md has the whole contract):
-// * `auth` as the first frame, with `resume: {epoch, offset}` when this tab saw events before
-//   (the position is kept per tab in sessionStorage, per user);
+// * `auth` as the first frame, with `resume: {epoch, offset, timestamp}` when this tab saw
+//   events before (the position is kept per tab in sessionStorage, per user; `timestamp` is
+//   that of the event at `offset`, left out when this tab did not receive that event);
 // * reconnects on close codes 4000-4399, network errors and abnormal closes, with exponential
 //   backoff and full jitter (delay = random(0, min(max, initial * 2^attempt)));
 // * falls back to Server-Sent Events after `fallbackAfter` attempts in a row that got no
@@ -149,37 +150,68 @@ export function tokenClaims(token) {
 
 /**
  * Where this tab's resume position is kept: highest offset N such that every offset <= N was
- * received or superseded (asyncapi.yaml "Conflation"). Pure; the client owns one.
+ * received or superseded (asyncapi.yaml "Conflation"), and the `timestamp` of the event at N
+ * exactly as received (`StreamPosition.timestamp`: the server tells a rewound-and-rewritten
+ * history from this tab's by it). The timestamp is known only when N is an event this cursor
+ * received: `null` when N was reached only through `supersedes`, after a `welcome` reset, or
+ * for a position restored without one. Pure; the client owns one; mirrors
+ * livegate.protocol.cursor.StreamCursor.
  */
 export class StreamCursor {
-  constructor(epoch = null, offset = 0) {
+  /**
+   * @param {string|null} [epoch]
+   * @param {number} [offset]
+   * @param {string|null} [timestamp]
+   */
+  constructor(epoch = null, offset = 0, timestamp = null) {
     /** @type {string|null} */ this.epoch = epoch;
     /** @type {number} */ this.offset = offset;
-    /** @type {Set<number>} */ this.ahead = new Set();
+    /** @type {string|null} */ this.timestamp = timestamp;
+    /** @type {Map<number, string|null>} offsets beyond a hole -> the timestamp received there */
+    this.ahead = new Map();
   }
 
-  reset(epoch, offset) {
+  /**
+   * @param {string|null} epoch
+   * @param {number} offset
+   * @param {string|null} [timestamp]
+   */
+  reset(epoch, offset, timestamp = null) {
     this.epoch = epoch;
     this.offset = offset;
+    this.timestamp = timestamp;
     this.ahead.clear();
   }
 
-  /** Record a stream event; `false` for a duplicate (or an event of another epoch). */
-  accept(epoch, offset, supersedes = []) {
+  /**
+   * Record a stream event (`timestamp` as received); `false` for a duplicate (or an event of
+   * another epoch).
+   * @param {string} epoch
+   * @param {number} offset
+   * @param {number[]} [supersedes]
+   * @param {string|null} [timestamp]
+   */
+  accept(epoch, offset, supersedes = [], timestamp = null) {
     if (epoch !== this.epoch || offset <= this.offset || this.ahead.has(offset)) return false;
-    this.ahead.add(offset);
-    for (const o of supersedes) if (o > this.offset) this.ahead.add(o);
+    this.ahead.set(offset, typeof timestamp === "string" ? timestamp : null);
+    // An offset only named in `supersedes` has no event here; one received there keeps its own.
+    for (const o of supersedes) if (o > this.offset && !this.ahead.has(o)) this.ahead.set(o, null);
     while (this.ahead.has(this.offset + 1)) {
       this.offset += 1;
+      this.timestamp = this.ahead.get(this.offset);
       this.ahead.delete(this.offset);
     }
     if (this.ahead.size > 10000) this.ahead.clear(); // bounded; a real hole is resynced anyway
     return true;
   }
 
-  /** @returns {StreamPosition|null} */
+  /** @returns {StreamPosition|null} `timestamp` only when known. */
   get position() {
-    return this.epoch === null ? null : { epoch: this.epoch, offset: this.offset };
+    if (this.epoch === null) return null;
+    /** @type {StreamPosition} */
+    const position = { epoch: this.epoch, offset: this.offset };
+    if (this.timestamp !== null) position.timestamp = this.timestamp;
+    return position;
   }
 }
 
@@ -426,7 +458,10 @@ export class LivegateClient {
     });
   }
 
-  /** The resume position (`{epoch, offset}`) or `null` before the first `welcome`. */
+  /**
+   * The resume position (`{epoch, offset}`, plus `timestamp` when the event at `offset` was
+   * received) or `null` before the first `welcome`.
+   */
   get position() {
     return this.cursor.position;
   }
@@ -719,7 +754,8 @@ export class LivegateClient {
 
   _streamEvent(event) {
     const supersedes = Array.isArray(event.supersedes) ? event.supersedes : [];
-    if (!this.cursor.accept(event.epoch, event.offset, supersedes)) {
+    // `event` is the frame as parsed: its `timestamp` is the server's string, unchanged.
+    if (!this.cursor.accept(event.epoch, event.offset, supersedes, event.timestamp)) {
       this.stats.duplicates += 1;
       this._emit("duplicate", event);
       return;
@@ -843,8 +879,10 @@ export class LivegateClient {
     const stored = this.options.storage?.getItem(this._storageKey(user));
     if (!stored) return;
     try {
-      const { epoch, offset } = JSON.parse(stored);
-      if (typeof epoch === "string" && Number.isInteger(offset) && offset >= 0) this.cursor.reset(epoch, offset);
+      // `timestamp` is absent in positions stored before it existed: resume without it.
+      const { epoch, offset, timestamp } = JSON.parse(stored);
+      const stamp = typeof timestamp === "string" && timestamp ? timestamp : null;
+      if (typeof epoch === "string" && Number.isInteger(offset) && offset >= 0) this.cursor.reset(epoch, offset, stamp);
     } catch { /* a corrupt entry: start fresh */ }
   }
 

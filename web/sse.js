@@ -3,7 +3,8 @@
 // `SseConnection` looks like a WebSocket to the client (readyState, send, close, onopen,
 // onmessage, onclose), so the client drives both wires with the same code:
 // * the `auth` frame the client sends first becomes `GET /v1/sse` with `Authorization: Bearer`
-//   and, when it asks to resume, `Last-Event-ID: <epoch>:<offset>` (fetch streaming: the token
+//   and, when it asks to resume, `Last-Event-ID: <epoch>:<offset>` and the `lastEventTimestamp`
+//   query parameter (`auth.resume.timestamp`, when the client has one) (fetch streaming: the token
 //   never travels in a URL, and every event name reaches us, unknown ones included — an
 //   EventSource would silently drop those);
 // * every later frame (`refresh`, `ping`, ...) is `POST /v1/sse/{connectionId}/messages` with
@@ -122,8 +123,12 @@ export class SseConnection {
   async _stream(resume, textDeltas) {
     const headers = { Accept: "text/event-stream", Authorization: `Bearer ${this._token}` };
     if (resume) headers["Last-Event-ID"] = `${resume.epoch}:${resume.offset}`;
-    // `auth.textDeltas` of the WebSocket is the `textDeltas` query parameter here.
-    const url = textDeltas ? `${this.url}${this.url.includes("?") ? "&" : "?"}textDeltas=true` : this.url;
+    // `auth.textDeltas` and `auth.resume.timestamp` of the WebSocket are query parameters here.
+    const query = new URLSearchParams();
+    if (textDeltas) query.set("textDeltas", "true");
+    if (resume && typeof resume.timestamp === "string") query.set("lastEventTimestamp", resume.timestamp);
+    const extra = query.toString();
+    const url = extra ? `${this.url}${this.url.includes("?") ? "&" : "?"}${extra}` : this.url;
     let response;
     try {
       response = await this._fetch(url, { headers, cache: "no-store", signal: this._abort.signal });

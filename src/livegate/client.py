@@ -30,11 +30,16 @@ generation joined mid-stream (a fresh connection, ``recovered: false``) takes it
 ``GET /v1/generations/{id}`` (``progress.partialText``) through ``fetch_text``; until then
 its progress is yielded without ``partial_text``.
 
+Resume sends the position and the ``timestamp`` of the event at it, exactly as received
+(``auth.resume.timestamp``; left out when the position is a ``welcome``'s or was reached only
+through ``supersedes``): the server then tells a rewound-and-rewritten history from ours
+(``recovered: false``) instead of replaying after an offset that now names another event.
+
 Over SSE the same rules hold: ``GET /v1/sse`` with ``Authorization: Bearer`` and
-``Last-Event-ID: <epoch>:<offset>`` to resume, client messages (``refresh``, ``ping``)
-POSTed to ``/v1/sse/{connectionId}/messages`` (answers on the stream), ``event: close``
-carrying the close code, and a refused request mapped to the close code of its problem
-``code`` (:func:`close_code_for_refusal`).
+``Last-Event-ID: <epoch>:<offset>`` (and the ``lastEventTimestamp`` query parameter) to
+resume, client messages (``refresh``, ``ping``) POSTed to ``/v1/sse/{connectionId}/messages``
+(answers on the stream), ``event: close`` carrying the close code, and a refused request
+mapped to the close code of its problem ``code`` (:func:`close_code_for_refusal`).
 """
 
 from __future__ import annotations
@@ -85,6 +90,27 @@ Transport = Literal["websocket", "sse"]
 #: interval, 25 s by default; asyncapi.yaml ``x-sse.keepalive`` allows twice that).
 SSE_READ_TIMEOUT = 60.0
 _REFUSAL_BY_STATUS = {401: "auth_failed", 403: "forbidden", 429: "rate_limited", 503: "unavailable"}
+
+
+class _Stamped(msgspec.Struct):
+    timestamp: str | None = None
+
+
+_STAMP_DECODER = msgspec.json.Decoder(_Stamped)
+
+
+def _received_timestamp(frame: str | bytes) -> str | None:
+    """A stream event's ``timestamp`` exactly as the frame carries it (the decoded message
+    holds a ``datetime``, whose re-encoding may differ in digits or zone spelling; resume
+    sends the server's own string back)."""
+    try:
+        return _STAMP_DECODER.decode(frame).timestamp
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+def _stamp(value: str | msgspec.UnsetType) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def sse_url_for(ws_url: str) -> str:
@@ -146,7 +172,7 @@ class LivegateClient:
         self.transport: Transport = transport
         self.sse_url = sse_url or sse_url_for(url)
         self._token_source = token
-        self.cursor = StreamCursor(resume.epoch, resume.offset) if resume else StreamCursor()
+        self.cursor = StreamCursor(resume.epoch, resume.offset, _stamp(resume.timestamp)) if resume else StreamCursor()
         self._resume_requested = resume is not None
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
@@ -185,9 +211,13 @@ class LivegateClient:
 
     @property
     def position(self) -> messages.StreamPosition | None:
+        """The resume position, with the ``timestamp`` of the event at it when this client
+        received that event (asyncapi.yaml ``StreamPosition.timestamp``)."""
         if self.cursor.epoch is None:
             return None
-        return messages.StreamPosition(epoch=self.cursor.epoch, offset=self.cursor.offset)
+        timestamp = self.cursor.timestamp
+        return messages.StreamPosition(epoch=self.cursor.epoch, offset=self.cursor.offset,
+                                       timestamp=msgspec.UNSET if timestamp is None else timestamp)
 
     async def messages(self) -> AsyncIterator[Any]:
         """Yield ``Welcome`` (one per connection), stream events (once each, in order) and
@@ -334,12 +364,14 @@ class LivegateClient:
         the close code of its ``close`` event or refusal, ``None`` when the link was cut."""
         token = await self._token()
         headers = {"Authorization": f"Bearer {token}"}
+        params = {"textDeltas": "true"} if self.text_deltas else {}  # auth.textDeltas, over SSE
         position = self._resume_position()
         if position is not None:
             headers["Last-Event-ID"] = f"{position.epoch}:{position.offset}"
+            if isinstance(position.timestamp, str):  # auth.resume.timestamp, over SSE
+                params["lastEventTimestamp"] = position.timestamp
         timeout = httpx.Timeout(10.0, read=SSE_READ_TIMEOUT)
         try:
-            params = {"textDeltas": "true"} if self.text_deltas else None  # auth.textDeltas, over SSE
             async with httpx.AsyncClient(timeout=timeout) as http, \
                     aconnect_sse(http, "GET", self.sse_url, headers=headers, params=params) as source:
                 response = source.response
@@ -379,7 +411,8 @@ class LivegateClient:
                 await self._queue.put(message)
             case messages.GenerationUpdate() | messages.GenerationProgress() | messages.Notification():
                 supersedes = getattr(message, "supersedes", None) or ()
-                if self.cursor.accept(message.epoch, message.offset, supersedes if isinstance(supersedes, list) else ()):
+                if self.cursor.accept(message.epoch, message.offset, supersedes if isinstance(supersedes, list) else (),
+                                      timestamp=_received_timestamp(frame)):
                     if isinstance(message, messages.GenerationProgress):
                         # A replay after a conflation hole may bring an older progress: skip it.
                         if self._latest_progress.get(message.generation_id, 0) > message.offset:

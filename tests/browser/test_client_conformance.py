@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import pytest_asyncio
@@ -189,7 +190,7 @@ async def test_unknown_types_invalid_frames_and_bad_json_are_reported(harness: P
 async def test_dedupe_by_offset_supersedes_and_the_per_tab_resume_position(harness: Page) -> None:
     result = await harness.evaluate("""async () => {
       const ev = (offset, extra = {}) => ({ type: 'generationProgress', epoch: 'e1', offset,
-        timestamp: '2026-11-25T18:30:01Z', generationId: 'g', fraction: 0.5, ...extra });
+        timestamp: `2026-11-25T18:30:0${offset}.5Z`, generationId: 'g', fraction: 0.5, ...extra });
       sessionStorage.clear();
       const h = make({ storage: sessionStorage });
       h.client.connect();
@@ -214,14 +215,67 @@ async def test_dedupe_by_offset_supersedes_and_the_per_tab_resume_position(harne
                tokens: h.sockets.map(s => JSON.parse(s.sent[0]).token) };
     }""")
     assert "resume" not in result["firstAuth"]
-    assert result["stored"] == '{"epoch":"e1","offset":7}'
-    assert result["resumeAuth"]["resume"] == {"epoch": "e1", "offset": 7}
+    # The position and the timestamp of the event at it (7 was received; 5 and 6 only superseded).
+    assert result["stored"] == '{"epoch":"e1","offset":7,"timestamp":"2026-11-25T18:30:07.5Z"}'
+    assert result["resumeAuth"]["resume"] == {"epoch": "e1", "offset": 7, "timestamp": "2026-11-25T18:30:07.5Z"}
     assert result["log"]["duplicates"] == [4, 6, 7]
-    assert result["afterRecovered"] == {"epoch": "e1", "offset": 9}
+    assert result["afterRecovered"] == {"epoch": "e1", "offset": 9, "timestamp": "2026-11-25T18:30:09.5Z"}
     assert result["log"]["resyncs"] == ["fresh", "notRecovered"]
-    assert result["final"] == {"epoch": "e2", "offset": 2}
+    assert result["final"] == {"epoch": "e2", "offset": 2}  # a welcome's position: no timestamp
     assert result["tokens"] == ["tok-1", "tok-1", "tok-1"]  # reconnect codes reuse a valid token
     assert [s[0] for s in result["log"]["states"]].count("reconnecting") == 2
+    await sent_frames(harness)
+
+
+async def test_the_cursor_keeps_the_timestamp_of_a_received_event_only(harness: Page) -> None:
+    """web/client.js ``StreamCursor`` follows the rules of livegate.protocol.cursor (whose
+    property test is tests/protocol/test_cursor.py): ``timestamp`` is that of the event at the
+    position when it was received; absent when the position was reached only through
+    ``supersedes``, after a ``welcome`` reset, or restored from storage without one."""
+    result = await harness.evaluate("""async () => {
+      const { StreamCursor } = window.__mod;
+      const t = (o) => `2026-11-25T18:31:${String(o).padStart(2, '0')}.250Z`;
+      const snap = (c) => [c.offset, c.timestamp, c.position];
+      const c = new StreamCursor('e1', 4);
+      const out = { welcome: snap(c) };
+      c.accept('e1', 5, [], t(5)); out.received = snap(c);
+      out.duplicate = [c.accept('e1', 5, [], 'other'), c.timestamp];
+      c.accept('e1', 8, [6, 7], t(8)); out.supersedesThenOwn = snap(c);
+      c.accept('e1', 10, [], t(10)); out.beyondHole = snap(c);          // 9 missing: unchanged
+      c.accept('e1', 13, [9], t(13)); out.stopsOnReceived = snap(c);     // 9 superseded, 10 received, 11 missing
+      c.accept('e1', 15, [11], t(15)); out.stopsOnSuperseded = snap(c); // 11 superseded, 12 missing
+      c.accept('e1', 12, [], t(12)); out.filled = snap(c);
+      c.reset('e2', 40); out.reset = snap(c);
+      out.otherEpoch = [c.accept('e1', 41, [], t(41)), c.timestamp];
+      // Restored positions: with a timestamp (this client stored it), and without (an old entry).
+      const restored = [];
+      for (const stored of [{ epoch: 'e1', offset: 3, timestamp: t(3) }, { epoch: 'e1', offset: 3 }]) {
+        sessionStorage.clear();
+        sessionStorage.setItem('livegate.position:', JSON.stringify(stored));
+        const h = make({ storage: sessionStorage });
+        h.client.connect();
+        await until(() => h.socket() && h.socket().sent.length === 1);
+        restored.push(JSON.parse(h.socket().sent[0]).resume);
+        h.client.close();
+      }
+      sessionStorage.clear();
+      return { ...out, restored };
+    }""")
+
+    def t(offset: int) -> str:
+        return f"2026-11-25T18:31:{offset:02d}.250Z"
+
+    assert result["welcome"] == [4, None, {"epoch": "e1", "offset": 4}]
+    assert result["received"] == [5, t(5), {"epoch": "e1", "offset": 5, "timestamp": t(5)}]
+    assert result["duplicate"] == [False, t(5)]
+    assert result["supersedesThenOwn"] == [8, t(8), {"epoch": "e1", "offset": 8, "timestamp": t(8)}]
+    assert result["beyondHole"][:2] == [8, t(8)]
+    assert result["stopsOnReceived"][:2] == [10, t(10)]
+    assert result["stopsOnSuperseded"] == [11, None, {"epoch": "e1", "offset": 11}]
+    assert result["filled"][:2] == [13, t(13)]
+    assert result["reset"] == [40, None, {"epoch": "e2", "offset": 40}]
+    assert result["otherEpoch"] == [False, None]
+    assert result["restored"] == [{"epoch": "e1", "offset": 3, "timestamp": t(3)}, {"epoch": "e1", "offset": 3}]
     await sent_frames(harness)
 
 
@@ -431,9 +485,10 @@ async def test_every_server_example_is_handled_over_sse_whatever_the_chunking(ha
 
 async def test_falls_back_to_sse_resumes_there_and_sends_client_messages_over_post(harness: Page) -> None:
     result = await harness.evaluate("""async () => {
-      const ev = (offset) => ({ type: 'notification', epoch: 'e1', offset, timestamp: '2026-11-25T18:30:01Z',
+      const ev = (offset) => ({ type: 'notification', epoch: 'e1', offset, timestamp: `2026-11-25T18:30:0${offset}Z`,
                                 level: 'info', message: 'n' + offset });
-      // This tab saw e1:1 and e1:2 before (a reload); now every WebSocket is refused.
+      // This tab saw e1:1 and e1:2 before (a reload, stored before positions had a timestamp);
+      // now every WebSocket is refused.
       sessionStorage.clear();
       sessionStorage.setItem('livegate.position:', JSON.stringify({ epoch: 'e1', offset: 2 }));
       const h = make({ wsFail: 100, storage: sessionStorage,
@@ -475,13 +530,17 @@ async def test_falls_back_to_sse_resumes_there_and_sends_client_messages_over_po
     gets = [r for r in result["requests"] if r["method"] == "GET"]
     posts = [r for r in result["requests"] if r["method"] == "POST"]
     assert [g["headers"].get("Last-Event-ID") for g in gets] == ["e1:2", "e1:4", "e1:5"]
+    stamps = [parse_qs(urlsplit(g["url"]).query).get("lastEventTimestamp") for g in gets]
+    assert stamps == [None, ["2026-11-25T18:30:04Z"], ["2026-11-25T18:30:05Z"]]  # the old stored one has none
+    assert all(parse_qs(urlsplit(g["url"]).query)["textDeltas"] == ["true"] for g in gets)
     assert [g["headers"]["Authorization"] for g in gets] == ["Bearer tok-1", "Bearer tok-2", "Bearer tok-2"]
     assert [p["url"] for p in posts] == ["http://fake/v1/sse/c-sse-1/messages"] * 2
     assert [p["body"] and json.loads(p["body"])["type"] for p in posts] == ["refresh", "ping"]
     assert json.loads(posts[0]["body"])["token"] == "tok-2"
     assert posts[1]["headers"]["Authorization"] == "Bearer tok-2"  # the refreshed token from then on
     assert ["reconnecting", 4000] in [s[:2] for s in log["states"]]
-    assert result["transport"] == "sse" and result["position"] == {"epoch": "e1", "offset": 5}
+    assert result["transport"] == "sse"
+    assert result["position"] == {"epoch": "e1", "offset": 5, "timestamp": "2026-11-25T18:30:05Z"}
     assert log["problems"] == []
     await sent_frames(harness)
 
@@ -532,7 +591,7 @@ async def test_from_sse_back_to_a_websocket_without_loss_or_duplicate_delivery(h
     }""")
     log = result["log"]
     assert result["afterRefusedProbe"] == {"transport": "sse", "streams": 1}
-    assert result["probeAuth"]["resume"] == {"epoch": "e1", "offset": 3}
+    assert result["probeAuth"]["resume"] == {"epoch": "e1", "offset": 3, "timestamp": "2026-11-25T18:30:01Z"}
     assert log["offsets"] == [1, 2, 3, 4, 5, 6, 7]  # each offset once, in order
     assert log["duplicates"] == [4, 5]
     assert log["transports"] == [["websocket", "connect"], ["sse", "fallback"], ["websocket", "upgrade"]]

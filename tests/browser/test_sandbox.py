@@ -281,6 +281,11 @@ async def test_a_reload_resumes_from_the_position_kept_in_this_tab(gateway: Runn
     auths = [f for f in tab.sent_messages() if f["type"] == "auth"]
     assert len(auths) == 2 and auths[1]["resume"]["epoch"] == before["epoch"]
     assert auths[1]["resume"]["offset"] >= before["offset"]
+    # The stored position carries the timestamp of the event at it, exactly as received, when
+    # the page received that event (not when its offset was only named in `supersedes`).
+    resumed = auths[1]["resume"]
+    at = server_frames_valid(tab, lambda m: m["type"] != "welcome" and m.get("offset") == resumed["offset"])
+    assert resumed.get("timestamp") == (at[0]["timestamp"] if at else None), (resumed, at)
     assert (await debug_state(page, "d.welcomes[0]"))["recovered"] is True
     await expect(page.locator(f".history-item[data-generation-id={gen_id}]")).to_have_attribute(
         "data-status", "completed")

@@ -3,6 +3,13 @@
 The resume position is the highest offset ``N`` such that every offset ``<= N`` was
 received or named in a received ``supersedes`` (asyncapi.yaml, "Conflation"). Resuming
 from it never loses an event, and duplicates are dropped by offset.
+
+Next to it the cursor keeps the ``timestamp`` of the event at ``N``, exactly as received
+(asyncapi.yaml ``StreamPosition.timestamp``): the server checks that its stream still holds
+that very event at ``N`` and answers ``recovered: false`` when a rewound history was written
+again under the same epoch. It is known only when ``N`` is an event this cursor received:
+``None`` when ``N`` was reached only through ``supersedes``, after a ``welcome`` reset (the
+welcome carries a position, not an event), or for a position restored without one.
 """
 
 from __future__ import annotations
@@ -11,24 +18,28 @@ from collections.abc import Iterable
 
 
 class StreamCursor:
-    def __init__(self, epoch: str | None = None, offset: int = 0) -> None:
+    def __init__(self, epoch: str | None = None, offset: int = 0, timestamp: str | None = None) -> None:
         self.epoch = epoch
         self.offset = offset  # contiguous: everything <= offset is accounted for
-        self._ahead: set[int] = set()
+        self.timestamp = timestamp  # of the event received at `offset`; None when not received
+        self._ahead: dict[int, str | None] = {}  # offsets beyond a hole -> received timestamp
 
-    def reset(self, epoch: str, offset: int) -> None:
-        self.epoch, self.offset = epoch, offset
+    def reset(self, epoch: str, offset: int, timestamp: str | None = None) -> None:
+        self.epoch, self.offset, self.timestamp = epoch, offset, timestamp
         self._ahead.clear()
 
-    def accept(self, epoch: str, offset: int, supersedes: Iterable[int] = ()) -> bool:
-        """Record an event; ``False`` when it is a duplicate (or of another epoch)."""
+    def accept(self, epoch: str, offset: int, supersedes: Iterable[int] = (), timestamp: str | None = None) -> bool:
+        """Record an event (``timestamp`` as received); ``False`` when it is a duplicate (or of
+        another epoch)."""
         if epoch != self.epoch or offset <= self.offset or offset in self._ahead:
             return False
-        self._ahead.add(offset)
-        self._ahead.update(o for o in supersedes if o > self.offset)
+        self._ahead[offset] = timestamp
+        for superseded in supersedes:
+            if superseded > self.offset:
+                self._ahead.setdefault(superseded, None)  # an event received there keeps its own
         while self.offset + 1 in self._ahead:
             self.offset += 1
-            self._ahead.discard(self.offset)
+            self.timestamp = self._ahead.pop(self.offset)
         return True
 
     @property

@@ -5,6 +5,7 @@ reads slowly from the server (a slow reader, as the server sees one), for chaos 
     url = f"ws://127.0.0.1:{proxy.port}/v1/ws"
     proxy.cut(2, random.Random(7))       # abort two links at random (both sides, no close frame)
     proxy.slow(link, seconds=3, rate=2000)  # that link forwards the server's bytes at 2 kB/s
+    link.head                            # the first bytes its client sent (an HTTP request head)
     await proxy.stop()
 
 Each new client connection goes to the first backend that accepts it, in the given order (the
@@ -38,6 +39,7 @@ class ProxyLink:
     open: bool = True
     slow_until: float = 0.0  # time.monotonic() bound of the slow episode
     slow_rate: float = 0.0  # bytes per second from the server while slow
+    head: bytes = b""  # the client's first read (at most 64 kB): what it asked for, for tests
 
     def abort(self) -> None:
         self.open = False
@@ -146,6 +148,8 @@ class ChaosProxy:
                     data = await reader.read(65536)
                 if not data:
                     break
+                if not slowable and not link.head:
+                    link.head = data
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):
