@@ -297,12 +297,14 @@ class ResumingClient:
     """:class:`livegate.client.LivegateClient` (it reconnects and resumes by itself) that
     also records every raw frame, validated against asyncapi.yaml, per connection."""
 
-    def __init__(self, url: str, token: str, *, resume: tuple[str, int] | None = None) -> None:
+    def __init__(self, url: str, token: str, *,
+                 resume: tuple[str, int] | messages.StreamPosition | None = None) -> None:
         self.frames: list[dict[str, Any]] = []
         self.invalid: list[str] = []
+        if isinstance(resume, tuple):
+            resume = messages.StreamPosition(epoch=resume[0], offset=resume[1])
         self.client = LivegateClient(
-            url, token, backoff_initial=0.05, backoff_max=0.5, on_frame=self._on_frame,
-            resume=messages.StreamPosition(epoch=resume[0], offset=resume[1]) if resume else None)
+            url, token, backoff_initial=0.05, backoff_max=0.5, on_frame=self._on_frame, resume=resume)
         self._drain: asyncio.Task[None] | None = None
         self.stopped: BaseException | None = None
 

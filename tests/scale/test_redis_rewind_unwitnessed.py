@@ -25,7 +25,13 @@ from livegate.testing.process import GatewayProcess
 from livegate.testing.redis_server import RedisServer
 from livegate.testing.spec_validation import assert_valid_message
 from tests.bus._replica import copy_aof, restart_from
-from tests.scale._support import STARTUP_TIMEOUT, notification, publish_ok, user_name
+from tests.scale._support import (
+    STARTUP_TIMEOUT,
+    ResumingClient,
+    notification,
+    publish_ok,
+    user_name,
+)
 
 pytestmark = pytest.mark.redis
 
@@ -78,7 +84,7 @@ async def _sse_welcome(gw: GatewayProcess, user: str, event: dict[str, Any]) -> 
     raise AssertionError("no welcome on the SSE stream")
 
 
-@pytest.mark.parametrize("transport", ["ws", "sse"])
+@pytest.mark.parametrize("transport", ["ws", "sse", "python-client"])
 async def test_a_client_that_saw_lost_events_written_over_gets_a_new_epoch(tmp_path: Path, transport: str) -> None:
     with RedisServer(appendonly=True) as redis:
         gw = GatewayProcess(tmp_path / "gw", env={"LIVEGATE_REDIS_URL": redis.url, "LIVEGATE_REDIS_SETTLE_SECONDS": "1"},
@@ -87,6 +93,7 @@ async def test_a_client_that_saw_lost_events_written_over_gets_a_new_epoch(tmp_p
         user = user_name("unwitnessed")
         try:
             ws, _welcome = await _connect(gw, user)
+            official = await ResumingClient(gw.ws_url, gw.token(user)).start()  # livegate.client
             await publish_ok(gw, [notification(user, f"kept #{i}") for i in range(2)])
             kept = await _events(ws, 2)
             copy = await copy_aof(redis)
@@ -94,6 +101,10 @@ async def test_a_client_that_saw_lost_events_written_over_gets_a_new_epoch(tmp_p
                 await publish_ok(gw, [notification(user, f"lost #{i}") for i in range(3)])
                 lost = await _events(ws, 3)
                 await ws.close()
+                await official.wait_events(5)
+                tracked = official.client.position  # what its cursor kept, timestamp included
+                await official.close()
+                assert tracked is not None and (tracked.offset, tracked.timestamp) == (5, lost[-1]["timestamp"])
                 assert [e["offset"] for e in kept + lost] == [1, 2, 3, 4, 5]
                 await asyncio.to_thread(gw.kill)  # the machine goes down: gateway and Redis
                 await restart_from(redis, copy)
@@ -115,8 +126,12 @@ async def test_a_client_that_saw_lost_events_written_over_gets_a_new_epoch(tmp_p
             if transport == "ws":
                 saw, welcome = await _connect(gw, user, resume=_position(lost[-1]))
                 await saw.close()
-            else:
+            elif transport == "sse":
                 welcome = await _sse_welcome(gw, user, lost[-1])
+            else:  # the official client, resuming from the position it tracked
+                resumed = await ResumingClient(gw.ws_url, gw.token(user), resume=tracked).start()
+                welcome = resumed.welcomes[0]
+                await resumed.close()
             assert welcome["recovered"] is False and welcome["epoch"] != epoch and welcome["offset"] == 0
             # The proof voids the stream for every connection of the user: a live one learns
             # it with the next event (its process's subscriber sees the new epoch), 4006.
