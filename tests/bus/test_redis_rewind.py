@@ -262,12 +262,13 @@ async def test_an_intact_restart_keeps_the_epoch_and_resumes_exactly(
     assert client.offsets == list(range(1, 7)) and resets == []
 
 
-async def test_a_rewind_nobody_witnessed_is_caught_by_a_resume_ahead_of_the_top(
+async def _unwitnessed_rewind(
     aof_redis: RedisServer, gateways: list[RedisBus]
-) -> None:
-    """The gateways that saw the lost writes restarted too: no witness. A client that saw
-    them resumes ahead of the stream's top in its epoch: the stream starts a new epoch then,
-    so the offsets it saw are never handed out again in the epoch it knows."""
+) -> tuple[str, Position, str, RedisBus, RedisBus, list[str]]:
+    """A gateway publishes offsets 1-2, then 3-5 that the AOF copy lacks, and stops; Redis
+    comes back from the copy; two fresh gateways (no witness), the second watching the
+    stream. Returns (stream, the client's position 5, the timestamp of the event it holds
+    there, the fresh gateway, the watching one, the watcher's resets)."""
     old = RedisBus(aof_redis.url, **FAST)
     await old.start()
     stream = stream_name()
@@ -275,6 +276,7 @@ async def test_a_rewind_nobody_witnessed_is_caught_by_a_resume_ahead_of_the_top(
         await publish(old, stream, "kept", 2)
         copy = await copy_aof(aof_redis)
         seen = (await publish(old, stream, "lost", 3))[-1]
+        seen_stamp = stamp(stream, seen)  # before a new event at offset 5 replaces it in STAMPS
     finally:
         await old.stop()
     try:
@@ -284,8 +286,17 @@ async def test_a_rewind_nobody_witnessed_is_caught_by_a_resume_ahead_of_the_top(
     fresh, other = await two_gateways(aof_redis.url, gateways)
     resets: list[str] = []
     other.on_stream_reset = resets.append
-    watcher = Recorder()
-    await other.subscribe(stream, watcher)
+    await other.subscribe(stream, Recorder())
+    return stream, seen, seen_stamp, fresh, other, resets
+
+
+async def test_a_rewind_nobody_witnessed_is_caught_by_a_resume_ahead_of_the_top(
+    aof_redis: RedisServer, gateways: list[RedisBus]
+) -> None:
+    """The gateways that saw the lost writes restarted too: no witness. A client that saw
+    them resumes ahead of the stream's top in its epoch: the stream starts a new epoch then,
+    so the offsets it saw are never handed out again in the epoch it knows."""
+    stream, seen, _stamp, fresh, other, resets = await _unwitnessed_rewind(aof_redis, gateways)
     (refill,) = await publish(fresh, stream, "unwitnessed", 1)
     assert (refill.epoch, refill.offset) == (seen.epoch, 3)  # nobody could know yet
 
@@ -306,25 +317,7 @@ async def test_a_rewind_written_again_up_to_or_past_a_client_is_caught_by_its_ti
     """No witness (the gateways restarted with Redis), and new publishes reached the offset of a
     client that saw the lost events before it resumed: its offset alone looks fine. The
     timestamp of the event it holds there (resume.timestamp) is not the stream's: new epoch."""
-    old = RedisBus(aof_redis.url, **FAST)
-    await old.start()
-    stream = stream_name()
-    try:
-        await publish(old, stream, "kept", 2)
-        copy = await copy_aof(aof_redis)
-        seen = (await publish(old, stream, "lost", 3))[-1]  # the client's position: 5
-        seen_stamp = stamp(stream, seen)  # the timestamp of the event it holds there
-    finally:
-        await old.stop()
-    try:
-        await restart_from(aof_redis, copy)
-    finally:
-        shutil.rmtree(copy, ignore_errors=True)
-    fresh, other = await two_gateways(aof_redis.url, gateways)
-    resets: list[str] = []
-    other.on_stream_reset = resets.append
-    watcher = Recorder()
-    await other.subscribe(stream, watcher)
+    stream, seen, seen_stamp, fresh, other, resets = await _unwitnessed_rewind(aof_redis, gateways)
     rewritten = await publish(fresh, stream, "unwitnessed", written_again)
     assert [(p.epoch, p.offset) for p in rewritten] == [(seen.epoch, 3 + i) for i in range(written_again)]
     at_seen = rewritten[seen.offset - 3]
