@@ -18,6 +18,7 @@
 -- at the lost offsets until a witness calls in). So when the data comes through a new server
 -- run, `settle` is set `settle_ms` ahead, and publish.lua appends nothing until then: every
 -- live process's subscriber shows its witness right after it reconnects (scripts/guard.lua).
+-- A proof ends the wait at once (every stream is void anyway).
 -- Returns gen, rid, w (what the caller now knows), and the ms left to settle (0 when settled).
 local function history_guard(h, seen_gen, seen_rid, seen_w, candidate, count_write, settle_ms)
   local info = redis.call('INFO', 'replication')
@@ -37,8 +38,9 @@ local function history_guard(h, seen_gen, seen_rid, seen_w, candidate, count_wri
   end
   seen_w = tonumber(seen_w) or 0
   if seen_gen == gen and ((seen_rid == rid and seen_w > w) or (seen_rid ~= rid and seen_w > w0)) then
-    gen = candidate
-    redis.call('HSET', h, 'gen', gen)
+    -- proven: every stream starts a new epoch, so no other witness is waited for
+    gen, settle = candidate, 0
+    redis.call('HSET', h, 'gen', gen, 'settle', 0)
   end
   local left = math.max(0, settle - now_ms)
   if count_write and left == 0 then
