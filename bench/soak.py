@@ -110,10 +110,21 @@ class Generations:
     # (user, generation) -> positions of terminal updates seen by any connection -> status
     terminal_at: dict[tuple[str, str], dict[tuple[str, int], str]] = field(default_factory=dict)
     records: dict[str, str] = field(default_factory=dict)  # generation id -> final status in GET
+    # Runs whose create got no answer (timed out, the gateway killed) but that exist: named by
+    # their own updates (generation id -> the user whose connection saw them first), and then
+    # checked like the created ones.
+    adopted: dict[str, str] = field(default_factory=dict)
 
     def seen(self, user: str, generation: str, status: str, position: tuple[str, int]) -> None:
+        if generation not in self.created:
+            self.adopted.setdefault(generation, user)
         if status in TERMINAL:
             self.terminal_at.setdefault((user, generation), {})[position] = status
+
+    @property
+    def named(self) -> dict[str, str]:
+        """Every run known to exist: created (answered 202) or adopted."""
+        return {**self.adopted, **self.created}
 
     def verdict(self, resets_of: Callable[[str], int]) -> dict[str, Any]:
         """Every created run recorded as ended, and announced by terminal updates that all
@@ -126,22 +137,25 @@ class Generations:
         (src/livegate/service/outbox.py), and clients treat generationUpdate as the run's
         state. Two *different* terminal statuses are a duplicate end (a failure), as is a
         status that disagrees with the record (mismatched)."""
-        unfinished = [g for g in self.created if self.records.get(g) not in TERMINAL]
+        named = self.named
+        unfinished = [g for g in named if self.records.get(g) not in TERMINAL]
         duplicated = [g for (_, g), at in self.terminal_at.items() if len(set(at.values())) > 1]
         repeated = [g for (_, g), at in self.terminal_at.items() if len(at) > 1 and len(set(at.values())) == 1]
         mismatched = [g for (u, g), at in self.terminal_at.items()
                       if any(status != self.records.get(g) for status in at.values())]
-        unpublished = [g for g, u in self.created.items() if self.records.get(g) in TERMINAL
+        unpublished = [g for g, u in named.items() if self.records.get(g) in TERMINAL
                        and (u, g) not in self.terminal_at and resets_of(u) == 0]
-        leaked = [f"generation {g} of {self.created[g]} reached {u}" for (u, g) in self.terminal_at
-                  if self.created.get(g, u) != u]
+        leaked = [f"generation {g} of {named[g]} reached {u}" for (u, g) in self.terminal_at
+                  if named.get(g, u) != u]
         problems = ([f"generation {g} did not end (record: {self.records.get(g)})" for g in unfinished[:10]]
-                    + [f"generation {g}: terminal update at {sorted(self.terminal_at[(self.created[g], g)])}"
+                    + [f"generation {g}: terminal update at {sorted(self.terminal_at[(named[g], g)])}"
                        for g in duplicated[:10]]
-                    + [f"generation {g}: a terminal update disagrees with its record" for g in mismatched[:10]]
+                    + [f"generation {g}: a terminal update disagrees with its record ({self.records.get(g)})"
+                       for g in mismatched[:10]]
                     + [f"generation {g}: ended {self.records[g]} but no connection was told" for g in unpublished[:10]]
                     + leaked[:10])
-        return {"generations_created": len(self.created), "create_outcomes": dict(self.create_outcomes),
+        return {"generations_created": len(self.created), "generations_adopted": len(self.adopted),
+                "create_outcomes": dict(self.create_outcomes),
                 "generation_statuses": dict(Counter(self.records.values())),
                 "generations_unfinished": len(unfinished), "terminal_duplicated": len(duplicated),
                 "terminal_repeated": len(repeated),
@@ -370,7 +384,7 @@ class Soak:
             response = await client.post(f"{gw.http_url}/v1/generations", json={"toolId": "demo", "inputs": inputs},
                                          headers={"Authorization": f"Bearer {gw.token(user, 600)}"})
         except httpx.HTTPError:
-            self.generations.create_outcomes["no answer"] += 1  # a run may exist that nobody named: not checked
+            self.generations.create_outcomes["no answer"] += 1  # a run may exist: adopted if its updates come
             return
         if response.status_code == 202:
             self.generations.created[response.json()["id"]] = user
@@ -378,14 +392,15 @@ class Soak:
 
     async def settle(self) -> None:
         """Wait (bounded) until every created run's record has ended and its end was seen."""
-        if not self.generations.created:
+        named = self.generations.named
+        if not named:
             return
         deadline = time.monotonic() + self.s.drain_timeout
-        pending = set(self.generations.created)
+        pending = set(named)
         async with httpx.AsyncClient(timeout=PUBLISH_TIMEOUT) as client:
             while pending and time.monotonic() < deadline:
                 for gen in sorted(pending):
-                    user, gw = self.generations.created[gen], self.rng.choice(self.gateways)
+                    user, gw = named[gen], self.rng.choice(self.gateways)
                     try:
                         response = await client.get(f"{gw.http_url}/v1/generations/{gen}",
                                                     headers={"Authorization": f"Bearer {gw.token(user, 600)}"})
@@ -670,7 +685,8 @@ def report(figures: dict[str, Any]) -> str:
     ]
     if figures["postgres"]:
         lines.append(
-            f"  generations created {figures['generations_created']} (create answers {figures['create_outcomes']}), "
+            f"  generations created {figures['generations_created']} (create answers {figures['create_outcomes']}; "
+            f"adopted from their updates {figures['generations_adopted']}), "
             f"ended {figures['generation_statuses']}; unfinished {figures['generations_unfinished']}, "
             f"terminal updates duplicated {figures['terminal_duplicated']}, "
             f"repeated (same status, allowed) {figures['terminal_repeated']}, mismatched "

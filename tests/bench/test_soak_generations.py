@@ -40,3 +40,18 @@ def test_an_end_nobody_saw_is_unpublished_unless_a_reset_may_have_covered_it() -
     gens = Generations(created={"gen_a": "alice"}, records={"gen_a": "completed"})
     assert _verdict(gens)["terminal_unpublished"] == 1
     assert _verdict(gens, resets=1)["terminal_unpublished"] == 0
+
+
+def test_a_run_whose_create_got_no_answer_is_adopted_from_its_updates_and_checked() -> None:
+    """A create that timed out may still have made the run (the soak never learned its id):
+    its updates name it, and it is then held to the same rules, its record included."""
+    gens = Generations(created={"gen_a": "alice"}, records={"gen_a": "completed", "gen_x": "completed"})
+    gens.seen("alice", "gen_a", "completed", ("e1", 2))
+    gens.seen("bob", "gen_x", "queued", ("e2", 1))
+    gens.seen("bob", "gen_x", "completed", ("e2", 3))
+    figures = _verdict(gens)
+    assert gens.adopted == {"gen_x": "bob"} and figures["generations_adopted"] == 1
+    assert (figures["terminal_mismatched"], figures["generations_unfinished"], figures["generation_problems"]) == (
+        0, 0, [])
+    gens.records["gen_x"] = "running"  # its record never ended
+    assert _verdict(gens)["generations_unfinished"] == 1

@@ -284,6 +284,8 @@ async def _unwitnessed_rewind(
     finally:
         shutil.rmtree(copy, ignore_errors=True)
     fresh, other = await two_gateways(aof_redis.url, gateways)
+    # ready once the data has settled (publishes are refused until then)
+    await eventually(lambda: healthy(fresh, other), timeout=10.0, what="both gateways ready")
     resets: list[str] = []
     other.on_stream_reset = resets.append
     await other.subscribe(stream, Recorder())
@@ -334,12 +336,16 @@ async def test_a_rewind_written_again_up_to_or_past_a_client_is_caught_by_its_ti
     await eventually(lambda: resets == [stream], timeout=15.0, what="the other gateway's live stream reset")
 
 
-async def _first_publish_after_failover(pair: Pair, gateways: list[RedisBus], settle: float) -> tuple[Position, Position]:
+async def _first_publish_after_failover(
+    pair: Pair, gateways: list[RedisBus], settle: float
+) -> tuple[Position, Position, list[str]]:
     """Gateway ``one`` published the writes the replica missed; gateway ``two`` saw none of them
     and is the first to publish after the failover, while ``one``'s subscriber is still in
-    its reconnect pause. Returns (the last lost position, two's first position after)."""
+    its reconnect pause. Returns (the last lost position, two's first position after, the
+    refusals it met before)."""
+    refusals: list[str] = []
     assert pair.address is not None
-    slow = {**FAST, "reconnect_min_delay": 1.0, "reconnect_max_delay": 1.0}  # pauses 0.5-1.5 s
+    slow = {**FAST, "reconnect_min_delay": 0.5, "reconnect_max_delay": 0.5}  # pauses 0.25-0.75 s
     one = RedisBus(pair.address.url, **{**slow, "settle_seconds": settle})
     two = RedisBus(pair.address.url, **{**FAST, "settle_seconds": settle})
     for bus in (one, two):
@@ -351,23 +357,27 @@ async def _first_publish_after_failover(pair: Pair, gateways: list[RedisBus], se
     await pair.cut_replication()
     seen = (await publish(one, stream, "lost", 2))[-1]
     await pair.fail_over()
-    for _ in range(100):  # its pooled connection died with the primary: retried as a publisher would
-        try:
-            (first,) = await publish(two, stream, "after", 1)
-            return seen, first
-        except BusUnavailable:
-            await asyncio.sleep(0.02)
-    raise AssertionError("gateway two could not publish after the failover")
+    # Refused while its pooled connection died with the primary, and (with a settle time)
+    # while the data settles: retried as a publisher would (503 + Retry-After over HTTP).
+    async with asyncio.timeout(15):
+        while True:
+            try:
+                (first,) = await publish(two, stream, "after", 1)
+                return seen, first, refusals
+            except BusUnavailable as exc:
+                refusals.append(str(exc))
+                await asyncio.sleep(0.05)
 
 
 async def test_a_gateway_that_saw_nothing_of_the_lost_writes_waits_for_the_witnesses(
     pair: Pair, gateways: list[RedisBus]
 ) -> None:
-    """Right after a failover the data settles (LIVEGATE_REDIS_SETTLE_SECONDS): publishes wait
-    until every live gateway's subscriber has shown what it saw, so the first one is already
-    in the new epoch that gateway one's witness starts."""
-    seen, first = await _first_publish_after_failover(pair, gateways, settle=2.5)
+    """Right after a failover the data settles (LIVEGATE_REDIS_SETTLE_SECONDS): publishes are
+    refused (retry shortly) until every live gateway's subscriber has shown what it saw, so
+    the first one accepted is already in the new epoch that gateway one's witness starts."""
+    seen, first, refusals = await _first_publish_after_failover(pair, gateways, settle=4.0)
     assert first.epoch != seen.epoch and first.offset == 1
+    assert any("settling" in refusal for refusal in refusals), refusals  # refused, not held
 
 
 async def test_without_settling_the_first_publisher_would_reuse_a_lost_offset(
@@ -376,5 +386,5 @@ async def test_without_settling_the_first_publisher_would_reuse_a_lost_offset(
     """The control of the test above: with no settle time, the gateway that saw nothing appends
     at offset 4 of the old epoch, an offset clients saw with another event (until gateway
     one's subscriber calls in and voids the epoch)."""
-    seen, first = await _first_publish_after_failover(pair, gateways, settle=0.0)
+    seen, first, _refusals = await _first_publish_after_failover(pair, gateways, settle=0.0)
     assert (first.epoch, first.offset) == (seen.epoch, 4)

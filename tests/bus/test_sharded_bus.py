@@ -19,7 +19,7 @@ from livegate.testing.redis_server import RedisServer
 from tests.bus._support import Recorder, eventually, stream_name
 
 FAST = {"probe_interval": 0.1, "probe_timeout": 0.5, "reconnect_min_delay": 0.02, "reconnect_max_delay": 0.2,
-        "poll_interval": 0.05, "socket_timeout": 1.0, "connect_timeout": 0.5}
+        "poll_interval": 0.05, "socket_timeout": 1.0, "connect_timeout": 0.5, "settle_seconds": 0.5}
 
 
 def body(n: int) -> bytes:

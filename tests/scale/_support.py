@@ -92,8 +92,16 @@ async def publish(gw: GatewayProcess, items: Sequence[dict[str, Any]], *, timeou
                                  headers={"Authorization": f"Bearer {gw.service_token}"})
 
 
-async def publish_ok(gw: GatewayProcess, items: Sequence[dict[str, Any]]) -> list[tuple[str, int]]:
-    response = await publish(gw, items)
+async def publish_ok(gw: GatewayProcess, items: Sequence[dict[str, Any]], *,
+                     timeout: float = 15.0) -> list[tuple[str, int]]:
+    """Publish; a 503 that published nothing (the bus down, or settling after a Redis restart:
+    docs/scaling.md "Rewinds") is retried after its ``Retry-After``, as a publisher should."""
+    async with asyncio.timeout(timeout):
+        while True:
+            response = await publish(gw, items)
+            if response.status_code != 503 or response.json().get("results"):
+                break
+            await asyncio.sleep(min(float(response.headers.get("retry-after", "1")), 0.5))
     assert response.status_code == 200, response.text
     return [(r["epoch"], r["offset"]) for r in response.json()["results"]]
 

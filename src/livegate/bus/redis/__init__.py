@@ -51,6 +51,17 @@ from livegate.errors import BusUnavailable
 
 __all__ = ["RedisBus"]
 
+#: A publish refused while the data settles is made again inside the bus only when the
+#: settling ends within this many seconds; otherwise it is refused at once (a ``Settling``).
+SETTLE_WAIT = 0.25
+
+
+class Settling(Exception):
+    """A publish.lua call refused: the data is settling after a new server run."""
+
+    def __str__(self) -> str:
+        return self.args[0] if self.args else "settling"
+
 
 class RedisBus(Bus):
     """:class:`~livegate.bus.base.Bus` on Redis; see the module doc.
@@ -73,7 +84,7 @@ class RedisBus(Bus):
         probe_interval: float = 2.0,
         probe_timeout: float = 3.0,
         reconnect_min_delay: float = 0.05,
-        reconnect_max_delay: float = 2.0,
+        reconnect_max_delay: float = 1.0,
         poll_interval: float = 0.25,
         settle_seconds: float = 3.0,
         on_stream_reset: Callable[[str], None] | None = None,
@@ -83,9 +94,9 @@ class RedisBus(Bus):
         self.max_age = max_age_seconds
         self.on_stream_reset = on_stream_reset
         self._prefix = key_prefix
-        # After a restart or failover, publishes wait this long for every live process to show
-        # its witness (scripts/history.lua, "Settling"): above the subscriber's longest
-        # reconnect pause (reconnect_max_delay x 1.5 jitter) plus a connect.
+        # After a restart or failover, publishes are refused this long so every live process
+        # shows its witness first (scripts/history.lua, "Settling"): above the subscriber's
+        # longest reconnect pause (reconnect_max_delay x 1.5 jitter) plus a connect.
         self._settle_ms = int(settle_seconds * 1000)
         self._stream_ttl_ms = int((max_age_seconds + 60.0) * 1000)
         self._meta_ttl_ms = max(int(idle_ttl_seconds * 1000), self._stream_ttl_ms)
@@ -102,6 +113,7 @@ class RedisBus(Bus):
         self._commands: Commands | None = None
         self._subscriber: Subscriber | None = None
         self._witness = Witness()  # what this process saw of the data's history (rewinds)
+        self._settled_at = 0.0  # monotonic time the data is settled by, as last told (history.lua)
         self.stats = {"reconnects": 0, "backfilled": 0, "duplicates": 0, "resets": 0, "stale": 0}
 
     # -- names ----------------------------------------------------------------------------
@@ -157,7 +169,12 @@ class RedisBus(Bus):
                     ok = await self._commands.ping()
             except TRANSIENT:
                 ok = False
+        # While the data settles publishes are refused: not ready (load balancers wait).
+        ok = ok and time.monotonic() >= self._settled_at
         return {"bus": ok, "subscriber": self._subscriber is not None and self._subscriber.subscribed}
+
+    def _settling(self, left_ms: int | bytes) -> None:
+        self._settled_at = max(self._settled_at, time.monotonic() + int(left_ms) / 1000)
 
     def _stream_reset(self, stream: str) -> None:
         if self.on_stream_reset is not None:
@@ -208,12 +225,15 @@ class RedisBus(Bus):
         return positions
 
     async def _publish_calls(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-        """The replies of publish.lua calls; calls refused while the data settles after a new
-        server run (scripts/history.lua) are made again once it has (bounded)."""
+        """The replies of publish.lua calls. A call refused while the data settles after a new
+        server run (scripts/history.lua) is made again after a short wait (at most
+        :data:`SETTLE_WAIT`), else its reply is a :class:`Settling` error: the publish is
+        refused like any other outage (``BusUnavailable``: 503 with ``Retry-After``, the
+        generation service's backlog), as Redis itself answers ``LOADING`` — not held for
+        seconds where HTTP callers would time out."""
         results: list[Any] = [None] * len(calls)
         pending = list(range(len(calls)))
-        give_up = time.monotonic() + self._settle_ms / 1000 + 10.0
-        while True:
+        for _attempt in range(3):
             try:
                 replies = await self._require().eval_many(wire.PUBLISH_SCRIPT, [calls[i] for i in pending])
             except TRANSIENT as exc:
@@ -223,16 +243,20 @@ class RedisBus(Bus):
             for i, reply in zip(pending, replies, strict=True):
                 if not isinstance(reply, Exception) and len(reply) == 5 and reply[3] == b"settle":
                     self._witness.saw(*reply[:3])
+                    self._settling(reply[4])
                     settling.append(i)
                     wait_ms = max(wait_ms, int(reply[4]))
-                else:
-                    results[i] = reply
+                results[i] = reply
             if not settling:
                 return results
-            if time.monotonic() + wait_ms / 1000 > give_up:
-                raise BusUnavailable("Redis is still settling after a restart or failover")
             pending = settling
+            if wait_ms / 1000 > SETTLE_WAIT:
+                break
             await asyncio.sleep(wait_ms / 1000 + 0.002)
+        for i in pending:
+            results[i] = Settling(f"Redis came back from a restart or failover {self._settle_ms / 1000:g} s "
+                                  f"ago at most and is settling (rewind check); retry shortly")
+        return results
 
     def _publish_args(self, group: list[str], by_stream: dict[str, list[PublishItem]]) -> tuple[list[str], list[Any]]:
         keys: list[str] = [self._history_key]
@@ -282,7 +306,8 @@ class RedisBus(Bus):
             wire.GUARD_SCRIPT, [([self._history_key], [*self._witness.args(secrets.token_hex(8)), self._settle_ms])])
         if isinstance(result, Exception):
             raise result
-        self._witness.saw(*result)
+        self._witness.saw(*result[:3])
+        self._settling(result[3])
 
     def _parse_read(self, result: list[Any]) -> Read:
         self._witness.saw(*result[4:7])
