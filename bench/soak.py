@@ -154,7 +154,7 @@ class Generations:
                        for g in mismatched[:10]]
                     + [f"generation {g}: ended {self.records[g]} but no connection was told" for g in unpublished[:10]]
                     + leaked[:10])
-        return {"generations_created": len(self.created), "generations_adopted": len(self.adopted),
+        return {"generations_created": len(self.created), "generations_adopted": len(named) - len(self.created),
                 "create_outcomes": dict(self.create_outcomes),
                 "generation_statuses": dict(Counter(self.records.values())),
                 "generations_unfinished": len(unfinished), "terminal_duplicated": len(duplicated),

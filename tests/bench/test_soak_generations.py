@@ -45,12 +45,14 @@ def test_an_end_nobody_saw_is_unpublished_unless_a_reset_may_have_covered_it() -
 def test_a_run_whose_create_got_no_answer_is_adopted_from_its_updates_and_checked() -> None:
     """A create that timed out may still have made the run (the soak never learned its id):
     its updates name it, and it is then held to the same rules, its record included."""
-    gens = Generations(created={"gen_a": "alice"}, records={"gen_a": "completed", "gen_x": "completed"})
+    gens = Generations(records={"gen_a": "completed", "gen_x": "completed"})
+    gens.seen("alice", "gen_a", "queued", ("e1", 1))  # its update came before its 202
+    gens.created["gen_a"] = "alice"
     gens.seen("alice", "gen_a", "completed", ("e1", 2))
     gens.seen("bob", "gen_x", "queued", ("e2", 1))
     gens.seen("bob", "gen_x", "completed", ("e2", 3))
     figures = _verdict(gens)
-    assert gens.adopted == {"gen_x": "bob"} and figures["generations_adopted"] == 1
+    assert gens.named == {"gen_a": "alice", "gen_x": "bob"} and figures["generations_adopted"] == 1
     assert (figures["terminal_mismatched"], figures["generations_unfinished"], figures["generation_problems"]) == (
         0, 0, [])
     gens.records["gen_x"] = "running"  # its record never ended
