@@ -313,13 +313,15 @@ class Connection:
             self._legacy_text = LegacyText(self.gw.text_so_far)
         self.delivery.hold()
         resume = auth.resume
+        # resume.timestamp: the event the client holds at its offset, checked by the bus
+        stamp = resume.timestamp if resume is not None and isinstance(resume.timestamp, str) else None
         try:
             self._subscription = await self.gw.bus.subscribe(user, self._on_event)
             config = self.gw.config
             read = await self.gw.bus.read(user, resume.offset if resume else None,
                                           limit=config.replay_page_events, max_bytes=config.replay_page_bytes,
                                           claimed_epoch=resume.epoch if resume else None,
-                                          claimed_timestamp=resume.timestamp if resume and isinstance(resume.timestamp, str) else None)
+                                          claimed_timestamp=stamp)
         except BusError as exc:
             log.warning("bus unavailable while joining", extra={"connection_id": self.id, "user_id": user})
             self.delivery.held_back = None
