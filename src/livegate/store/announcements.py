@@ -3,8 +3,8 @@
 
 A final row whose ``announced_at`` is unset is an end that may not have reached the bus:
 its publish failed, or its process died between recording the end and publishing it.
-Every process's sweep (``GenerationService.announce_unannounced``) claims such rows with a
-lease in one conditional ``UPDATE`` — the pattern of :mod:`livegate.store.deliveries` —
+Every process's sweep (:meth:`livegate.service.outbox.Outbox.sweep`) claims such rows with
+a lease (:func:`livegate.store.leases.claim_rows`, as the webhook deliveries are claimed),
 republishes them and marks them announced. The lease only makes a repeat rare; a repeat
 of a terminal ``generationUpdate`` is harmless (clients treat it as the run's state).
 """
@@ -15,11 +15,12 @@ import contextlib
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import ColumnElement, or_, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from livegate.store.base import FINAL_STATUSES, GenerationRow
+from livegate.store.leases import claim_rows
 from livegate.store.schema import generations
 
 __all__ = ["AnnouncementQueries"]
@@ -51,25 +52,8 @@ class AnnouncementQueries:
     async def claim_unannounced(self, now: float, *, ended_before: float, lease_until: float,
                                 limit: int) -> list[GenerationRow]:
         claimable = [*_claimable(now), g.c.finished_at < ended_before]
-        # Nearly every sweep finds nothing: a read first, so it takes no write lock (SQLite's
-        # is database-wide) and writes nothing.
-        async with self._tx(write=False) as conn:
-            if (await conn.execute(select(g.c.id).where(*claimable).limit(1))).first() is None:
-                return []
-        # Two statements in one transaction: the first locks the rows it picks, SKIP LOCKED
-        # (PostgreSQL) so racing sweepers pick different rows instead of queueing on the same
-        # ones; the UPDATE re-checks the terms, so a row another sweeper took meanwhile stays
-        # its own. (Not `id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)` in one statement:
-        # PostgreSQL may run such a subquery more than once and update more than n rows.)
-        # On SQLite the write transaction is the database's one writer.
-        due = (select(g.c.id).where(*claimable).order_by(g.c.finished_at, g.c.id).limit(limit)
-               .with_for_update(skip_locked=True))
-        async with self._tx() as conn:
-            ids = list((await conn.execute(due)).scalars())
-            if not ids:
-                return []
-            rows = (await conn.execute(update(g).where(g.c.id.in_(ids), *claimable)
-                                       .values(announce_lease_until=lease_until).returning(*g.c))).mappings().all()
+        rows = await claim_rows(self._tx, g, claimable, (g.c.finished_at, g.c.id), limit,
+                                {"announce_lease_until": lease_until})
         return sorted((self._row(r) for r in rows), key=lambda row: (row.finished_at or 0.0, row.id))
 
     async def claim_announcement(self, gen_id: str, now: float, lease_until: float) -> bool:

@@ -3,7 +3,7 @@
 The ``webhook_deliveries`` table is the delivery queue of every process (docs/scaling.md,
 "Webhook deliveries"): rows are inserted with the lifecycle transition they report
 (:func:`insert_deliveries`, called inside ``insert`` / ``transition``), claimed with a
-lease by one conditional ``UPDATE`` (:meth:`DeliveryQueries.claim_deliveries`), and their
+lease (:meth:`DeliveryQueries.claim_deliveries`, :func:`livegate.store.leases.claim_rows`), and their
 attempts recorded fenced by the lease owner (:meth:`DeliveryQueries.finish_attempt`).
 """
 
@@ -18,6 +18,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from livegate.store.base import DeliveryRow
+from livegate.store.leases import claim_rows
 from livegate.store.schema import webhook_deliveries
 
 __all__ = ["DeliveryQueries", "delete_deliveries", "insert_deliveries"]
@@ -56,26 +57,8 @@ class DeliveryQueries:
     async def claim_deliveries(self, now: float, owner: str, lease_until: float, limit: int) -> list[DeliveryRow]:
         claimable = [d.c.status == "pending", d.c.next_attempt_at <= now,
                      or_(d.c.lease_until.is_(None), d.c.lease_until < now)]
-        # Most polls find nothing due: a read first, so they take no write lock (SQLite's is
-        # database-wide) and write nothing.
-        async with self._tx(write=False) as conn:
-            if (await conn.execute(select(d.c.id).where(*claimable).limit(1))).first() is None:
-                return []
-        # Two statements in one transaction: the first locks the rows it picks, SKIP LOCKED
-        # (PostgreSQL; SQLite has one writer and no row locks) so racing claimers pick
-        # different rows instead of queueing on the same ones; the UPDATE re-checks the
-        # terms, so a row another claimer took meanwhile stays its own. Not one statement
-        # `id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)`: PostgreSQL ran that subquery
-        # again per row and leased every due row to the first claimer (a test caught 20 of 3).
-        due = (select(d.c.id).where(*claimable).order_by(d.c.next_attempt_at, d.c.id).limit(limit)
-               .with_for_update(skip_locked=True))
-        async with self._tx() as conn:
-            ids = list((await conn.execute(due)).scalars())
-            if not ids:
-                return []
-            rows = (await conn.execute(update(d).where(d.c.id.in_(ids), *claimable)
-                                       .values(lease_owner=owner, lease_until=lease_until)
-                                       .returning(*d.c))).mappings().all()
+        rows = await claim_rows(self._tx, d, claimable, (d.c.next_attempt_at, d.c.id), limit,
+                                {"lease_owner": owner, "lease_until": lease_until})
         return sorted((_delivery(r) for r in rows), key=lambda r: (r.next_attempt_at or 0.0, r.id))
 
     async def finish_attempt(self, delivery_id: str, owner: str, **fields: Any) -> bool:
